@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Provision everything the fleet and its tests need on a Debian 12 host, as root, without systemd
+# or a container registry. Idempotent: reuses whatever already answers, installs what is missing.
+#   - Debian packages: docker.io, redis-server, debootstrap
+#   - a Docker engine (no bridge, no iptables: containers use network none or host only)
+#   - a redis-server on 127.0.0.1:6379 (for the fleet; the test suite starts private ones)
+#   - the Python environment with this project installed (.venv, or $SPAWNER_VENV)
+#   - a base image made with debootstrap -> docker import (no registry)
+#   - the worker image from worker_image/Dockerfile, and the test image with stand-in agent CLIs
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+STATE=${SPAWNER_STATE_DIR:-/var/tmp/workers-spawner}
+VENV=${SPAWNER_VENV:-$REPO/.venv}
+BASE_IMAGE=${SPAWNER_BASE_IMAGE:-workers-spawner/debian:bookworm}
+WORKER_IMAGE=${SPAWNER_WORKER_IMAGE:-workers-spawner/worker:latest}
+TEST_IMAGE=${SPAWNER_TEST_IMAGE:-workers-spawner/worker-test:latest}
+mkdir -p "$STATE/logs"
+T0=$(date +%s.%N)
+step() { printf '[setup %6.1fs] %s\n' "$(awk "BEGIN{print $(date +%s.%N)-$T0}")" "$*"; }
+die() { echo "setup: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (it installs Debian packages and starts dockerd)"
+
+# ---------------------------------------------------------------- packages
+need=()
+for p in docker.io redis-server debootstrap; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+done
+if ((${#need[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >"$STATE/logs/apt.log" 2>&1 || { tail -20 "$STATE/logs/apt.log"; die "apt-get update failed"; }
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >>"$STATE/logs/apt.log" 2>&1 \
+    || { tail -20 "$STATE/logs/apt.log"; die "apt-get install ${need[*]} failed"; }
+fi
+step "packages ok (installed: ${need[*]:-none})"
+
+# ---------------------------------------------------------------- docker engine
+# Debian's CLI is /usr/bin/docker (20.10, matches the engine); a newer CLI elsewhere on PATH is fine too.
+if docker info >/dev/null 2>&1; then
+  step "docker engine answering - reused"
+else
+  if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then rm -f /var/run/docker.pid; fi
+  setsid nohup dockerd --bridge=none --iptables=false --ip-masq=false >"$STATE/logs/dockerd.log" 2>&1 < /dev/null &
+  for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.25; done
+  docker info >/dev/null 2>&1 || { tail -30 "$STATE/logs/dockerd.log"; die "dockerd did not come up"; }
+  step "docker engine started"
+fi
+
+# ---------------------------------------------------------------- redis
+if redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
+  step "redis on 127.0.0.1:6379 answering - reused"
+else
+  redis-server --daemonize yes --port 6379 --bind 127.0.0.1 --save '' --appendonly no \
+    --pidfile "$STATE/redis.pid" --logfile "$STATE/logs/redis.log" --dir "$STATE"
+  for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+  redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG || die "redis-server did not answer on 127.0.0.1:6379"
+  step "redis started on 127.0.0.1:6379"
+fi
+
+# ---------------------------------------------------------------- python environment
+stamp="$VENV/.installed-$(cat "$REPO/pyproject.toml" | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e "$REPO[test]" >"$STATE/logs/pip.log" 2>&1 \
+    || { tail -30 "$STATE/logs/pip.log"; die "pip install failed"; }
+  rm -f "$VENV"/.installed-*; touch "$stamp"
+  step "python environment ready ($VENV)"
+else
+  step "python environment up to date - reused"
+fi
+
+# ---------------------------------------------------------------- base image (no registry)
+if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+  step "$BASE_IMAGE exists - reused"
+else
+  bash "$REPO/scripts/make_base_image.sh" "$BASE_IMAGE" "$STATE" || die "could not make the base image"
+  step "$BASE_IMAGE imported"
+fi
+
+# ---------------------------------------------------------------- worker and test images
+# The legacy builder caches layers, so a rebuild with nothing changed takes a few seconds.
+build() { # tag dockerfile [build args...]
+  local tag=$1 file=$2; shift 2
+  docker build --network host -q -f "$file" "$@" -t "$tag" "$REPO" >"$STATE/logs/build-${tag//[\/:]/_}.log" 2>&1 \
+    || { tail -40 "$STATE/logs/build-${tag//[\/:]/_}.log"; die "building $tag failed (log above)"; }
+}
+mkdir -p "$REPO/worker_image/certs"
+cp /usr/local/share/ca-certificates/*.crt "$REPO/worker_image/certs/" 2>/dev/null || true
+build "$WORKER_IMAGE" "$REPO/worker_image/Dockerfile" --build-arg BASE_IMAGE="$BASE_IMAGE" ${SPAWNER_IMAGE_BUILD_ARGS:-}
+step "$WORKER_IMAGE built"
+if [ -f "$REPO/tests/images/Dockerfile" ]; then
+  build "$TEST_IMAGE" "$REPO/tests/images/Dockerfile" --build-arg WORKER_IMAGE="$WORKER_IMAGE"
+  step "$TEST_IMAGE built"
+fi

@@ -1,0 +1,521 @@
+"""SpawnerService: the use cases behind every task, over an injected backend and store.
+
+It never imports a concrete adapter: tasks/deps.py hands it a DockerBackend and a RedisStore
+(tests may hand it the same, pointed at their own engine and server). Every public method
+returns a JSON-ready dict (CONTRACT §2) or raises a spawner.errors type.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets as secrets_module
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from spawner import errors, names
+from spawner.backend.base import ContainerBackend, ContainerInfo
+from spawner.factories import build_spec
+from spawner.factories.instructions import render_instructions
+from spawner.factories.registry import agent_factory
+from spawner.lifecycle import Action, decide
+from spawner.models import AgentRecord, AgentState, AgentType, WorkerConfig
+from spawner.paths import resolve_path
+from spawner.state.base import StateStore
+
+__all__ = ["ServiceOptions", "SpawnerService", "new_agent_id"]
+
+TURN_LEASE_SECONDS = 30.0
+COMMAND_IN_EVENT_MAX_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """The settings the service uses, with nothing else of the process environment."""
+
+    worker_image: str
+    agent_network: str
+    idle_pause_seconds: int
+    idle_ttl_seconds: int
+    command_timeout_seconds: int
+    ready_timeout_seconds: int = 60
+    allow_agent_network_override: bool = False
+    #: Redis URL agents use for `orchestrator respond` (with their own ACL user), or None.
+    agent_redis_url: str | None = None
+
+
+def new_agent_id(request_id: str | None = None) -> str:
+    """A fresh agent id, or the same id every time for the same create request id."""
+    if request_id is None:
+        return "ag-" + uuid.uuid4().hex[:16]
+    return "ag-" + hashlib.sha256(f"create:{request_id}".encode()).hexdigest()[:16]
+
+
+def command_id_for(*, request_id: str | None, task_id: str) -> str:
+    """Stable across redeliveries: from the request id if given, else from the Celery task id."""
+    seed = f"request:{request_id}" if request_id else f"task:{task_id}"
+    return "cmd-" + hashlib.sha256(seed.encode()).hexdigest()[:20]
+
+
+class SpawnerService:
+    def __init__(self, *, backend: ContainerBackend, store: StateStore, options: ServiceOptions,
+                 secret_source: Mapping[str, str], clock: Callable[[], float] = time.time) -> None:
+        self.backend = backend
+        self.store = store
+        self.options = options
+        self._secret_source = secret_source
+        self._now = clock
+
+    # ---------------------------------------------------------------------------- idempotency
+    def idempotent(self, task: str, request_id: str | None, run: Callable[[], dict[str, Any]],
+                   *, wait_seconds: float = 600) -> dict[str, Any]:
+        """Run once per request id; a repeat (even a concurrent one) returns the first result."""
+        if request_id is None:
+            return run()
+        cached = self.store.get_request_result(task, request_id)
+        if cached is not None:
+            return cached
+        lock_key = names.request_lock_key(task, request_id)
+        deadline = time.monotonic() + wait_seconds
+        while (token := self.store.acquire(lock_key, ttl_seconds=wait_seconds)) is None:
+            if time.monotonic() > deadline:
+                raise errors.Unavailable(f"request {request_id} is still being handled; try again later")
+            time.sleep(0.05)
+            if (cached := self.store.get_request_result(task, request_id)) is not None:
+                return cached
+        try:
+            if (cached := self.store.get_request_result(task, request_id)) is not None:
+                return cached
+            result = run()
+            self.store.save_request_result(task, request_id, result)
+            return result
+        finally:
+            self.store.release(lock_key, token)
+
+    # ---------------------------------------------------------------------------- create
+    def create(self, config: WorkerConfig, *, context: dict[str, str], request_id: str | None) -> dict[str, Any]:
+        network = self._network_for(config)
+        secret_values = self._resolve_secrets(config)
+        return self.idempotent("create", request_id,
+                               lambda: self._create(config, context, network, secret_values, request_id))
+
+    def _create(self, config: WorkerConfig, context: dict[str, str], network: str,
+                secret_values: dict[str, str], request_id: str | None) -> dict[str, Any]:
+        agent_id = new_agent_id(request_id)
+        now = self._now()
+        record = AgentRecord(
+            agent_id=agent_id, state=AgentState.CREATING, image=self.options.worker_image,
+            agent=config.agent, config=config.redacted(), context=context, created_at=now,
+            last_activity_at=now,
+            idle_pause_seconds=config.idle_pause_seconds or self.options.idle_pause_seconds,
+            idle_ttl_seconds=config.idle_ttl_seconds or self.options.idle_ttl_seconds,
+        )
+        self.store.save_record(record)
+        self.store.publish(agent_id, "status", state=AgentState.CREATING, reason="create requested")
+        orchestrator_secret: dict[str, str] = {}
+        if self.options.agent_redis_url:
+            orchestrator_secret["ORCHESTRATOR_REDIS_URL"] = self.store.create_agent_identity(
+                agent_id, password=secrets_module.token_urlsafe(24), base_url=self.options.agent_redis_url)
+        factory = agent_factory(config.agent)
+        instructions = None
+        if factory.instruction_file:
+            instructions = render_instructions(config.instructions, config.allowed_tools, factory.instruction_file)
+        spec = build_spec(
+            config, agent_id=agent_id, image=self.options.worker_image, network_mode=network,
+            created_at=now, secret_values={**secret_values, **orchestrator_secret},
+            orchestrator_env={}, instructions_text=instructions,
+        )
+        container_id = None
+        try:
+            container_id = self.backend.create(spec)
+            self.store.update_record(agent_id, container_id=container_id)
+            self.backend.init_agent(container_id, {
+                "secret_env": spec.secret_env,
+                "files": [{"path": f.path, "mode": f.mode, "content_b64": base64.b64encode(f.content).decode()}
+                          for f in spec.files],
+                "ready_argv": list(spec.ready_argv),
+                "ready_timeout": self.options.ready_timeout_seconds,
+            })
+        except errors.SpawnerError as exc:
+            if container_id is not None:
+                self.backend.remove(container_id)
+            self.store.delete_agent_identity(agent_id)
+            self._set_state(agent_id, AgentState.FAILED, reason=f"create could not finish: {exc}")
+            raise errors.Unavailable(f"agent {agent_id} could not be created: {exc}") from None
+        self._set_state(agent_id, AgentState.IDLE, reason="ready")
+        return {"agent_id": agent_id, "state": AgentState.IDLE.value, "container_id": container_id,
+                "image": self.options.worker_image, "created_at": _iso(now)}
+
+    def _network_for(self, config: WorkerConfig) -> str:
+        if config.network is None or config.network == self.options.agent_network:
+            return self.options.agent_network
+        if not self.options.allow_agent_network_override:
+            raise errors.InvalidRequest(
+                f"config.network: this fleet does not allow per-agent networks (it uses "
+                f"{self.options.agent_network!r}); leave network unset")
+        return config.network
+
+    def _resolve_secrets(self, config: WorkerConfig) -> dict[str, str]:
+        missing = [name for name in config.secrets if name not in self._secret_source]
+        if missing:
+            raise errors.InvalidRequest(f"config.secrets: not set in the workers' environment: {', '.join(missing)}")
+        return {name: self._secret_source[name] for name in config.secrets}
+
+    # ---------------------------------------------------------------------------- lookups
+    def _live_record(self, agent_id: str) -> AgentRecord:
+        record = self.store.get_record(agent_id)
+        if record is None:
+            raise errors.AgentNotFound(f"no agent {agent_id!r}; list agents with `spawner ls`")
+        if record.state.is_terminal:
+            raise errors.AgentGone(f"agent {agent_id} is {record.state.value}"
+                                   + (f" ({record.reason})" if record.reason else "") + "; create a new one")
+        if record.container_id is None:
+            raise errors.AgentGone(f"agent {agent_id} is still being created; try again in a moment")
+        return record
+
+    def _ready_container(self, record: AgentRecord) -> str:
+        """The container id of a live agent, resumed first if it was paused."""
+        assert record.container_id is not None
+        state = self.backend.inspect_state(record.container_id)
+        if state is None or state in ("exited", "dead"):
+            reason = "container disappeared" if state is None else f"container {state}"
+            self._fail(record, reason)
+            raise errors.AgentGone(f"agent {record.agent_id} failed: {reason}")
+        if state == "paused":
+            self.backend.unpause(record.container_id)
+        if record.state == AgentState.PAUSED or state == "paused":
+            self._set_state(record.agent_id, AgentState.IDLE, reason="resumed")
+        return record.container_id
+
+    def _fail(self, record: AgentRecord, reason: str) -> None:
+        if record.container_id:
+            self.backend.remove(record.container_id)
+        self.store.delete_agent_identity(record.agent_id)
+        self._set_state(record.agent_id, AgentState.FAILED, reason=reason)
+
+    def _set_state(self, agent_id: str, state: AgentState, *, reason: str, **extra: Any) -> None:
+        self.store.update_record(agent_id, state=state.value, reason=reason, **extra)
+        self.store.publish(agent_id, "status", state=state.value, reason=reason)
+
+    def _touch(self, agent_id: str) -> None:
+        self.store.update_record(agent_id, last_activity_at=self._now())
+
+    # ---------------------------------------------------------------------------- turns
+    def check_command(self, agent_id: str, command: str) -> None:
+        """Validate a turn before it is routed to the turns pool."""
+        size = len(command.encode("utf-8", "surrogatepass"))
+        if size > names.COMMAND_MAX_BYTES:
+            raise errors.PayloadTooLarge(f"command is {size} bytes; the limit is {names.COMMAND_MAX_BYTES}")
+        self._live_record(agent_id)
+
+    def send_command(self, agent_id: str, command: str, *, command_id: str, timeout_seconds: int | None,
+                     request_id: str | None) -> dict[str, Any]:
+        return self.idempotent("send_command", request_id,
+                               lambda: self._send_command(agent_id, command, command_id, timeout_seconds))
+
+    def _send_command(self, agent_id: str, command: str, command_id: str, timeout_seconds: int | None) -> dict[str, Any]:
+        self.check_command(agent_id, command)
+        with self._turn_lease(command_id):
+            record = self._live_record(agent_id)
+            container_id = self._ready_container(record)
+            factory = agent_factory(record.agent)
+            plan = factory.plan_turn(session_id=record.session_id)
+            if self.store.turn_started(agent_id, command_id) == 1 or record.state != AgentState.BUSY:
+                self.store.update_record(agent_id, state=AgentState.BUSY.value, reason="turn started",
+                                         last_activity_at=self._now())
+            self.store.publish(agent_id, "status", state=AgentState.BUSY.value, reason="turn started",
+                               command_id=command_id, command=command[:COMMAND_IN_EVENT_MAX_CHARS])
+            try:
+                return self._follow_turn(record, container_id, command, command_id, plan.argv,
+                                         plan.stdin_input, timeout_seconds)
+            finally:
+                if self.store.turn_finished(agent_id, command_id) == 0:
+                    current = self.store.get_record(agent_id)
+                    if current is not None and current.state == AgentState.BUSY:
+                        self._set_state(agent_id, AgentState.IDLE, reason="turn finished",
+                                        last_activity_at=self._now())
+
+    def _follow_turn(self, record: AgentRecord, container_id: str, command: str, command_id: str,
+                     argv: tuple[str, ...], stdin_input: bool, timeout_seconds: int | None) -> dict[str, Any]:
+        agent_id = record.agent_id
+        published = self.store.turn_progress(command_id)
+        request = {"command_id": command_id, "argv": list(argv), "stdin_input": stdin_input, "input": command,
+                   "timeout_seconds": timeout_seconds or self.options.command_timeout_seconds,
+                   "from_seq": 0}
+        output, stdout = _CappedText(names.OUTPUT_MAX_BYTES), _CappedText(names.OUTPUT_MAX_BYTES)
+        end: dict[str, Any] = {}
+        last_touch = time.monotonic()
+        for rec in self.backend.follow_turn(container_id, request):
+            if rec.get("end"):
+                end = rec
+                break
+            if "n" not in rec:
+                continue
+            output.add(rec["d"])
+            if rec["s"] == "stdout":
+                stdout.add(rec["d"])
+            if rec["n"] > published:
+                self.store.publish_turn_record(agent_id, command_id, rec["n"], "output",
+                                               command_id=command_id, stream=rec["s"], data=rec["d"])
+            if time.monotonic() - last_touch > 5:  # output is activity; keep it cheap
+                self._touch(agent_id)
+                last_touch = time.monotonic()
+        exit_code = end.get("exit_code")
+        timed_out = bool(end.get("timed_out"))
+        factory = agent_factory(record.agent)
+        if record.agent == AgentType.SHELL:
+            response, session_id = output.text, None
+        else:
+            reply = factory.parse_reply(stdout=stdout.text, exit_code=exit_code)
+            response, session_id = reply.response, reply.session_id
+        if session_id:
+            self.store.update_record(agent_id, session_id=session_id)
+        duration_ms = int(end.get("duration_ms") or 0)
+        self.store.publish(agent_id, "command_exit", command_id=command_id, exit_code=exit_code,
+                           duration_ms=duration_ms, timed_out=timed_out)
+        if response:
+            self.store.publish(agent_id, "response", message=response[:names.OUTPUT_MAX_BYTES], command_id=command_id)
+        return {"agent_id": agent_id, "command_id": command_id, "exit_code": exit_code, "output": output.text,
+                "response": response, "session_id": session_id or record.session_id, "duration_ms": duration_ms,
+                "timed_out": timed_out, "output_truncated": output.truncated or bool(end.get("truncated"))}
+
+    @contextmanager
+    def _turn_lease(self, command_id: str) -> Iterator[None]:
+        """Only one delivery follows a turn at a time; a second waits, then re-attaches."""
+        key = names.turn_lease_key(command_id)
+        while (token := self.store.acquire(key, ttl_seconds=TURN_LEASE_SECONDS)) is None:
+            time.sleep(0.2)
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(TURN_LEASE_SECONDS / 3):
+                try:
+                    self.store.renew(key, token, ttl_seconds=TURN_LEASE_SECONDS)
+                except errors.Unavailable:
+                    pass
+
+        renewer = threading.Thread(target=renew, daemon=True, name=f"lease-{command_id}")
+        renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            self.store.release(key, token)
+
+    # ---------------------------------------------------------------------------- files
+    def send_file(self, agent_id: str, path: str, content: bytes, *, mode: int, request_id: str | None) -> dict[str, Any]:
+        resolved = resolve_path(path)
+        if len(content) > names.FILE_MAX_BYTES:
+            raise errors.PayloadTooLarge(f"content is {len(content)} bytes; the limit is {names.FILE_MAX_BYTES}")
+
+        def run() -> dict[str, Any]:
+            record = self._live_record(agent_id)
+            size = self.backend.put_file(self._ready_container(record), resolved, content, mode)
+            self._touch(agent_id)
+            return {"agent_id": agent_id, "path": resolved, "size": size}
+
+        return self.idempotent("send_file", request_id, run)
+
+    def read_file(self, agent_id: str, path: str) -> tuple[str, bytes]:
+        resolved = resolve_path(path)
+        record = self._live_record(agent_id)
+        data = self.backend.get_file(self._ready_container(record), resolved, max_bytes=names.FILE_MAX_BYTES)
+        self._touch(agent_id)
+        return resolved, data
+
+    # ---------------------------------------------------------------------------- reads
+    def status(self, agent_id: str) -> dict[str, Any]:
+        record = self.store.get_record(agent_id)
+        if record is None:
+            raise errors.AgentNotFound(f"no agent {agent_id!r}; list agents with `spawner ls`")
+        container_state = None
+        if record.container_id and not record.state.is_terminal:
+            container_state = self.backend.inspect_state(record.container_id) or "missing"
+        return self._summary(record, container_state=container_state)
+
+    def _summary(self, record: AgentRecord, *, container_state: str | None) -> dict[str, Any]:
+        expires = None if record.state.is_terminal else _iso(record.last_activity_at + record.idle_ttl_seconds)
+        return {"agent_id": record.agent_id, "state": record.state.value, "reason": record.reason,
+                "container_state": container_state, "container_id": record.container_id,
+                "agent": record.agent.value, "image": record.image, "created_at": _iso(record.created_at),
+                "last_activity_at": _iso(record.last_activity_at), "expires_at": expires,
+                "config": record.config, "context": record.context, "session_id": record.session_id}
+
+    def list_agents(self, *, state: AgentState | None) -> dict[str, Any]:
+        agents = []
+        for agent_id in self.store.list_agent_ids():
+            record = self.store.get_record(agent_id)
+            if record is None:
+                self.store.forget_if_missing(agent_id)
+                continue
+            if state is None or record.state == state:
+                agents.append(self._summary(record, container_state=None))
+        return {"agents": agents}
+
+    def logs(self, agent_id: str, *, tail: int) -> dict[str, Any]:
+        record = self.store.get_record(agent_id)
+        if record is None:
+            raise errors.AgentNotFound(f"no agent {agent_id!r}; list agents with `spawner ls`")
+        lines: list[str] = []
+        if record.container_id and not record.state.is_terminal:
+            try:
+                lines += [f"[container] {line}" for line in self.backend.logs(record.container_id, tail=tail)]
+            except errors.AgentGone:
+                pass
+        events = self.store.last_events(agent_id, count=max(tail * 4, 200))
+        lines += _transcript(events)
+        cursor = events[-1]["id"] if events else None
+        return {"agent_id": agent_id, "lines": lines[-tail:] if tail else [], "cursor": cursor}
+
+    # ---------------------------------------------------------------------------- delete
+    def delete(self, agent_id: str, *, request_id: str | None) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            record = self.store.get_record(agent_id)
+            if record is None or record.state == AgentState.DELETED:
+                return {"agent_id": agent_id, "deleted": False}
+            if record.container_id:
+                self.backend.remove(record.container_id)
+            self.store.delete_agent_identity(agent_id)
+            self._set_state(agent_id, AgentState.DELETED, reason="deleted on request")
+            return {"agent_id": agent_id, "deleted": True}
+
+        return self.idempotent("delete", request_id, run)
+
+
+    # ---------------------------------------------------------------------------- sweep
+    def sweep(self, *, now: float) -> dict[str, Any]:
+        """Pause and expire what is due, then reconcile Docker with Redis. Safe to run twice at once:
+        a short lock makes one of two concurrent sweeps skip, and every action re-reads first."""
+        token = self.store.acquire(names.sweep_lock_key(), ttl_seconds=300)
+        if token is None:
+            return {"skipped": True, "paused": 0, "expired": 0, "adopted": 0, "removed": 0, "failed": 0}
+        try:
+            counts = {"skipped": False, "paused": 0, "expired": 0}
+            due = dict.fromkeys(self.store.due_agents("expire", now=now) + self.store.due_agents("pause", now=now))
+            for agent_id in due:
+                record = self.store.get_record(agent_id)
+                if record is None:
+                    self.store.forget_if_missing(agent_id)
+                    continue
+                action = decide(record, now=now, running_turns=self.store.running_turns(agent_id))
+                if action == Action.PAUSE and record.container_id:
+                    self.backend.pause(record.container_id)
+                    self._set_state(agent_id, AgentState.PAUSED, reason="idle past its pause limit")
+                    counts["paused"] += 1
+                elif action == Action.EXPIRE:
+                    if record.container_id:
+                        self.backend.remove(record.container_id)
+                    self.store.delete_agent_identity(agent_id)
+                    self._set_state(agent_id, AgentState.EXPIRED, reason="idle past its TTL")
+                    counts["expired"] += 1
+            return {**counts, **self.reconcile()}
+        finally:
+            self.store.release(names.sweep_lock_key(), token)
+
+    def reconcile(self) -> dict[str, int]:
+        """Make Docker and Redis agree, by label: adopt, remove, or mark failed."""
+        counts = {"adopted": 0, "removed": 0, "failed": 0}
+        containers = {c.agent_id: c for c in self.backend.list_managed()}
+        for agent_id, info in containers.items():
+            record = self.store.get_record(agent_id)
+            if record is None:
+                if self._adopt(info):
+                    counts["adopted"] += 1
+                else:
+                    self.backend.remove(info.container_id)
+                    counts["removed"] += 1
+            elif record.state.is_terminal:
+                self.backend.remove(info.container_id)
+                counts["removed"] += 1
+            elif record.state == AgentState.CREATING and self._now() - record.created_at > 600:
+                self._fail(record, "create never finished")
+                counts["failed"] += 1
+            elif info.state in ("exited", "dead"):
+                self._fail(record, f"container {info.state}")
+                counts["failed"] += 1
+        for agent_id in self.store.list_agent_ids():
+            if agent_id in containers:
+                continue
+            record = self.store.get_record(agent_id)
+            if record is None:
+                self.store.forget_if_missing(agent_id)
+            elif not record.state.is_terminal and record.container_id is not None:
+                self._fail(record, "container disappeared")
+                counts["failed"] += 1
+        return counts
+
+    def _adopt(self, info: ContainerInfo) -> bool:
+        """Rebuild the record of a live labelled container whose record was lost (e.g. a flush)."""
+        if info.state not in ("running", "paused"):
+            return False
+        try:
+            config = WorkerConfig.model_validate_json(info.labels[names.LABEL_CONFIG])
+            created_at = float(info.labels[names.LABEL_CREATED_AT])
+        except (KeyError, ValueError):
+            return False
+        now = self._now()
+        self.store.save_record(AgentRecord(
+            agent_id=info.agent_id, state=AgentState.PAUSED if info.state == "paused" else AgentState.IDLE,
+            reason="adopted by reconcile", container_id=info.container_id, image=info.image,
+            agent=config.agent, config=config.redacted(), created_at=created_at, last_activity_at=now,
+            idle_pause_seconds=config.idle_pause_seconds or self.options.idle_pause_seconds,
+            idle_ttl_seconds=config.idle_ttl_seconds or self.options.idle_ttl_seconds,
+        ))
+        self.store.publish(info.agent_id, "status", state="idle", reason="adopted by reconcile")
+        return True
+
+
+class _CappedText:
+    def __init__(self, max_bytes: int) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+        self.max_bytes = max_bytes
+        self.truncated = False
+
+    def add(self, text: str) -> None:
+        if self.truncated:
+            return
+        room = self.max_bytes - self.size
+        encoded = text.encode("utf-8", "surrogatepass")
+        if len(encoded) > room:
+            text = encoded[:room].decode("utf-8", "ignore")
+            self.truncated = True
+        self.parts.append(text)
+        self.size += len(text.encode("utf-8", "surrogatepass"))
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def _transcript(events: list[dict[str, Any]]) -> list[str]:
+    """The agent's transcript from its events: commands, what they printed, how they ended."""
+    lines: list[str] = []
+    pending: dict[str, str] = {}
+    for event in events:
+        kind = event.get("type")
+        if kind == "status" and event.get("command"):
+            lines.append(f"$ {event['command']}")
+        elif kind == "output":
+            key = event.get("command_id", "")
+            text = pending.get(key, "") + event.get("data", "")
+            *complete, pending[key] = text.split("\n")
+            lines += complete
+        elif kind == "command_exit":
+            rest = pending.pop(event.get("command_id", ""), "")
+            if rest:
+                lines.append(rest)
+            suffix = " (timed out)" if event.get("timed_out") else ""
+            lines.append(f"[exit {event.get('exit_code')}{suffix}]")
+        elif kind == "response" and not event.get("command_id"):
+            lines.append(f"[respond] {event.get('message')}")
+    return lines
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"

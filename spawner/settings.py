@@ -1,0 +1,80 @@
+"""SpawnerSettings: the process settings of CONTRACT §1 (prefix SPAWNER_), read from the environment.
+
+The only spawner module that reads the environment; built once per process at an entry point.
+A bad value stops the process with one line naming the variable (see `load_settings`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["SettingsError", "SpawnerSettings", "load_settings"]
+
+_NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class SettingsError(SystemExit):
+    """Raised (as a SystemExit with one line) when a SPAWNER_ variable has a bad value."""
+
+
+class SpawnerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPAWNER_", extra="ignore", frozen=True)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str | None = None
+    result_backend: str | None = None
+    queue: str = Field(default="spawner", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    worker_image: str = Field(default="workers-spawner/worker:latest", min_length=1)
+    agent_network: str = "none"
+    idle_pause_seconds: int = Field(default=1800, ge=1)
+    idle_ttl_seconds: int = Field(default=7200, ge=1)
+    sweep_seconds: float = Field(default=60, gt=0)
+    command_timeout_seconds: int = Field(default=1800, ge=1)
+    #: Per-agent `network` overrides are refused unless the operator allows them.
+    allow_agent_network_override: bool = False
+    #: Seconds `create` waits for the agent CLI to answer before the agent is `failed`.
+    ready_timeout_seconds: int = Field(default=60, ge=1)
+
+    @field_validator("redis_url", "broker_url", "result_backend")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis:// , rediss:// or unix:// URL")
+        return value
+
+    @field_validator("agent_network")
+    @classmethod
+    def _check_network(cls, value: str) -> str:
+        if not _NETWORK_RE.match(value):
+            raise ValueError("must be none, host or a Docker network name")
+        return value
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def backend(self) -> str:
+        return self.result_backend or self.redis_url
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> SpawnerSettings:
+    """Build settings from `environ` (default: the process environment).
+
+    Raises SettingsError, a SystemExit whose message names each bad SPAWNER_ variable.
+    """
+    try:
+        if environ is None:
+            return SpawnerSettings()
+        values = {k[len("SPAWNER_"):].lower(): v for k, v in environ.items() if k.startswith("SPAWNER_")}
+        return SpawnerSettings(**values)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors(include_input=False, include_url=False):
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            parts.append(f"SPAWNER_{field.upper()}: {err['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(parts)) from None

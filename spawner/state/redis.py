@@ -1,0 +1,307 @@
+"""RedisStore: the only module that imports `redis`. Records, indexes, events, idempotency, leases.
+
+Layout (every name from spawner.names):
+  spawner:agent:{id}            hash, one JSON-encoded value per AgentRecord field
+  spawner:agent:{id}:turns      set of command ids running now (busy while non-empty)
+  spawner:agents                zset of agent ids by creation time (listing)
+  spawner:due:pause|expire      zset of live agent ids by when that action falls due (sweeping)
+  agents:{id}:events            the agent's event stream (CONTRACT §5); entry id = cursor
+  spawner:request:{task}:{rid}  first result of a request id (idempotency)
+  spawner:turn-lease:{cid}      who follows a turn now; spawner:turn-progress:{cid} how far it published
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+import redis.exceptions
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from spawner import errors, names
+from spawner.models import AgentRecord, AgentState
+
+__all__ = ["RedisStore"]
+
+# Append to the stream, then publish the same event with its id: one round trip, and a
+# subscriber can never see an event that a replay from the stream would not also return.
+_PUBLISH = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[2])
+redis.call('PUBLISH', KEYS[2], '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2))
+return id
+"""
+# The same, for a turn's output record number ARGV[3]: published only if no delivery of the
+# turn published it before, so a re-attached follower never repeats or skips a chunk.
+_PUBLISH_ONCE = """
+local done = tonumber(redis.call('GET', KEYS[3]) or '-1')
+if tonumber(ARGV[3]) <= done then return false end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[2])
+redis.call('PUBLISH', KEYS[2], '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2))
+redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
+return id
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+class RedisStore:
+    """State and events over one Redis connection pool. Build with `RedisStore.from_url()`."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._r = client
+        self._publish = client.register_script(_PUBLISH)
+        self._publish_once = client.register_script(_PUBLISH_ONCE)
+        self._release = client.register_script(_RELEASE)
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisStore:
+        client = redis.Redis.from_url(
+            url, decode_responses=True, health_check_interval=15, socket_connect_timeout=5,
+            retry=Retry(ExponentialBackoff(cap=2, base=0.1), retries=6),
+            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+        )
+        return cls(client)
+
+    @contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except _REDIS_ERRORS as exc:
+            raise errors.Unavailable(f"Redis cannot be reached while {what} ({type(exc).__name__})") from None
+
+    def ping(self) -> None:
+        with self._translated("pinging"):
+            self._r.ping()
+
+    # ---------------------------------------------------------------------------- records
+    def save_record(self, record: AgentRecord) -> None:
+        data = {k: json.dumps(v) for k, v in record.model_dump(mode="json").items()}
+        with self._translated("saving a record"), self._r.pipeline() as pipe:
+            pipe.hset(names.agent_key(record.agent_id), mapping=data)
+            pipe.persist(names.agent_key(record.agent_id))
+            pipe.zadd(names.agents_index_key(), {record.agent_id: record.created_at})
+            pipe.execute()
+        self._index_due(record)
+
+    def update_record(self, agent_id: str, **fields: Any) -> AgentRecord | None:
+        """Set some fields of a record; returns the updated record, or None if it is gone."""
+        key = names.agent_key(agent_id)
+        with self._translated("updating a record"):
+            if not self._r.exists(key):
+                return None
+            self._r.hset(key, mapping={k: json.dumps(v) for k, v in fields.items()})
+        record = self.get_record(agent_id)
+        if record is not None:
+            self._index_due(record)
+        return record
+
+    def get_record(self, agent_id: str) -> AgentRecord | None:
+        with self._translated("reading a record"):
+            raw = self._r.hgetall(names.agent_key(agent_id))
+        if not raw or "agent_id" not in raw:
+            return None
+        return AgentRecord.model_validate({k: json.loads(v) for k, v in raw.items()})
+
+    def list_agent_ids(self) -> list[str]:
+        with self._translated("listing agents"):
+            return list(self._r.zrange(names.agents_index_key(), 0, -1))
+
+    def forget_if_missing(self, agent_id: str) -> None:
+        """Drop index entries of a record that expired on its own."""
+        with self._translated("cleaning the index"), self._r.pipeline() as pipe:
+            pipe.zrem(names.agents_index_key(), agent_id)
+            pipe.zrem(names.due_key("pause"), agent_id)
+            pipe.zrem(names.due_key("expire"), agent_id)
+            pipe.execute()
+
+    def _index_due(self, record: AgentRecord) -> None:
+        with self._translated("indexing"), self._r.pipeline() as pipe:
+            if record.state.is_terminal:
+                pipe.zrem(names.due_key("pause"), record.agent_id)
+                pipe.zrem(names.due_key("expire"), record.agent_id)
+                pipe.expire(names.agent_key(record.agent_id), names.TERMINAL_RECORD_TTL_SECONDS)
+            else:
+                if record.state == AgentState.PAUSED:
+                    pipe.zrem(names.due_key("pause"), record.agent_id)
+                else:
+                    pipe.zadd(names.due_key("pause"), {record.agent_id: record.last_activity_at + record.idle_pause_seconds})
+                pipe.zadd(names.due_key("expire"), {record.agent_id: record.last_activity_at + record.idle_ttl_seconds})
+            pipe.execute()
+
+    def due_agents(self, action: str, *, now: float, limit: int = 1000) -> list[str]:
+        """Agent ids whose `action` is due at `now`; cost grows with how many are due."""
+        with self._translated("reading the sweep index"):
+            return list(self._r.zrangebyscore(names.due_key(action), "-inf", now, start=0, num=limit))
+
+    # ---------------------------------------------------------------------------- turns running
+    def turn_started(self, agent_id: str, command_id: str) -> int:
+        key = names.agent_key(agent_id) + ":turns"
+        with self._translated("marking a turn"), self._r.pipeline() as pipe:
+            pipe.sadd(key, command_id)
+            pipe.expire(key, 7 * 24 * 3600)
+            pipe.scard(key)
+            return int(pipe.execute()[-1])
+
+    def turn_finished(self, agent_id: str, command_id: str) -> int:
+        key = names.agent_key(agent_id) + ":turns"
+        with self._translated("marking a turn"), self._r.pipeline() as pipe:
+            pipe.srem(key, command_id)
+            pipe.scard(key)
+            return int(pipe.execute()[-1])
+
+    def running_turns(self, agent_id: str) -> int:
+        with self._translated("counting turns"):
+            return int(self._r.scard(names.agent_key(agent_id) + ":turns"))
+
+    # ---------------------------------------------------------------------------- events
+    @staticmethod
+    def _event_json(event_type: str, agent_id: str, fields: dict[str, Any]) -> str:
+        body = {"type": event_type, "agent_id": agent_id, "ts": _iso(time.time()), **fields}
+        return json.dumps(body, separators=(",", ":"))
+
+    def publish(self, agent_id: str, event_type: str, **fields: Any) -> str:
+        """Append an event to the agent's stream, then publish it. Returns its id (the cursor)."""
+        with self._translated("publishing an event"):
+            return str(self._publish(
+                keys=[names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type)],
+                args=[names.EVENT_STREAM_MAXLEN, self._event_json(event_type, agent_id, fields)],
+            ))
+
+    def publish_turn_record(self, agent_id: str, command_id: str, seq: int, event_type: str, **fields: Any) -> bool:
+        """Publish record `seq` of a turn unless some delivery already did. True if published now."""
+        with self._translated("publishing output"):
+            return bool(self._publish_once(
+                keys=[names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type),
+                      names.turn_progress_key(command_id)],
+                args=[names.EVENT_STREAM_MAXLEN, self._event_json(event_type, agent_id, fields), seq,
+                      names.REQUEST_RESULT_TTL_SECONDS],
+            ))
+
+    def turn_progress(self, command_id: str) -> int:
+        """Number of the last record of this turn already published, -1 if none."""
+        with self._translated("reading turn progress"):
+            value = self._r.get(names.turn_progress_key(command_id))
+        return int(value) if value is not None else -1
+
+    def read_events(self, agent_id: str, *, since: str | None = None, count: int = 1000) -> list[dict[str, Any]]:
+        """Events after cursor `since` (exclusive), oldest first. A cursor older than what the
+        capped stream still holds raises InvalidRequest: a gap is never skipped silently."""
+        key = names.agent_events_key(agent_id)
+        if since:
+            self._check_cursor(agent_id, since)
+        with self._translated("reading events"):
+            entries = self._r.xrange(key, "(" + since if since else "-", "+", count=count)
+        return [{"id": eid, **json.loads(fields["data"])} for eid, fields in entries]
+
+    def _check_cursor(self, agent_id: str, since: str) -> None:
+        key = names.agent_events_key(agent_id)
+        _stream_id_lt(since, "0-0")  # refuses a malformed cursor with a clear message
+        with self._translated("reading events"):
+            first = self._r.xrange(key, "-", "+", count=1)
+            if first and _stream_id_lt(since, first[0][0]) and not self._r.xrange(key, since, since):
+                raise errors.InvalidRequest(
+                    f"cursor {since} is older than the oldest event kept ({first[0][0]}); "
+                    "events in between were trimmed. Read again without a cursor."
+                )
+
+    def wait_events(self, agent_id: str, *, since: str | None, block_ms: int, count: int = 1000) -> list[dict[str, Any]]:
+        """Events after `since` (all kept ones if None), waiting up to `block_ms` for a first one."""
+        if since is None:
+            events = self.read_events(agent_id, since=None, count=count)
+            if events:
+                return events
+            since = "0-0"
+        else:
+            self._check_cursor(agent_id, since)
+        with self._translated("waiting for events"):
+            reply = self._r.xread({names.agent_events_key(agent_id): since}, count=count, block=block_ms)
+        return [{"id": eid, **json.loads(fields["data"])} for _, entries in reply for eid, fields in entries]
+
+    def last_event_id(self, agent_id: str) -> str | None:
+        with self._translated("reading events"):
+            entries = self._r.xrevrange(names.agent_events_key(agent_id), "+", "-", count=1)
+        return entries[0][0] if entries else None
+
+    def last_events(self, agent_id: str, *, count: int) -> list[dict[str, Any]]:
+        """The newest `count` events, oldest first."""
+        with self._translated("reading events"):
+            entries = self._r.xrevrange(names.agent_events_key(agent_id), "+", "-", count=count)
+        return [{"id": eid, **json.loads(fields["data"])} for eid, fields in reversed(entries)]
+
+    def delete_events(self, agent_id: str) -> None:
+        with self._translated("deleting events"):
+            self._r.expire(names.agent_events_key(agent_id), names.TERMINAL_RECORD_TTL_SECONDS)
+
+    # ---------------------------------------------------------------------------- agent identities
+    def create_agent_identity(self, agent_id: str, *, password: str, base_url: str) -> str:
+        """A Redis ACL user that may only append to and publish on this agent's own names.
+
+        Returns the URL the agent uses (user and password in it); it is handed to the container
+        through the secrets file only, never its environment or labels.
+        """
+        user = names.agent_acl_user(agent_id)
+        with self._translated("creating the agent's Redis user"):
+            self._r.execute_command(
+                "ACL", "SETUSER", user, "reset", "on", f">{password}",
+                f"~{names.agent_events_key(agent_id)}", f"&{names.agent_channel_pattern(agent_id)}",
+                "+ping", "+xadd", "+publish", "+hello", "+client|setname", "+auth",
+            )
+        scheme, _, rest = base_url.partition("://")
+        hostpart = rest.rsplit("@", 1)[-1]
+        return f"{scheme}://{user}:{password}@{hostpart}"
+
+    def delete_agent_identity(self, agent_id: str) -> None:
+        with self._translated("removing the agent's Redis user"):
+            self._r.execute_command("ACL", "DELUSER", names.agent_acl_user(agent_id))
+
+    # ---------------------------------------------------------------------------- idempotency
+    def get_request_result(self, task: str, request_id: str) -> dict[str, Any] | None:
+        with self._translated("reading a request result"):
+            raw = self._r.get(names.request_result_key(task, request_id))
+        return json.loads(raw) if raw else None
+
+    def save_request_result(self, task: str, request_id: str, result: dict[str, Any]) -> None:
+        with self._translated("saving a request result"):
+            self._r.set(names.request_result_key(task, request_id), json.dumps(result),
+                        ex=names.REQUEST_RESULT_TTL_SECONDS)
+
+    def acquire(self, key: str, *, ttl_seconds: float) -> str | None:
+        """Take a lock or lease; returns its token, or None if someone else holds it."""
+        token = uuid.uuid4().hex
+        with self._translated("taking a lock"):
+            ok = self._r.set(key, token, nx=True, px=int(ttl_seconds * 1000))
+        return token if ok else None
+
+    def renew(self, key: str, token: str, *, ttl_seconds: float) -> bool:
+        with self._translated("renewing a lease"):
+            if self._r.get(key) != token:
+                return False
+            return bool(self._r.pexpire(key, int(ttl_seconds * 1000)))
+
+    def release(self, key: str, token: str) -> None:
+        with self._translated("releasing a lock"):
+            self._release(keys=[key], args=[token])
+
+
+def _stream_id_lt(a: str, b: str) -> bool:
+    def parts(x: str) -> tuple[int, int]:
+        ms, _, seq = x.partition("-")
+        return int(ms), int(seq or 0)
+
+    try:
+        return parts(a) < parts(b)
+    except ValueError:
+        raise errors.InvalidRequest(f"{a!r} is not a stream cursor (like 1700000000000-0)") from None

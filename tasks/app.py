@@ -1,0 +1,8 @@
+"""The Celery app: configured only from celeryconfig (and so from the SPAWNER_ environment)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+app = Celery("spawner", include=["tasks.agents", "tasks.lifecycle"])
+app.config_from_object("celeryconfig")

@@ -1,0 +1,214 @@
+"""Shared fixtures: a private Redis, the real Docker engine, real Celery worker processes.
+
+Nothing here is mocked. A missing Docker engine, redis-server or worker image fails the run
+(it never skips): scripts/setup.sh provides all three.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_IMAGE = os.environ.get("SPAWNER_TEST_IMAGE", "workers-spawner/worker-test:latest")
+OUTPUT_DIR = REPO / "test-output"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith(("SPAWNER_", "ORCHESTRATOR_")) and key not in ("SPAWNER_TEST_IMAGE",):
+            monkeypatch.delenv(key, raising=False)
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port, with its own data folder."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed; run scripts/setup.sh")
+        self.binary = binary
+        self.port = _free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir), "--maxmemory-policy", "noeviction"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis(port=self.port).ping()
+                return
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+        pytest.fail(f"redis-server did not answer on 127.0.0.1:{self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_client(redis_server: RedisServer) -> Any:
+    import redis
+    return redis.Redis.from_url(redis_server.url, decode_responses=True)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    import docker
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure here means no engine
+        pytest.fail(f"no Docker engine answers ({exc}); run scripts/setup.sh")
+    try:
+        client.images.get(TEST_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"image {TEST_IMAGE} is missing; run scripts/setup.sh")
+    return client
+
+
+class Fleet:
+    """Real `celery -A tasks worker` processes: a control pool and a turns pool, as `spawner up` runs."""
+
+    def __init__(self, redis_url: str, logdir: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.redis_url = redis_url
+        self.logdir = logdir
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("SPAWNER_", "ORCHESTRATOR_"))},
+            "SPAWNER_REDIS_URL": redis_url,
+            "SPAWNER_WORKER_IMAGE": TEST_IMAGE,
+            "SPAWNER_AGENT_NETWORK": "none",
+            "SPAWNER_READY_TIMEOUT_SECONDS": "30",
+            "CANARY_SECRET": "canary-" + uuid.uuid4().hex,
+            "CELERY_TRACE_APP": "1",
+            "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start_worker(self, name: str, queues: str, concurrency: int) -> subprocess.Popen[bytes]:
+        log = open(self.logdir / f"worker-{name}.log", "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queues, "-c", str(concurrency),
+             "-P", "threads", "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-mingle", "--without-gossip",
+             "-l", "INFO"],
+            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def start(self) -> None:
+        self.start_worker("control", "spawner", 16)
+        self.start_worker("turns", "spawner.turns", 64)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+@pytest.fixture(scope="session")
+def fleet(redis_server: RedisServer, docker_client: Any) -> Iterator[Fleet]:
+    OUTPUT_DIR.mkdir(exist_ok=True)
+    fleet = Fleet(redis_server.url, OUTPUT_DIR)
+    fleet.start()
+    yield fleet
+    fleet.stop()
+    _remove_agent_containers(docker_client, redis_server.url)
+
+
+def _remove_agent_containers(docker_client: Any, redis_url: str) -> None:
+    """Remove every managed container whose agent this session's Redis knows (never others)."""
+    import redis
+    known = set(redis.Redis.from_url(redis_url, decode_responses=True).zrange("spawner:agents", 0, -1))
+    for c in docker_client.containers.list(all=True, filters={"label": "spawner.managed=true"}):
+        if c.labels.get("spawner.agent_id") in known:
+            c.remove(force=True, v=True)
+
+
+@pytest.fixture(scope="session")
+def producer(fleet: Fleet) -> Any:
+    """A bare Celery client, as any producer would have: broker, backend, send_task by name."""
+    from celery import Celery
+    app = Celery(broker=fleet.redis_url, backend=fleet.redis_url)
+    app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until both pools answer
+        replies = app.control.ping(timeout=1.0) or []
+        if len(replies) >= 2:
+            break
+    else:
+        pytest.fail("the Celery workers did not come up; see test-output/worker-*.log")
+    return app
+
+
+class Spawner:
+    """Calls tasks by name exactly as the README tells producers to."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.created: list[str] = []
+
+    def send(self, name: str, **kwargs: Any) -> Any:
+        return self.app.send_task(f"spawner.{name}", kwargs=kwargs, queue="spawner")
+
+    def call(self, name: str, timeout: float = 120, **kwargs: Any) -> Any:
+        result = self.send(name, **kwargs).get(timeout=timeout)
+        if name == "create":
+            self.created.append(result["agent_id"])
+        return result
+
+    def create_shell(self, **overrides: Any) -> dict[str, Any]:
+        config = {"name": "test-shell", "agent": "shell", **overrides}
+        return self.call("create", config=config)
+
+
+@pytest.fixture
+def client(producer: Any) -> Iterator[Spawner]:
+    client = Spawner(producer)
+    yield client
+    for agent_id in client.created:
+        try:
+            client.call("delete", agent_id=agent_id, timeout=60)
+        except Exception:  # noqa: BLE001 - best effort cleanup; the session sweep removes leftovers
+            pass

@@ -1,0 +1,403 @@
+#!/usr/bin/env python3
+"""spawner-runner: the spawner's helper inside every agent container (stdlib only).
+
+The spawner runs it with `docker exec --user worker -i`; each subcommand reads a JSON request
+or raw bytes on stdin and, for the non-streaming ones, ends by printing one JSON status line on
+stderr (`{"ok": true, ...}` or `{"ok": false, "error": "<ErrorType>", "message": ...}`).
+
+    turn    start a turn, or re-attach to it, and stream its records as JSON lines on stdout
+    put     write a file atomically as the agent user, never following a symlink
+    get     read a file, never following a symlink
+    init    write the secrets file and the create-time files, then run the readiness check
+
+Why a runner: the turn must outlive the Celery worker that started it. `turn` claims the command
+id exactly once (an atomic rename of a prepared directory), hands the run to a detached
+supervisor that owns the agent's process group, and writes every chunk to an append-only log
+with a sequence number. Any later `turn` with the same id follows that log from a given number,
+so a redelivered task resumes where the last delivery stopped and gets the same exit status.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import fcntl
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+
+SPAWNER_DIR = os.environ.get("SPAWNER_DIR", "/home/worker/.spawner")
+TURNS_DIR = os.path.join(SPAWNER_DIR, "turns")
+SECRETS_FILE = os.path.join(SPAWNER_DIR, "env.json")
+TURN_LOCK = os.path.join(SPAWNER_DIR, "turn.lock")
+WORKSPACE = "/workspace"
+ALLOWED_ROOTS = ("/workspace", "/home/worker", "/tmp")
+LOG_MAX_BYTES = 64 * 1024 * 1024
+FOLLOW_POLL_SECONDS = 0.004
+KILL_GRACE_SECONDS = 2.0
+#: A claimed turn whose supervisor never wrote its pid within this long is declared lost.
+SUPERVISOR_START_SECONDS = 10.0
+
+
+class RunnerError(Exception):
+    def __init__(self, error: str, message: str) -> None:
+        super().__init__(message)
+        self.error = error
+        self.message = message
+
+
+def _status(ok: bool, **fields: object) -> None:
+    sys.stderr.write(json.dumps({"ok": ok, **fields}) + "\n")
+    sys.stderr.flush()
+
+
+# ------------------------------------------------------------------------------ safe paths
+def _check_roots(path: str) -> list[str]:
+    if not os.path.isabs(path) or os.path.normpath(path) != path.rstrip("/") and path != "/":
+        raise RunnerError("InvalidPath", f"{path!r} is not an absolute, normalised path")
+    if not any(path == root or path.startswith(root + "/") for root in ALLOWED_ROOTS):
+        raise RunnerError("InvalidPath", f"{path!r} is outside the allowed roots {', '.join(ALLOWED_ROOTS)}")
+    return [p for p in path.split("/") if p]
+
+
+def _open_parent(parts: list[str], *, create: bool) -> int:
+    """Open the directory holding the last component, refusing a symlink at every step."""
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in parts[:-1]:
+            try:
+                nxt = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise RunnerError("InvalidPath", f"directory {name!r} does not exist") from None
+                os.mkdir(name, 0o755, dir_fd=fd)
+                nxt = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except (NotADirectoryError, OSError) as exc:
+                raise RunnerError("InvalidPath", f"{name!r} is a symlink or not a directory ({exc.strerror})") from None
+            os.close(fd)
+            fd = nxt
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def cmd_put(path: str, mode: int) -> None:
+    parts = _check_roots(path)
+    if not parts or path in ALLOWED_ROOTS:
+        raise RunnerError("InvalidPath", f"{path!r} names a directory, not a file")
+    data = sys.stdin.buffer.read()
+    dir_fd = _open_parent(parts, create=True)
+    name = parts[-1]
+    tmp = f".{name}.spawner-{os.getpid()}"
+    try:
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if (st.st_mode & 0o170000) == 0o040000:
+                raise RunnerError("InvalidPath", f"{path!r} is a directory")
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                os.fchmod(fh.fileno(), mode & 0o7777)
+        except BaseException:
+            os.unlink(tmp, dir_fd=dir_fd)
+            raise
+        # rename replaces a planted symlink at the final name instead of following it
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+    _status(True, path=path, size=len(data))
+
+
+def cmd_get(path: str, max_bytes: int) -> None:
+    parts = _check_roots(path)
+    if not parts:
+        raise RunnerError("InvalidPath", f"{path!r} names a directory, not a file")
+    dir_fd = _open_parent(parts, create=False)
+    try:
+        try:
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        except FileNotFoundError:
+            raise RunnerError("InvalidPath", f"{path!r} does not exist") from None
+        except OSError as exc:
+            raise RunnerError("InvalidPath", f"{path!r} cannot be opened: {exc.strerror} (symlinks are not followed)") from None
+    finally:
+        os.close(dir_fd)
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if (st.st_mode & 0o170000) != 0o100000:
+            raise RunnerError("InvalidPath", f"{path!r} is not a regular file")
+        if st.st_size > max_bytes:
+            raise RunnerError("PayloadTooLarge", f"{path!r} is {st.st_size} bytes; the limit is {max_bytes}")
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise RunnerError("PayloadTooLarge", f"{path!r} is over the limit of {max_bytes} bytes")
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+    _status(True, path=path, size=len(data))
+
+
+# ------------------------------------------------------------------------------ init
+def cmd_init() -> None:
+    request = json.loads(sys.stdin.buffer.read() or b"{}")
+    os.makedirs(TURNS_DIR, mode=0o700, exist_ok=True)
+    fd = os.open(SECRETS_FILE + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(request.get("secret_env") or {}, fh)
+    os.replace(SECRETS_FILE + ".tmp", SECRETS_FILE)
+    for item in request.get("files") or []:
+        parts = _check_roots(item["path"])
+        dir_fd = _open_parent(parts, create=True)
+        try:
+            fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, item.get("mode", 0o644), dir_fd=dir_fd)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(base64.b64decode(item["content_b64"]))
+        finally:
+            os.close(dir_fd)
+    ready = request.get("ready_argv") or []
+    if ready:
+        try:
+            proc = subprocess.run(ready, cwd=WORKSPACE, capture_output=True, timeout=request.get("ready_timeout", 30))
+        except FileNotFoundError:
+            raise RunnerError("NotReady", f"{ready[0]!r} is not installed in this image") from None
+        except subprocess.TimeoutExpired:
+            raise RunnerError("NotReady", f"{' '.join(ready)} did not answer in time") from None
+        if proc.returncode != 0:
+            tail = (proc.stdout + proc.stderr).decode("utf-8", "replace").strip()[-500:]
+            raise RunnerError("NotReady", f"{' '.join(ready)} exited {proc.returncode}: {tail}")
+        _status(True, ready=proc.stdout.decode("utf-8", "replace").strip()[:200])
+        return
+    _status(True)
+
+
+# ------------------------------------------------------------------------------ turns
+def _turn_env(command_id: str) -> dict[str, str]:
+    env = dict(os.environ)
+    try:
+        with open(SECRETS_FILE) as fh:
+            env.update(json.load(fh))
+    except FileNotFoundError:
+        pass
+    env.update(HOME="/home/worker", USER="worker", SPAWNER_COMMAND_ID=command_id)
+    env.pop("SPAWNER_DIR", None)
+    return env
+
+
+def _write_json_atomic(path: str, data: dict) -> None:
+    with open(path + ".tmp", "w") as fh:
+        json.dump(data, fh)
+    os.replace(path + ".tmp", path)
+
+
+class _Log:
+    """Append-only JSON-lines log of a turn's output, one record per chunk, numbered from 0."""
+
+    def __init__(self, path: str) -> None:
+        self.fh = open(path, "ab", buffering=0)
+        self.seq = 0
+        self.size = 0
+        self.truncated = False
+        self.decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in ("stdout", "stderr")}
+
+    def write(self, stream: str, data: bytes, final: bool = False) -> None:
+        text = self.decoders[stream].decode(data, final)
+        if not text:
+            return
+        if self.size + len(data) > LOG_MAX_BYTES:
+            self.truncated = True
+            return
+        line = json.dumps({"n": self.seq, "s": stream, "d": text}).encode() + b"\n"
+        self.fh.write(line)  # one write per record, so a follower never sees half a record
+        self.size += len(data)
+        self.seq += 1
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _supervise(turn_dir: str, spec: dict) -> None:
+    """Run the turn to completion; runs detached from the exec that started it."""
+    with open(os.path.join(turn_dir, "pid"), "w") as fh:
+        fh.write(str(os.getpid()))
+    lock = open(TURN_LOCK, "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # one turn at a time per agent, held until we exit
+    input_path = os.path.join(turn_dir, "input")
+    argv = [a.replace("{input}", input_path) for a in spec["argv"]]
+    log = _Log(os.path.join(turn_dir, "log"))
+    started = time.time()
+    stdin = open(input_path, "rb") if spec.get("stdin_input") else subprocess.DEVNULL
+    timed_out = False
+    try:
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd=WORKSPACE, env=_turn_env(spec["command_id"]), start_new_session=True)
+    except OSError as exc:
+        log.write("stderr", f"spawner-runner: cannot start {argv[0]!r}: {exc.strerror}\n".encode(), True)
+        _write_json_atomic(os.path.join(turn_dir, "exit"), {"exit_code": 127, "timed_out": False,
+                           "duration_ms": 0, "truncated": False, "records": log.seq})
+        return
+    deadline = started + float(spec["timeout_seconds"])
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
+    sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
+    killed_at = None
+    exited_at = None
+    while sel.get_map():
+        now = time.time()
+        if not timed_out and now >= deadline:
+            timed_out = True
+            killed_at = now
+            _kill_group(proc.pid, signal.SIGTERM)
+        if killed_at and now - killed_at > KILL_GRACE_SECONDS:
+            _kill_group(proc.pid, signal.SIGKILL)
+        if exited_at is None and proc.poll() is not None:
+            exited_at = now
+        if exited_at is not None and now - exited_at > 0.2:
+            # the main process is gone but something it left behind holds the pipes open:
+            # the turn is over, and so is everything in its process group
+            _kill_group(proc.pid, signal.SIGKILL)
+        for key, _ in sel.select(timeout=0.05):
+            chunk = os.read(key.fd, 65536)
+            if chunk:
+                log.write(key.data, chunk)
+            else:
+                sel.unregister(key.fileobj)
+    for stream in ("stdout", "stderr"):
+        log.write(stream, b"", True)
+    code = proc.wait()
+    _kill_group(proc.pid, signal.SIGKILL)  # nothing of the turn outlives it
+    exit_code = 128 - code if code < 0 else code
+    _write_json_atomic(os.path.join(turn_dir, "exit"), {
+        "exit_code": exit_code, "timed_out": timed_out, "truncated": log.truncated,
+        "duration_ms": int((time.time() - started) * 1000), "records": log.seq})
+
+
+def _spawn_supervisor(turn_dir: str, spec: dict) -> None:
+    """Double-fork so the supervisor belongs to no exec session and survives its caller."""
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)
+        return
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    try:
+        _supervise(turn_dir, spec)
+    finally:
+        os._exit(0)
+
+
+def _is_alive(turn_dir: str) -> bool:
+    try:
+        with open(os.path.join(turn_dir, "pid")) as fh:
+            os.kill(int(fh.read().strip()), 0)
+        return True
+    except (FileNotFoundError, ValueError):
+        return time.time() - os.stat(turn_dir).st_mtime < SUPERVISOR_START_SECONDS
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _emit(line: str) -> None:
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # the caller went away; the turn carries on without it
+        os._exit(0)
+
+
+def _follow(turn_dir: str, from_seq: int, claimed: bool) -> None:
+    log_path = os.path.join(turn_dir, "log")
+    exit_path = os.path.join(turn_dir, "exit")
+    _emit(json.dumps({"claimed": claimed}))
+    fh = None
+    buf = b""
+    while True:
+        if fh is None and os.path.exists(log_path):
+            fh = open(log_path, "rb")
+        finished = os.path.exists(exit_path)  # checked before reading so no tail record is missed
+        chunk = fh.read() if fh else b""
+        if chunk:
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                if json.loads(line)["n"] >= from_seq:
+                    _emit(line.decode())
+            continue
+        if finished:
+            with open(exit_path) as ef:
+                _emit(json.dumps({"end": True, **json.load(ef)}))
+            return
+        if not _is_alive(turn_dir):
+            lost = {"exit_code": None, "timed_out": False, "duration_ms": 0, "truncated": False,
+                    "lost": True, "records": -1}
+            _write_json_atomic(exit_path, lost)
+            continue
+        time.sleep(FOLLOW_POLL_SECONDS)
+
+
+def cmd_turn() -> None:
+    spec = json.loads(sys.stdin.buffer.read())
+    command_id = spec["command_id"]
+    if not command_id.replace("-", "").isalnum():
+        raise RunnerError("InvalidRequest", "bad command id")
+    os.makedirs(TURNS_DIR, mode=0o700, exist_ok=True)
+    turn_dir = os.path.join(TURNS_DIR, command_id)
+    claimed = False
+    if not os.path.isdir(turn_dir):
+        tmp = os.path.join(TURNS_DIR, f".new-{command_id}-{os.getpid()}")
+        os.mkdir(tmp, 0o700)
+        with open(os.path.join(tmp, "input"), "w") as fh:
+            fh.write(spec.pop("input"))
+        with open(os.path.join(tmp, "spec.json"), "w") as fh:
+            json.dump(spec, fh)
+        try:
+            os.rename(tmp, turn_dir)  # the claim: exactly one caller wins for a command id
+            claimed = True
+        except OSError:
+            for name in ("input", "spec.json"):
+                os.unlink(os.path.join(tmp, name))
+            os.rmdir(tmp)
+    if claimed:
+        _spawn_supervisor(turn_dir, spec)
+    _follow(turn_dir, int(spec.get("from_seq", 0)), claimed)
+
+
+def main(argv: list[str]) -> int:
+    try:
+        if argv[:1] == ["turn"]:
+            cmd_turn()
+        elif argv[:1] == ["put"] and len(argv) == 3:
+            cmd_put(argv[1], int(argv[2], 8))
+        elif argv[:1] == ["get"] and len(argv) == 3:
+            cmd_get(argv[1], int(argv[2]))
+        elif argv[:1] == ["init"]:
+            cmd_init()
+        else:
+            raise RunnerError("InvalidRequest", "usage: spawner-runner turn|put PATH MODE|get PATH MAX|init")
+    except RunnerError as exc:
+        _status(False, error=exc.error, message=exc.message)
+        return 3
+    except OSError as exc:
+        _status(False, error="InvalidPath", message=f"{exc.strerror}: {exc.filename or ''}".strip())
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
