@@ -260,8 +260,8 @@ class SpawnerService:
             if rec["s"] == "stdout":
                 stdout.add(rec["d"])
             if rec["n"] > published:
-                self.store.publish_turn_record(agent_id, command_id, rec["n"], "output",
-                                               command_id=command_id, stream=rec["s"], data=rec["d"])
+                self.store.publish_turn_record(agent_id, rec["n"], "output",
+                                               {"command_id": command_id, "stream": rec["s"], "data": rec["d"]})
             if time.monotonic() - last_touch > 5:  # output is activity; keep it cheap
                 self._touch(agent_id)
                 last_touch = time.monotonic()

@@ -166,6 +166,21 @@ def _remove_agent_containers(docker_client: Any, redis_url: str) -> None:
             c.remove(force=True, v=True)
 
 
+@pytest.fixture
+def make_fleet(redis_server: RedisServer, tmp_path: Path) -> Iterator[Any]:
+    """Start extra worker processes with their own environment; stopped after the test."""
+    made: list[Fleet] = []
+
+    def make(extra_env: dict[str, str]) -> Fleet:
+        fleet = Fleet(redis_server.url, tmp_path, extra_env=extra_env)
+        made.append(fleet)
+        return fleet
+
+    yield make
+    for fleet in made:
+        fleet.stop()
+
+
 @pytest.fixture(scope="session")
 def producer(fleet: Fleet) -> Any:
     """A bare Celery client, as any producer would have: broker, backend, send_task by name."""

@@ -180,8 +180,10 @@ class RedisStore:
                 args=[names.EVENT_STREAM_MAXLEN, self._event_json(event_type, agent_id, fields)],
             ))
 
-    def publish_turn_record(self, agent_id: str, command_id: str, seq: int, event_type: str, **fields: Any) -> bool:
-        """Publish record `seq` of a turn unless some delivery already did. True if published now."""
+    def publish_turn_record(self, agent_id: str, seq: int, event_type: str, fields: dict[str, Any]) -> bool:
+        """Publish record `seq` of the turn `fields["command_id"]` unless some delivery already did.
+        True if published now."""
+        command_id = fields["command_id"]
         with self._translated("publishing output"):
             return bool(self._publish_once(
                 keys=[names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type),

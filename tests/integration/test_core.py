@@ -213,39 +213,23 @@ def test_every_error_type_is_named_and_leaves_nothing_behind(client, docker_clie
     _fails_with(client.send("read_file", agent_id=agent_id, path="x"), errors.AgentGone, "deleted")
 
 
-def test_a_missing_image_is_a_clear_error_and_leaves_no_container(redis_server, docker_client, tmp_path):
-    from celery import Celery
-
-    from tests.conftest import Fleet
-
-    other = Fleet(redis_server.url, tmp_path, extra_env={"SPAWNER_WORKER_IMAGE": "workers-spawner/no-such-image:1",
-                                                          "SPAWNER_QUEUE": "spawner-noimage"})
+def test_a_missing_image_is_a_clear_error_and_leaves_no_container(producer, make_fleet, docker_client):
+    other = make_fleet({"SPAWNER_WORKER_IMAGE": "workers-spawner/no-such-image:1", "SPAWNER_QUEUE": "spawner-noimage"})
     other.start_worker("noimage", "spawner-noimage", 2)
-    try:
-        app = Celery(broker=redis_server.url, backend=redis_server.url)
-        before = _managed_count(docker_client)
-        result = app.send_task("spawner.create", kwargs={"config": {"name": "x", "agent": "shell"}}, queue="spawner-noimage")
-        message = _fails_with(result, errors.Unavailable, "no-such-image")
-        assert "setup" in message
-        assert _managed_count(docker_client) == before
-    finally:
-        other.stop()
+    before = _managed_count(docker_client)
+    result = producer.send_task("spawner.create", kwargs={"config": {"name": "x", "agent": "shell"}},
+                                queue="spawner-noimage")
+    message = _fails_with(result, errors.Unavailable, "no-such-image")
+    assert "setup" in message
+    assert _managed_count(docker_client) == before
 
 
-def test_unavailable_when_docker_cannot_be_reached(redis_server, tmp_path):
-    from celery import Celery
-
-    from tests.conftest import Fleet
-
-    other = Fleet(redis_server.url, tmp_path, extra_env={"DOCKER_HOST": "unix:///nonexistent/docker.sock",
-                                                          "SPAWNER_QUEUE": "spawner-nodocker"})
+def test_unavailable_when_docker_cannot_be_reached(producer, make_fleet):
+    other = make_fleet({"DOCKER_HOST": "unix:///nonexistent/docker.sock", "SPAWNER_QUEUE": "spawner-nodocker"})
     other.start_worker("nodocker", "spawner-nodocker", 2)
-    try:
-        app = Celery(broker=redis_server.url, backend=redis_server.url)
-        result = app.send_task("spawner.create", kwargs={"config": {"name": "x", "agent": "shell"}}, queue="spawner-nodocker")
-        _fails_with(result, errors.Unavailable, "Docker")
-    finally:
-        other.stop()
+    result = producer.send_task("spawner.create", kwargs={"config": {"name": "x", "agent": "shell"}},
+                                queue="spawner-nodocker")
+    _fails_with(result, errors.Unavailable, "Docker")
 
 
 def test_list_filters_by_state(client):
