@@ -79,16 +79,16 @@ fi
 
 # ---------------------------------------------------------------- worker and test images
 # The legacy builder caches layers, so a rebuild with nothing changed takes a few seconds.
-build() { # tag dockerfile [build args...]
-  local tag=$1 file=$2; shift 2
-  docker build --network host -q -f "$file" "$@" -t "$tag" "$REPO" >"$STATE/logs/build-${tag//[\/:]/_}.log" 2>&1 \
+build() { # tag dockerfile context [build args...]
+  local tag=$1 file=$2 context=$3; shift 3
+  docker build --network host -q -f "$file" "$@" -t "$tag" "$context" >"$STATE/logs/build-${tag//[\/:]/_}.log" 2>&1 \
     || { tail -40 "$STATE/logs/build-${tag//[\/:]/_}.log"; die "building $tag failed (log above)"; }
 }
 mkdir -p "$REPO/worker_image/certs"
 cp /usr/local/share/ca-certificates/*.crt "$REPO/worker_image/certs/" 2>/dev/null || true
-build "$WORKER_IMAGE" "$REPO/worker_image/Dockerfile" --build-arg BASE_IMAGE="$BASE_IMAGE" ${SPAWNER_IMAGE_BUILD_ARGS:-}
+build "$WORKER_IMAGE" "$REPO/worker_image/Dockerfile" "$REPO" --build-arg BASE_IMAGE="$BASE_IMAGE" ${SPAWNER_IMAGE_BUILD_ARGS:-}
 step "$WORKER_IMAGE built"
 if [ -f "$REPO/tests/images/Dockerfile" ]; then
-  build "$TEST_IMAGE" "$REPO/tests/images/Dockerfile" --build-arg WORKER_IMAGE="$WORKER_IMAGE"
+  build "$TEST_IMAGE" "$REPO/tests/images/Dockerfile" "$REPO/tests/images" --build-arg WORKER_IMAGE="$WORKER_IMAGE"
   step "$TEST_IMAGE built"
 fi

@@ -63,6 +63,20 @@ class AgentState(enum.StrEnum):
         return self in (AgentState.DELETED, AgentState.EXPIRED, AgentState.FAILED)
 
 
+RESERVED_ENV_PREFIXES = ("ORCHESTRATOR_", "SPAWNER_")
+
+
+def _check_names(keys: list[str]) -> None:
+    """Refuse bad or reserved variable names, naming their positions, never their text: a value
+    pasted by mistake into a list of names must not come back in an error."""
+    bad = [i for i, k in enumerate(keys) if not ENV_NAME_RE.match(k)]
+    if bad:
+        raise ValueError(f"entries at positions {bad} are not variable names ([A-Z_][A-Z0-9_]*)")
+    reserved = [i for i, k in enumerate(keys) if k.startswith(RESERVED_ENV_PREFIXES)]
+    if reserved:
+        raise ValueError(f"entries at positions {reserved} use a reserved prefix ({', '.join(RESERVED_ENV_PREFIXES)})")
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -104,17 +118,13 @@ class WorkerConfig(_Frozen):
     @field_validator("env_vars")
     @classmethod
     def _check_env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not ENV_NAME_RE.match(k)]
-        if bad:
-            raise ValueError(f"names must match [A-Z_][A-Z0-9_]*: {bad}")
+        _check_names(list(value))
         return value
 
     @field_validator("secrets")
     @classmethod
     def _check_secret_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [k for k in value if not ENV_NAME_RE.match(k)]
-        if bad:
-            raise ValueError(f"names must match [A-Z_][A-Z0-9_]*: {bad}")
+        _check_names(list(value))
         return tuple(dict.fromkeys(value))
 
     @field_validator("network")

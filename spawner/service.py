@@ -275,6 +275,11 @@ class SpawnerService:
             response, session_id = reply.response, reply.session_id
         if session_id:
             self.store.update_record(agent_id, session_id=session_id)
+        elif exit_code not in (0, None) and record.session_id:
+            # a failed turn that names no session (e.g. the stored one is unknown to the CLI):
+            # start afresh next time rather than fail every later turn the same way
+            self.store.update_record(agent_id, session_id=None)
+            record = record.model_copy(update={"session_id": None})
         duration_ms = int(end.get("duration_ms") or 0)
         self.store.publish(agent_id, "command_exit", command_id=command_id, exit_code=exit_code,
                            duration_ms=duration_ms, timed_out=timed_out)

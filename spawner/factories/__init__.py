@@ -1,0 +1,122 @@
+"""WorkerConfig -> ContainerSpec, and what a config needs from the image.
+
+`build_spec` is the single pure entry point from an agent's config to the container the backend
+creates: the caller passes in everything that is not in the config (ids, the clock's reading,
+resolved secrets, the image), so the result is a function of its arguments and is testable
+with `==`. Nothing here imports docker, redis or celery, reads the environment or the clock.
+
+Where the secrets go: `env_vars` values and resolved `secrets` land only in
+`ContainerSpec.secret_env` (a file the runner loads per turn), never in `env` (visible to
+`docker inspect`) nor in the labels (the config label is `WorkerConfig.redacted()`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+
+from orchestrator_cli import catalog
+from spawner import names
+from spawner.factories.registry import agent_factory, capability_factory
+from spawner.models import Capability, ContainerSpec, SpecFile, WorkerConfig
+
+__all__ = [
+    "CAPABILITY_IMAGE_REPOSITORY",
+    "agent_factory",
+    "build_spec",
+    "capability_checks",
+    "capability_factory",
+    "capability_image_tag",
+    "required_capability_packages",
+]
+
+#: Repository of the images that add a capability set's apt packages to the worker image.
+CAPABILITY_IMAGE_REPOSITORY = "workers-spawner/worker-caps"
+
+
+def build_spec(
+    config: WorkerConfig,
+    *,
+    agent_id: str,
+    image: str,
+    network_mode: str,
+    created_at: float,
+    secret_values: dict[str, str],
+    orchestrator_env: dict[str, str],
+    instructions_text: str | None,
+) -> ContainerSpec:
+    """The container of one agent.
+
+    `created_at` is epoch seconds (stored in the label as `repr(float)`). `secret_values` are
+    the values the agent gets besides `config.env_vars` (resolved `secrets`, per-agent
+    credentials); they win over an `env_vars` entry of the same name. `instructions_text` is
+    the whole instruction file, written to /workspace/<file> for agents that have one.
+    """
+    agent = agent_factory(config.agent)
+    env: dict[str, str] = dict(agent.env())
+    for capability in config.capabilities:
+        env.update(capability_factory(capability).env())
+    env.update(orchestrator_env)
+    # Set last, so nothing above can widen the allow-list or change the agent's identity.
+    env[catalog.ENV_ALLOWED_TOOLS] = ",".join(config.allowed_tools)
+    env[catalog.ENV_AGENT_ID] = agent_id
+
+    files: tuple[SpecFile, ...] = ()
+    if agent.instruction_file is not None and instructions_text is not None:
+        files = (SpecFile(path=f"{names.WORKSPACE}/{agent.instruction_file}",
+                          content=instructions_text.encode("utf-8"), mode=0o644),)
+
+    return ContainerSpec(
+        image=image,
+        name=names.container_name(agent_id),
+        labels={
+            names.LABEL_MANAGED: "true",
+            names.LABEL_AGENT_ID: agent_id,
+            names.LABEL_AGENT_TYPE: config.agent.value,
+            names.LABEL_CREATED_AT: repr(float(created_at)),
+            # without the instructions: a label is no place for up to 200 KB (the file is in the workspace)
+            names.LABEL_CONFIG: json.dumps({**config.redacted(), "instructions": None},
+                                           separators=(",", ":"), sort_keys=True),
+        },
+        env=env,
+        secret_env={**config.env_vars, **secret_values},
+        user=names.CONTAINER_USER,
+        working_dir=names.WORKSPACE,
+        network_mode=network_mode,
+        memory_bytes=config.resources.memory_mb * 1024 * 1024,
+        nano_cpus=round(config.resources.cpus * 1e9),  # round: int(0.3 * 1e9) is 299999999
+        pids_limit=config.resources.pids,
+        files=files,
+        ready_argv=agent.ready_argv,
+    )
+
+
+def required_capability_packages(config: WorkerConfig) -> tuple[str, ...]:
+    """Sorted, de-duplicated apt packages of the config's capabilities."""
+    return _packages(config.capabilities)
+
+
+def capability_checks(config: WorkerConfig) -> list[tuple[str, ...]]:
+    """One argv per capability (in the config's order) that exits 0 if the tool is installed."""
+    return [capability_factory(c).check_argv for c in config.capabilities]
+
+
+def capability_image_tag(base_image: str, capabilities: Iterable[Capability | str]) -> str:
+    """Deterministic tag of `base_image` plus the apt packages of `capabilities`.
+
+    Order and duplicates do not matter. The hash covers the base image and the package list,
+    so a changed package list gives a new tag. Pass the base image's id (`sha256:...`) rather
+    than a moving tag such as `:latest` to get a new tag whenever the base is rebuilt. An empty
+    set needs no extra layer: the base image itself is returned.
+    """
+    caps = sorted({capability_factory(c).capability for c in capabilities})
+    if not caps:
+        return base_image
+    material = json.dumps({"base": base_image, "capabilities": caps, "packages": _packages(caps)},
+                          sort_keys=True, separators=(",", ":"))
+    return f"{CAPABILITY_IMAGE_REPOSITORY}:{hashlib.sha256(material.encode()).hexdigest()[:12]}"
+
+
+def _packages(capabilities: Iterable[Capability]) -> tuple[str, ...]:
+    return tuple(sorted({p for c in capabilities for p in capability_factory(c).apt_packages}))
