@@ -1,0 +1,77 @@
+"""The CLI's only I/O: writing events to the agent's Redis stream and channel.
+
+`redis` is imported inside `send_response`, not at module level, so `orchestrator --help`,
+`orchestrator tools` and the spawner (which walks the command tree to write instruction files)
+never load it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestrator_cli import catalog
+
+__all__ = ["build_response_event", "format_ts", "send_response"]
+
+#: Seconds; an agent's turn should not hang on an unreachable Redis.
+CONNECT_TIMEOUT_SECONDS = 5.0
+IO_TIMEOUT_SECONDS = 10.0
+
+
+def format_ts(now: datetime) -> str:
+    """ISO 8601 UTC with a `Z` suffix and millisecond precision."""
+    return now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def build_response_event(
+    agent_id: str, message: str, *, command_id: str | None, now: datetime
+) -> dict[str, Any]:
+    """The `response` event as stored in the stream (CONTRACT §5); the id is added on publish."""
+    event: dict[str, Any] = {
+        "type": catalog.RESPONSE_EVENT_TYPE,
+        "agent_id": agent_id,
+        "ts": format_ts(now),
+        "message": message,
+    }
+    if command_id:
+        event["command_id"] = command_id
+    return event
+
+
+def send_response(
+    redis_url: str, agent_id: str, message: str, *, command_id: str | None
+) -> dict[str, Any]:
+    """Append a `response` event to the agent's stream, then publish it with its stream id.
+
+    Stream first, Pub/Sub second (CONTRACT §5): a subscriber that misses the publish can still
+    replay the stream from its cursor. Returns the published event (with `id`).
+    Raises redis.RedisError subclasses; the command maps them to CLI errors.
+    """
+    import redis  # deferred: see the module docstring
+
+    event = build_response_event(agent_id, message, command_id=command_id, now=datetime.now(UTC))
+    # RESP2 keeps the handshake to a plain AUTH, which the agent's restricted ACL user can run.
+    client = redis.Redis.from_url(
+        redis_url,
+        protocol=2,
+        decode_responses=True,
+        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        socket_timeout=IO_TIMEOUT_SECONDS,
+    )
+    try:
+        entry_id = client.xadd(
+            catalog.agent_events_key(agent_id),
+            {"data": json.dumps(event, ensure_ascii=False)},
+            maxlen=catalog.EVENT_STREAM_MAXLEN,
+            approximate=True,
+        )
+        published = {**event, "id": entry_id}
+        client.publish(
+            catalog.agent_channel(agent_id, catalog.RESPONSE_EVENT_TYPE),
+            json.dumps(published, ensure_ascii=False),
+        )
+    finally:
+        client.close()
+    return published

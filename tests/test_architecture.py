@@ -1,0 +1,62 @@
+"""Import-direction rules (STYLE §2.3), checked by importing each module in a fresh interpreter.
+
+A fresh process is the only honest check: in this one, pytest and other tests have already
+imported everything.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (module, top-level packages it must not load, directly or through anything it imports)
+FORBIDDEN = [
+    # Runs inside agent containers, which have neither the spawner nor its dependencies; redis
+    # too, because the spawner imports main to walk the command tree (only `respond` needs it).
+    ("orchestrator_cli.main", {"spawner", "tasks", "celery", "docker", "pydantic", "redis"}),
+    ("orchestrator_cli.commands.respond", {"spawner", "tasks", "celery", "docker", "redis"}),
+    ("spawner.models", {"docker", "redis", "celery", "kombu"}),
+    ("spawner.factories", {"docker", "redis", "celery", "kombu"}),
+    ("spawner.factories.instructions", {"docker", "redis", "celery", "kombu"}),
+]
+# Modules that must load nothing beyond the standard library and their own package.
+STDLIB_ONLY = ["orchestrator_cli.catalog", "spawner.errors", "spawner.names"]
+
+
+def loaded_modules(module: str) -> set[str]:
+    code = (
+        "import importlib, json, sys; before = set(sys.modules); "
+        f"importlib.import_module({module!r}); "
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return {name.split(".")[0] for name in json.loads(proc.stdout)}
+
+
+@pytest.mark.parametrize(("module", "forbidden"), FORBIDDEN, ids=[m for m, _ in FORBIDDEN])
+def test_module_does_not_import_forbidden_packages(module: str, forbidden: set[str]) -> None:
+    assert sorted(loaded_modules(module) & forbidden) == []
+
+
+@pytest.mark.parametrize("module", STDLIB_ONLY)
+def test_module_imports_only_the_standard_library(module: str) -> None:
+    own = module.split(".")[0]
+    foreign = {m for m in loaded_modules(module) if m != own and m not in sys.stdlib_module_names}
+    # Not the module's doing: setuptools' .pth file loads `_distutils_hack` into every
+    # interpreter, and `sysconfig` loads its generated `_sysconfigdata_*` module.
+    foreign = {m for m in foreign if m != "_distutils_hack" and not m.startswith("_sysconfigdata")}
+    assert sorted(foreign) == []
