@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from orchestrator_cli import catalog
 from spawner import errors
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
-TOOL_PATTERN_RE = re.compile(r"^(\*|[a-z][a-z0-9_-]*(\.(\*|[a-z][a-z0-9_-]*))?)$")
+TOOL_PATTERN_RE = catalog.TOOL_PATTERN_RE
 NETWORK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 

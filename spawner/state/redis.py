@@ -259,7 +259,7 @@ class RedisStore:
             self._r.execute_command(
                 "ACL", "SETUSER", user, "reset", "on", f">{password}",
                 f"~{names.agent_events_key(agent_id)}", f"&{names.agent_channel_pattern(agent_id)}",
-                "+ping", "+xadd", "+publish", "+hello", "+client|setname", "+auth",
+                "+ping", "+xadd", "+publish", "+hello", "+client|setname", "+auth", "+select",
             )
         scheme, _, rest = base_url.partition("://")
         hostpart = rest.rsplit("@", 1)[-1]
