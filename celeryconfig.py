@@ -32,7 +32,8 @@ result_serializer = "json"
 accept_content = ["json"]
 result_accept_content = ["json"]
 result_expires = 24 * 3600
-result_extended = True
+# not result_extended: it would copy every task's kwargs (secrets included) into the backend
+result_extended = False
 
 task_default_queue = _queue
 task_queues = {_queue: {}, _turns_queue: {}}

@@ -36,6 +36,9 @@ __all__ = [
     "request_lock_key",
     "request_result_key",
     "sweep_lock_key",
+    "task_alive_key",
+    "KOMBU_UNACKED_KEY",
+    "KOMBU_UNACKED_INDEX_KEY",
     "turn_lease_key",
     "turn_progress_key",
     "turns_queue",
@@ -132,6 +135,17 @@ def turn_progress_key(command_id: str) -> str:
 
 def sweep_lock_key() -> str:
     return "spawner:sweep-lock"
+
+
+def task_alive_key(task_id: str) -> str:
+    """Present while some worker runs this Celery task (renewed by a heartbeat)."""
+    return f"spawner:task-alive:{task_id}"
+
+
+# kombu's Redis transport keeps delivered-but-unacked messages here (its `unacked_key` and
+# `unacked_index_key`); recovery reads them to requeue the messages of a dead worker at once.
+KOMBU_UNACKED_KEY = "unacked"
+KOMBU_UNACKED_INDEX_KEY = "unacked_index"
 
 
 def agent_acl_user(agent_id: str) -> str:

@@ -12,7 +12,6 @@ import hashlib
 import secrets as secrets_module
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +29,8 @@ from spawner.state.base import StateStore
 
 __all__ = ["ServiceOptions", "SpawnerService", "new_agent_id"]
 
-TURN_LEASE_SECONDS = 30.0
+#: Locks and turn leases expire this long after their holder dies (renewed while it lives).
+LOCK_SECONDS = 15.0
 COMMAND_IN_EVENT_MAX_CHARS = 4000
 
 
@@ -49,11 +49,13 @@ class ServiceOptions:
     agent_redis_url: str | None = None
 
 
-def new_agent_id(request_id: str | None = None) -> str:
-    """A fresh agent id, or the same id every time for the same create request id."""
-    if request_id is None:
-        return "ag-" + uuid.uuid4().hex[:16]
-    return "ag-" + hashlib.sha256(f"create:{request_id}".encode()).hexdigest()[:16]
+def new_agent_id(key: str) -> str:
+    """The same agent id every time for the same idempotency key."""
+    return "ag-" + hashlib.sha256(f"create:{key}".encode()).hexdigest()[:16]
+
+
+def _idempotency_key(request_id: str | None, task_id: str) -> str:
+    return f"request:{request_id}" if request_id else f"task:{task_id}"
 
 
 def command_id_for(*, request_id: str | None, task_id: str) -> str:
@@ -72,41 +74,56 @@ class SpawnerService:
         self._now = clock
 
     # ---------------------------------------------------------------------------- idempotency
-    def idempotent(self, task: str, request_id: str | None, run: Callable[[], dict[str, Any]],
-                   *, wait_seconds: float = 600) -> dict[str, Any]:
-        """Run once per request id; a repeat (even a concurrent one) returns the first result."""
-        if request_id is None:
-            return run()
-        cached = self.store.get_request_result(task, request_id)
+    def idempotent(self, task: str, key: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run once per key (a request id, or the Celery task id so that a redelivery is harmless);
+        a repeat, even a concurrent one, waits for and returns the first result."""
+        cached = self.store.get_request_result(task, key)
         if cached is not None:
             return cached
-        lock_key = names.request_lock_key(task, request_id)
-        deadline = time.monotonic() + wait_seconds
-        while (token := self.store.acquire(lock_key, ttl_seconds=wait_seconds)) is None:
-            if time.monotonic() > deadline:
-                raise errors.Unavailable(f"request {request_id} is still being handled; try again later")
-            time.sleep(0.05)
-            if (cached := self.store.get_request_result(task, request_id)) is not None:
-                return cached
-        try:
-            if (cached := self.store.get_request_result(task, request_id)) is not None:
+        with self._held(names.request_lock_key(task, key)):
+            if (cached := self.store.get_request_result(task, key)) is not None:
                 return cached
             result = run()
-            self.store.save_request_result(task, request_id, result)
+            self.store.save_request_result(task, key, result)
             return result
+
+    @contextmanager
+    def _held(self, key: str, *, ttl_seconds: float = LOCK_SECONDS) -> Iterator[None]:
+        """Hold a Redis lock, renewed while held; wait while another live holder has it. A holder
+        that dies stops renewing, so its lock frees itself within `ttl_seconds`."""
+        while (token := self.store.acquire(key, ttl_seconds=ttl_seconds)) is None:
+            time.sleep(0.05)
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(ttl_seconds / 3):
+                try:
+                    self.store.renew(key, token, ttl_seconds=ttl_seconds)
+                except errors.Unavailable:
+                    pass
+
+        renewer = threading.Thread(target=renew, daemon=True, name=f"lock-{key[-24:]}")
+        renewer.start()
+        try:
+            yield
         finally:
-            self.store.release(lock_key, token)
+            stop.set()
+            self.store.release(key, token)
 
     # ---------------------------------------------------------------------------- create
-    def create(self, config: WorkerConfig, *, context: dict[str, str], request_id: str | None) -> dict[str, Any]:
+    def create(self, config: WorkerConfig, *, context: dict[str, str], request_id: str | None,
+               task_id: str) -> dict[str, Any]:
         network = self._network_for(config)
         secret_values = self._resolve_secrets(config)
-        return self.idempotent("create", request_id,
-                               lambda: self._create(config, context, network, secret_values, request_id))
+        key = _idempotency_key(request_id, task_id)
+        return self.idempotent("create", key, lambda: self._create(config, context, network, secret_values, key))
 
     def _create(self, config: WorkerConfig, context: dict[str, str], network: str,
-                secret_values: dict[str, str], request_id: str | None) -> dict[str, Any]:
-        agent_id = new_agent_id(request_id)
+                secret_values: dict[str, str], key: str) -> dict[str, Any]:
+        agent_id = new_agent_id(key)
+        if (earlier := self.store.get_record(agent_id)) is not None and earlier.state == AgentState.CREATING:
+            # an earlier delivery of this request died mid-create: clear what it left, start over
+            self.backend.remove(earlier.container_id or names.container_name(agent_id))
         now = self._now()
         record = AgentRecord(
             agent_id=agent_id, state=AgentState.CREATING, image=self.options.worker_image,
@@ -215,12 +232,13 @@ class SpawnerService:
 
     def send_command(self, agent_id: str, command: str, *, command_id: str, timeout_seconds: int | None,
                      request_id: str | None) -> dict[str, Any]:
-        return self.idempotent("send_command", request_id,
+        key = f"request:{request_id}" if request_id else f"command:{command_id}"
+        return self.idempotent("send_command", key,
                                lambda: self._send_command(agent_id, command, command_id, timeout_seconds))
 
     def _send_command(self, agent_id: str, command: str, command_id: str, timeout_seconds: int | None) -> dict[str, Any]:
         self.check_command(agent_id, command)
-        with self._turn_lease(command_id):
+        with self._held(names.turn_lease_key(command_id)):  # one follower per turn at a time
             record = self._live_record(agent_id)
             container_id = self._ready_container(record)
             factory = agent_factory(record.agent)
@@ -289,31 +307,9 @@ class SpawnerService:
                 "response": response, "session_id": session_id or record.session_id, "duration_ms": duration_ms,
                 "timed_out": timed_out, "output_truncated": output.truncated or bool(end.get("truncated"))}
 
-    @contextmanager
-    def _turn_lease(self, command_id: str) -> Iterator[None]:
-        """Only one delivery follows a turn at a time; a second waits, then re-attaches."""
-        key = names.turn_lease_key(command_id)
-        while (token := self.store.acquire(key, ttl_seconds=TURN_LEASE_SECONDS)) is None:
-            time.sleep(0.2)
-        stop = threading.Event()
-
-        def renew() -> None:
-            while not stop.wait(TURN_LEASE_SECONDS / 3):
-                try:
-                    self.store.renew(key, token, ttl_seconds=TURN_LEASE_SECONDS)
-                except errors.Unavailable:
-                    pass
-
-        renewer = threading.Thread(target=renew, daemon=True, name=f"lease-{command_id}")
-        renewer.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            self.store.release(key, token)
-
     # ---------------------------------------------------------------------------- files
-    def send_file(self, agent_id: str, path: str, content: bytes, *, mode: int, request_id: str | None) -> dict[str, Any]:
+    def send_file(self, agent_id: str, path: str, content: bytes, *, mode: int, request_id: str | None,
+                  task_id: str) -> dict[str, Any]:
         resolved = resolve_path(path)
         if len(content) > names.FILE_MAX_BYTES:
             raise errors.PayloadTooLarge(f"content is {len(content)} bytes; the limit is {names.FILE_MAX_BYTES}")
@@ -324,7 +320,7 @@ class SpawnerService:
             self._touch(agent_id)
             return {"agent_id": agent_id, "path": resolved, "size": size}
 
-        return self.idempotent("send_file", request_id, run)
+        return self.idempotent("send_file", _idempotency_key(request_id, task_id), run)
 
     def read_file(self, agent_id: str, path: str) -> tuple[str, bytes]:
         resolved = resolve_path(path)
@@ -378,7 +374,7 @@ class SpawnerService:
         return {"agent_id": agent_id, "lines": lines[-tail:] if tail else [], "cursor": cursor}
 
     # ---------------------------------------------------------------------------- delete
-    def delete(self, agent_id: str, *, request_id: str | None) -> dict[str, Any]:
+    def delete(self, agent_id: str, *, request_id: str | None, task_id: str) -> dict[str, Any]:
         def run() -> dict[str, Any]:
             record = self.store.get_record(agent_id)
             if record is None or record.state == AgentState.DELETED:
@@ -389,7 +385,7 @@ class SpawnerService:
             self._set_state(agent_id, AgentState.DELETED, reason="deleted on request")
             return {"agent_id": agent_id, "deleted": True}
 
-        return self.idempotent("delete", request_id, run)
+        return self.idempotent("delete", _idempotency_key(request_id, task_id), run)
 
 
     # ---------------------------------------------------------------------------- sweep

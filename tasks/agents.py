@@ -23,14 +23,14 @@ from spawner.service import command_id_for
 from tasks.app import app
 from tasks.deps import get_service, get_settings
 
-TASK_OPTIONS: dict[str, Any] = {"bind": True, "typing": False}
+TASK_OPTIONS: dict[str, Any] = {"bind": True, "typing": False, "Request": "tasks.redaction:RedactingRequest"}
 
 
 @app.task(name="spawner.create", **TASK_OPTIONS)
 def create(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     req = parse_request(CreateRequest, args, kwargs)
     config = parse_config(req.config)
-    return get_service().create(config, context=req.context, request_id=req.request_id)
+    return get_service().create(config, context=req.context, request_id=req.request_id, task_id=self.request.id)
 
 
 @app.task(name="spawner.send_command", **TASK_OPTIONS)
@@ -60,7 +60,8 @@ def send_file(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
             raise errors.InvalidRequest("content is not valid base64 (encoding='base64')") from None
     else:
         content = req.content.encode("utf-8", "surrogatepass")
-    return get_service().send_file(req.agent_id, req.path, content, mode=req.mode, request_id=req.request_id)
+    return get_service().send_file(req.agent_id, req.path, content, mode=req.mode, request_id=req.request_id,
+                                   task_id=self.request.id)
 
 
 @app.task(name="spawner.read_file", **TASK_OPTIONS)
@@ -92,7 +93,7 @@ def logs(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
 @app.task(name="spawner.delete", **TASK_OPTIONS)
 def delete(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     req = parse_request(DeleteRequest, args, kwargs)
-    return get_service().delete(req.agent_id, request_id=req.request_id)
+    return get_service().delete(req.agent_id, request_id=req.request_id, task_id=self.request.id)
 
 
 @app.task(name="spawner.list", **TASK_OPTIONS)
