@@ -120,19 +120,40 @@ class Fleet:
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start_worker(self, name: str, queues: str, concurrency: int) -> subprocess.Popen[bytes]:
-        log = open(self.logdir / f"worker-{name}.log", "ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queues, "-c", str(concurrency),
-             "-P", "threads", "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-mingle", "--without-gossip",
-             "-l", "INFO"],
-            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    @property
+    def queue(self) -> str:
+        return self.env.get("SPAWNER_QUEUE", "spawner")
+
+    def _spawn(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
+        log = open(self.logdir / f"{name}.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", *argv], cwd=REPO,
+                                env={**self.env, **env},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         return proc
 
+    def start_worker(self, name: str, queues: str, concurrency: int, pool: str = "threads") -> subprocess.Popen[bytes]:
+        return self._spawn(f"worker-{name}", [
+            "worker", "-Q", queues, "-c", str(concurrency), "-P", pool, "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h",
+            "--without-mingle", "--without-gossip", "-l", "INFO"],
+            # celery's `-P prefork` cannot override a configured worker_pool; the setting can
+            SPAWNER_WORKER_POOL=pool)
+
+    def start_beat(self, name: str, workdir: Path) -> subprocess.Popen[bytes]:
+        return self._spawn(f"beat-{name}", ["beat", "-s", str(workdir / f"schedule-{name}"), "-l", "INFO"])
+
     def start(self) -> None:
-        self.start_worker("control", "spawner", 16)
-        self.start_worker("turns", "spawner.turns", 64)
+        self.start_worker("control", self.queue, 16)
+        self.start_worker("turns", self.queue + ".turns", 64)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL every process of one started node (its whole process group), as a crash would."""
+        proc = self.procs.pop(name)
+        try:
+            os.killpg(proc.pid, 9)
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -142,7 +163,7 @@ class Fleet:
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, 9)
                 proc.wait()
         self.procs.clear()
 

@@ -1,0 +1,89 @@
+"""Chaos fixtures: a private Redis and worker nodes that tests may kill, flush or restart.
+
+Each test gets its own redis-server (so a FLUSHALL or restart touches nothing else) and a
+helper to start, kill and restart worker nodes and beats against it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import OUTPUT_DIR, Fleet, RedisServer
+
+
+class Chaos:
+    def __init__(self, redis: RedisServer, workdir: Path, docker_client: Any) -> None:
+        self.redis = redis
+        self.workdir = workdir
+        self.docker = docker_client
+        self.fleets: list[Fleet] = []
+        self.new_producer()
+
+    def new_producer(self) -> None:
+        from celery import Celery
+        self.app = Celery(broker=self.redis.url, backend=self.redis.url)
+        self.app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
+
+    def fleet(self, **env: str) -> Fleet:
+        fleet = Fleet(self.redis.url, OUTPUT_DIR, extra_env={"SPAWNER_QUEUE": "spawner", **env})
+        self.fleets.append(fleet)
+        return fleet
+
+    def wait_workers(self, count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if len(self.app.control.ping(timeout=0.5) or []) >= count:
+                    return
+            except Exception:  # noqa: BLE001 - the broker is coming back
+                time.sleep(0.5)
+        pytest.fail("workers did not come up; see test-output/*.log")
+
+    def send(self, name: str, **kwargs: Any) -> Any:
+        return self.app.send_task(f"spawner.{name}", kwargs=kwargs, queue="spawner")
+
+    def call(self, name: str, timeout: float = 120, **kwargs: Any) -> Any:
+        return self.send(name, **kwargs).get(timeout=timeout)
+
+    @property
+    def client(self) -> Any:
+        import redis
+        return redis.Redis.from_url(self.redis.url, decode_responses=True)
+
+    def events(self, agent_id: str) -> list[dict[str, Any]]:
+        import json
+        return [{"id": eid, **json.loads(f["data"])} for eid, f in self.client.xrange(f"agents:{agent_id}:events")]
+
+    def containers(self) -> dict[str, Any]:
+        """Managed containers of the agents this Redis knows or knew, by agent id."""
+        return {c.labels["spawner.agent_id"]: c
+                for c in self.docker.containers.list(all=True, filters={"label": "spawner.managed=true"})
+                if c.labels.get("spawner.agent_id") in self.known}
+
+    known: set[str] = set()
+
+    def stop(self) -> None:
+        for fleet in self.fleets:
+            fleet.stop()
+        for c in self.docker.containers.list(all=True, filters={"label": "spawner.managed=true"}):
+            if c.labels.get("spawner.agent_id") in self.known:
+                c.remove(force=True, v=True)
+
+
+@pytest.fixture
+def chaos(tmp_path: Path, docker_client: Any) -> Iterator[Chaos]:
+    OUTPUT_DIR.mkdir(exist_ok=True)
+    server = RedisServer(tmp_path)
+    server.start()
+    env = Chaos(server, tmp_path, docker_client)
+    env.known = set()
+    try:
+        yield env
+    finally:
+        env.stop()
+        server.stop()
