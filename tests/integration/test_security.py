@@ -1,0 +1,198 @@
+"""Secrets stay secret, files cannot be turned against the container, containers are hardened,
+and no malformed request leaves anything behind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from spawner import errors
+from tests.conftest import OUTPUT_DIR
+
+pytestmark = [pytest.mark.docker, pytest.mark.redis]
+
+
+def test_container_hardening_reads_back_from_docker_inspect(client, docker_client):
+    created = client.call("create", config={"name": "hard", "agent": "shell",
+                                            "resources": {"memory_mb": 512, "cpus": 0.5, "pids": 128}})
+    attrs = docker_client.api.inspect_container(created["container_id"])
+    host = attrs["HostConfig"]
+    assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
+    assert "no-new-privileges" in host["SecurityOpt"]
+    assert host["Privileged"] is False
+    assert host["Memory"] == 512 * 1024 * 1024 and host["NanoCpus"] == 500_000_000 and host["PidsLimit"] == 128
+    assert host["NetworkMode"] == "none"
+    assert attrs["Config"]["User"] == "worker"
+    turn = client.call("send_command", agent_id=created["agent_id"],
+                       command="id -u; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status")
+    assert turn["output"].split() == ["1000", "CapEff:", "0000000000000000", "NoNewPrivs:", "1"]
+
+
+def test_symlinks_planted_by_the_agent_are_never_followed(client):
+    agent_id = client.create_shell()["agent_id"]
+    plant = ("echo original > /var/tmp/target; ln -s /var/tmp/target /workspace/link; "
+             "ln -s /var/tmp /workspace/dirlink; ln -s /etc/hostname /workspace/hostlink")
+    assert client.call("send_command", agent_id=agent_id, command=plant)["exit_code"] == 0
+
+    # writing through a planted file link replaces the link, never writes its target
+    written = client.call("send_file", agent_id=agent_id, path="link", content="replaced\n")
+    assert written["path"] == "/workspace/link"
+    check = client.call("send_command", agent_id=agent_id,
+                        command="cat /var/tmp/target; test -L /workspace/link || echo not-a-link; stat -c %U /workspace/link")
+    assert check["output"] == "original\nnot-a-link\nworker\n"
+
+    for name, kwargs in [
+        ("send_file", {"path": "dirlink/escaped", "content": "x"}),
+        ("read_file", {"path": "hostlink"}),
+        ("read_file", {"path": "dirlink/target"}),
+    ]:
+        with pytest.raises(errors.InvalidPath):
+            client.call(name, agent_id=agent_id, **kwargs)
+    assert "escaped" not in client.call("send_command", agent_id=agent_id, command="ls /var/tmp")["output"]
+
+
+def test_files_are_written_as_the_agent_user_with_the_given_mode(client):
+    agent_id = client.create_shell()["agent_id"]
+    client.call("send_file", agent_id=agent_id, path="deep/dir/run.sh", content="#!/bin/sh\necho ran\n", mode=0o750)
+    out = client.call("send_command", agent_id=agent_id,
+                      command="stat -c '%U %a' deep/dir/run.sh deep/dir; ./deep/dir/run.sh")["output"]
+    assert out == "worker 750\nworker 755\nran\n"
+
+
+def _redis_dump(redis_client) -> str:
+    """Every value in Redis except the broker's own queues and in-flight messages."""
+    parts = []
+    broker_keys = {"spawner", "spawner.turns", "unacked", "unacked_index", "unacked_mutex"}
+    for key in redis_client.scan_iter(count=1000):
+        if key in broker_keys or key.startswith("_kombu") or key.startswith("spawner-"):
+            continue
+        kind = redis_client.type(key)
+        if kind == "string":
+            parts.append(redis_client.get(key) or "")
+        elif kind == "hash":
+            parts.append(json.dumps(redis_client.hgetall(key)))
+        elif kind == "stream":
+            parts.append(json.dumps(redis_client.xrange(key)))
+        elif kind in ("set", "zset", "list"):
+            values = (redis_client.smembers(key) if kind == "set" else
+                      redis_client.zrange(key, 0, -1) if kind == "zset" else redis_client.lrange(key, 0, -1))
+            parts.append(json.dumps(sorted(values)))
+        parts.append(key)
+    return "\n".join(parts)
+
+
+def test_a_canary_secret_never_shows_outside_the_container(client, fleet, producer, docker_client, redis_client):
+    inline = "inline-canary-" + uuid.uuid4().hex
+    by_name = fleet.env["CANARY_SECRET"]
+    received: list[dict[str, Any]] = []
+    ready = threading.Event()
+
+    def capture() -> None:
+        with producer.connection_for_read() as conn:
+            recv = producer.events.Receiver(conn, handlers={"task-received": received.append})
+            ready.set()
+            try:
+                recv.capture(limit=None, timeout=30, wakeup=False)
+            except Exception:  # noqa: BLE001 - the capture ends by timing out
+                pass
+
+    listener = threading.Thread(target=capture, daemon=True)
+    listener.start()
+    ready.wait(5)
+    time.sleep(1)  # the receiver subscribes to the event fanout just after it is built
+    config = {"name": "canary", "agent": "shell", "env_vars": {"INLINE_SECRET": inline}, "secrets": ["CANARY_SECRET"]}
+    created = client.call("create", config=config)
+    agent_id = created["agent_id"]
+    turn = client.call("send_command", agent_id=agent_id,
+                       command='printf %s "$INLINE_SECRET" | sha256sum; printf %s "$CANARY_SECRET" | sha256sum')
+    digests = [line.split()[0] for line in turn["output"].splitlines()]
+    assert digests == [hashlib.sha256(v.encode()).hexdigest() for v in (inline, by_name)], "secrets not delivered"
+    seen = json.dumps([created, turn, client.call("status", agent_id=agent_id), client.call("logs", agent_id=agent_id),
+                       client.call("list"), received])
+    time.sleep(1)
+    seen += json.dumps(received)
+    assert any(e.get("name") == "spawner.create" for e in received), "no task-received event captured"
+    seen += _redis_dump(redis_client)
+    seen += "".join(p.read_text(errors="replace") for p in OUTPUT_DIR.glob("worker-*.log"))
+    seen += json.dumps(docker_client.api.inspect_container(created["container_id"]))
+    with pytest.raises(errors.InvalidRequest) as bad:
+        client.call("create", config={**config, "colour": inline})
+    seen += str(bad.value)
+    for secret in (inline, by_name):
+        assert secret not in seen
+
+
+# ------------------------------------------------------------------------------ bad requests
+NAMED = (errors.InvalidRequest, errors.AgentNotFound, errors.AgentGone, errors.InvalidPath, errors.PayloadTooLarge)
+junk = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20),
+                 st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
+bad_config = st.one_of(
+    junk,
+    st.fixed_dictionaries({"name": st.just("x"), "agent": st.text(max_size=12).filter(
+        lambda a: a not in ("shell", "claude-code", "factory-droid", "codex"))}),
+    st.fixed_dictionaries({"name": st.just("x"), "agent": st.just("shell")},
+                          optional={"capabilities": st.lists(st.text(max_size=6), min_size=1, max_size=2)}).filter(
+        lambda c: "capabilities" in c and not set(c["capabilities"]) <= {"git", "curl", "node", "python", "github"}),
+    st.fixed_dictionaries({"name": st.just("x"), "agent": st.just("shell"), st.text(min_size=1, max_size=8).filter(
+        lambda k: k not in ("name", "agent")): junk}).filter(lambda c: len(c) == 3),
+    st.fixed_dictionaries({"name": st.just("x"), "agent": st.just("shell"),
+                           "resources": st.fixed_dictionaries({"memory_mb": st.integers(max_value=63)})}),
+    st.fixed_dictionaries({"name": st.just("x"), "agent": st.just("shell"),
+                           "env_vars": st.dictionaries(st.from_regex(r"[a-z0-9 -]{1,8}", fullmatch=True), st.text(),
+                                                       min_size=1, max_size=2)}),
+)
+missing_agent = st.from_regex(r"ag-[0-9a-f]{16}", fullmatch=True)
+bad_agent_id = st.one_of(junk.filter(lambda v: not isinstance(v, str)), st.text(min_size=65, max_size=80),
+                         st.from_regex(r"[a-z]{1,5} [a-z]{1,5}", fullmatch=True))
+bad_request = st.one_of(
+    st.tuples(st.just("create"), st.fixed_dictionaries({"config": bad_config})),
+    st.tuples(st.just("create"), st.fixed_dictionaries({"config": st.just({"name": "x", "agent": "shell"}),
+                                                        "request_id": st.text(min_size=129, max_size=130)})),
+    st.tuples(st.sampled_from(["send_command", "status", "logs", "delete", "read_file", "send_file"]),
+              st.fixed_dictionaries({"agent_id": bad_agent_id})),
+    st.tuples(st.just("send_command"), st.fixed_dictionaries({"agent_id": missing_agent, "command": st.text(min_size=1)})),
+    st.tuples(st.just("send_command"), st.fixed_dictionaries({"agent_id": missing_agent, "command": junk.filter(
+        lambda v: not isinstance(v, str) or v == "")})),
+    st.tuples(st.just("send_file"), st.fixed_dictionaries({"agent_id": missing_agent, "path": st.text(max_size=20),
+                                                           "content": st.text(max_size=10)})),
+    st.tuples(st.just("read_file"), st.fixed_dictionaries({"agent_id": missing_agent, "path": st.text(max_size=20),
+                                                           "encoding": st.text(max_size=6)})),
+    st.tuples(st.just("logs"), st.fixed_dictionaries({"agent_id": missing_agent, "tail": junk})),
+    st.tuples(st.just("list"), st.fixed_dictionaries({"state": junk.filter(lambda v: v is not None)})),
+    st.tuples(st.sampled_from(["status", "delete", "list"]), st.fixed_dictionaries({"unexpected": junk})),
+)
+
+
+def test_two_hundred_generated_bad_requests_get_named_errors_and_leave_nothing(client, docker_client, redis_client):
+    containers = len(docker_client.containers.list(all=True, filters={"label": "spawner.managed=true"}))
+    records = redis_client.zcard("spawner:agents")
+    outcomes: list[str] = []
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(bad_request)
+    def run(case: tuple[str, dict[str, Any]]) -> None:
+        name, kwargs = case
+        result = client.send(name, **kwargs)
+        try:
+            value = result.get(timeout=60)
+        except NAMED as exc:
+            outcomes.append(type(exc).__name__)
+            assert str(exc), "an error without a message"
+            return
+        # a few generated cases are valid after all (e.g. delete of an unknown id succeeds)
+        assert name in ("delete", "list") or (name == "read_file" and False), (name, kwargs, value)
+        outcomes.append("ok")
+
+    run()
+    assert len(outcomes) >= 200
+    assert len(docker_client.containers.list(all=True, filters={"label": "spawner.managed=true"})) == containers
+    assert redis_client.zcard("spawner:agents") == records
+    assert client.call("list", timeout=10)["agents"] is not None  # the worker still answers
