@@ -1,0 +1,89 @@
+"""The Docker engine restarts under the fleet: dead agents become `failed` with a reason, none stays busy.
+
+Runs a second, private dockerd (own data root and socket) so restarting it touches no other test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from spawner import errors
+from tests.conftest import TEST_IMAGE
+
+pytestmark = [pytest.mark.docker, pytest.mark.redis]
+
+
+class PrivateEngine:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.socket = f"unix://{root}/docker.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.root / "dockerd.log", "ab")
+        self.proc = subprocess.Popen(
+            ["dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
+             "--host", self.socket, "--pidfile", str(self.root / "docker.pid"),
+             "--bridge=none", "--iptables=false", "--ip-masq=false"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while subprocess.run(["docker", "-H", self.socket, "info"], capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                pytest.fail(f"private dockerd did not start: {(self.root / 'dockerd.log').read_text()[-2000:]}")
+            time.sleep(0.25)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+            self.proc = None
+
+
+@pytest.fixture
+def engine(docker_client) -> Iterator[PrivateEngine]:
+    root = Path("/var/tmp") / f"spawner-test-engine-{os.getpid()}"
+    root.mkdir(parents=True, exist_ok=True)
+    engine = PrivateEngine(root)
+    engine.start()
+    save = subprocess.Popen(["docker", "save", TEST_IMAGE], stdout=subprocess.PIPE)
+    subprocess.run(["docker", "-H", engine.socket, "load", "-q"], stdin=save.stdout, check=True, capture_output=True)
+    save.wait()
+    try:
+        yield engine
+    finally:
+        subprocess.run(f"docker -H {engine.socket} rm -f $(docker -H {engine.socket} ps -aq) 2>/dev/null",
+                       shell=True, capture_output=True)
+        engine.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_engine_restart_marks_dead_agents_failed_and_none_stays_busy(chaos, engine):
+    fleet = chaos.fleet(DOCKER_HOST=engine.socket)
+    fleet.start_worker("control", "spawner", 8)
+    fleet.start_worker("turns", "spawner.turns", 8)
+    chaos.wait_workers(2)
+    agents = [chaos.call("create", config={"name": "engine", "agent": "shell"})["agent_id"] for _ in range(2)]
+    chaos.known.update(agents)
+    turn = chaos.send("send_command", agent_id=agents[0], command="sleep 60")
+    time.sleep(2)
+    assert chaos.call("status", agent_id=agents[0])["state"] == "busy"
+
+    engine.stop()  # stops every container: no live-restore
+    engine.start()
+    with pytest.raises((errors.Unavailable, errors.AgentGone)):  # its container died under it
+        turn.get(timeout=90)
+    counts = chaos.call("sweep", timeout=60)
+    assert counts["failed"] == 2
+    for agent_id in agents:
+        status = chaos.call("status", agent_id=agent_id)
+        assert status["state"] == "failed"
+        assert "container" in status["reason"]
+    assert not [a for a in chaos.call("list")["agents"] if a["state"] == "busy"]
