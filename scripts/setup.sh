@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Provision everything the fleet and its tests need on a Debian 12 host, as root, without systemd
 # or a container registry. Idempotent: reuses whatever already answers, installs what is missing.
-#   - Debian packages: docker.io, redis-server, debootstrap
+#   - Debian packages: docker.io, redis-server, debootstrap; docker-compose (v1, the compose test),
+#     chromium + chromium-driver (the headless Flower check)
 #   - a Docker engine (no bridge, no iptables: containers use network none or host only)
 #   - a redis-server on 127.0.0.1:6379 (for the fleet; the test suite starts private ones)
 #   - the Python environment with this project installed (.venv, or $SPAWNER_VENV)
@@ -23,7 +24,7 @@ die() { echo "setup: $*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- packages
 need=()
-for p in docker.io redis-server debootstrap; do
+for p in docker.io redis-server debootstrap docker-compose chromium chromium-driver; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if ((${#need[@]})); then
@@ -86,7 +87,8 @@ build() { # tag dockerfile context [build args...]
 }
 mkdir -p "$REPO/worker_image/certs"
 cp /usr/local/share/ca-certificates/*.crt "$REPO/worker_image/certs/" 2>/dev/null || true
-build "$WORKER_IMAGE" "$REPO/worker_image/Dockerfile" "$REPO" --build-arg BASE_IMAGE="$BASE_IMAGE" ${SPAWNER_IMAGE_BUILD_ARGS:-}
+# Claude Code is baked in by default (pinned in the Dockerfile); set SPAWNER_IMAGE_BUILD_ARGS to change.
+build "$WORKER_IMAGE" "$REPO/worker_image/Dockerfile" "$REPO" --build-arg BASE_IMAGE="$BASE_IMAGE" ${SPAWNER_IMAGE_BUILD_ARGS---build-arg INSTALL_CLAUDE=1}
 step "$WORKER_IMAGE built"
 if [ -f "$REPO/tests/images/Dockerfile" ]; then
   build "$TEST_IMAGE" "$REPO/tests/images/Dockerfile" "$REPO/tests/images" --build-arg WORKER_IMAGE="$WORKER_IMAGE"

@@ -1,185 +1,343 @@
-"""The operator CLI `spawner` (CONTRACT §7): enqueue tasks by name, read and follow events.
+"""The operator CLI `spawner` (CONTRACT §7): enqueue tasks by name, read and follow events, run the fleet.
 
-Tables for people, `--json` for scripts. Exit codes: 0 ok, 1 the task failed (its error type and
-message are printed on one line), 2 usage error. Configured by the SPAWNER_ environment only.
+Tables for people, `--json` for scripts. Exit codes: 0 ok; 1 the task (or the fleet) failed, with
+one line `error: <Type>: <what happened and what to do>`; 2 usage error; 130 interrupted (a
+follow prints the cursor to resume from). Configured by the SPAWNER_ environment only. Every
+call goes through spawner.client.SpawnerClient, i.e. `send_task` by name like any producer.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import signal
 import sys
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from spawner.service import command_id_for
-from spawner.settings import load_settings
+from spawner import console
 
-__all__ = ["main"]
+__all__ = ["cli", "main"]
 
-HINTS = {
-    "InvalidRequest": "fix the named field and try again",
-    "AgentNotFound": "check the id with `spawner ls`",
-    "AgentGone": "create a new agent",
-    "InvalidPath": "use a path under /workspace",
-    "PayloadTooLarge": "send less at once",
-    "Unavailable": "check that Redis, Docker and the workers run (`spawner up`)",
-    "TimeoutError": "the fleet did not answer in time; are workers running?",
-}
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: How long a task may stay PENDING before the CLI checks that some worker serves the queue.
+WORKER_CHECK_AFTER_SECONDS = 3.0
+
+
+def fail(kind: str, message: str, code: int = EXIT_FAILED) -> NoReturn:
+    click.echo(f"error: {kind}: {message}", err=True)
+    sys.exit(code)
+
+
+def describe(exc: BaseException, redis_url: str) -> tuple[str, str]:
+    """(type name, one-line message with what to do) for anything a call can raise."""
+    kind = type(exc).__name__
+    text = " ".join(str(exc).split()) or kind
+    if kind == "OperationalError" or (kind in ("ConnectionError", "ConnectionRefusedError")):
+        return "Unavailable", (f"cannot reach the broker at {_safe_url(redis_url)} ({text}); start the fleet "
+                               "with `spawner up`, or point SPAWNER_REDIS_URL at it")
+    if kind == "TimeoutError":
+        return "Timeout", "no result in time; the task may still run: check `spawner ls` and the worker logs, or raise --timeout"
+    if kind == "Unavailable" and "Redis" in text and "spawner up" not in text:
+        text += f" (SPAWNER_REDIS_URL={_safe_url(redis_url)}; start the fleet with `spawner up`)"
+    return kind, text
+
+
+def _safe_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    return scheme + sep + rest.rsplit("@", 1)[-1] if sep else url
+
+
+class Interrupt:
+    """While active, Ctrl-C (and SIGTERM) only set a flag: the loop finishes the event in hand,
+    so the cursor it prints names exactly what was shown (nothing missed, nothing repeated)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    @contextmanager
+    def deferred(self) -> Iterator[Interrupt]:
+        def handler(signum: int, frame: Any) -> None:
+            self.requested = True
+
+        try:
+            previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread (an embedding program): keep its handlers
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
 
 class Ctx:
     def __init__(self, as_json: bool, timeout: float) -> None:
         self.as_json = as_json
         self.timeout = timeout
-        self.settings = load_settings()
-        self._app: Any = None
-        self._store: Any = None
+        self._settings: Any = None
+        self._client: Any = None
 
     @property
-    def app(self) -> Any:
-        if self._app is None:
-            from celery import Celery
-            self._app = Celery(broker=self.settings.broker, backend=self.settings.backend)
-            self._app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
-        return self._app
+    def settings(self) -> Any:
+        if self._settings is None:
+            from spawner.settings import SettingsError, load_settings
+            try:
+                self._settings = load_settings()
+            except SettingsError as exc:
+                fail("SettingsError", f"{exc}; fix the variable or unset it", EXIT_USAGE)
+        return self._settings
 
     @property
-    def store(self) -> Any:
-        if self._store is None:
-            from spawner.state.redis import RedisStore
-            self._store = RedisStore.from_url(self.settings.redis_url)
-        return self._store
+    def client(self) -> Any:
+        if self._client is None:
+            from spawner.client import SpawnerClient
+            s = self.settings
+            client = SpawnerClient.from_url(s.redis_url, queue=s.queue, timeout=self.timeout, broker_url=s.broker,
+                                            result_backend=s.backend)
+            from spawner.state.probe import redis_answers
+            if (reason := redis_answers(s.redis_url, timeout_seconds=3.0)) is not None:
+                fail("Unavailable", f"no Redis answers at {_safe_url(s.redis_url)} ({reason}); start the fleet "
+                                    "with `spawner up`, or point SPAWNER_REDIS_URL at it")
+            self._client = client
+        return self._client
 
-    def send(self, name: str, **kwargs: Any) -> Any:
-        return self.app.send_task(f"spawner.{name}", kwargs=kwargs, queue=self.settings.queue)
-
-    def call(self, name: str, **kwargs: Any) -> dict[str, Any]:
+    def submit(self, verb: str, **kwargs: Any) -> Any:
         try:
-            return self.send(name, **kwargs).get(timeout=self.timeout)
-        except Exception as exc:  # noqa: BLE001 - every failure ends the command with one line
-            kind = type(exc).__name__
-            click.echo(f"error: {kind}: {exc} ({HINTS.get(kind, 'see the worker logs')})", err=True)
-            sys.exit(1)
+            return self.client.submit(verb, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            fail(*describe(exc, self.settings.redis_url))
 
-    def show(self, data: Any, rows: list[tuple[str, Any]] | None = None) -> None:
+    def wait(self, pending: Any, label: str, *, watch_agent: str | None = None) -> dict[str, Any]:
+        """The task's result, with a spinner (TTY only) showing `label`, the agent's latest status
+        reason and the elapsed time. Fails with one line if the task fails or nobody serves it."""
+        checked_workers = False
+        try:
+            with console.Spinner(label) as spinner:
+                cursor = self.client.last_event_id(watch_agent) if spinner.enabled and watch_agent else None
+                while not pending.ready():
+                    if spinner.enabled and watch_agent:
+                        for event in self.client.events(watch_agent, since=cursor):
+                            cursor = event["id"]
+                            if event["type"] == "status":
+                                spinner.update(f"{label}: {event.get('state')} ({event.get('reason')})")
+                    if not checked_workers and spinner.elapsed > WORKER_CHECK_AFTER_SECONDS and pending.state == "PENDING":
+                        checked_workers = True
+                        self.check_workers()
+                    if spinner.elapsed > self.timeout:
+                        fail("Timeout", f"no result after {self.timeout:.0f} s; the task may still run: check "
+                                        "`spawner ls` and the worker logs, or raise --timeout")
+                    time.sleep(0.1)
+            return pending.get(timeout=self.timeout)
+        except KeyboardInterrupt:
+            click.echo(f"\ninterrupted; task {pending.id} goes on in the fleet (see `spawner ls`)", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except SystemExit:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the task's error, rebuilt by Celery, by its type name
+            fail(*describe(exc, self.settings.redis_url))
+
+    def call(self, verb: str, label: str, *, watch_agent: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Send `spawner.<verb>` and wait for its result (see `wait`)."""
+        return self.wait(self.submit(verb, **kwargs), label, watch_agent=watch_agent)
+
+    def check_workers(self) -> None:
+        queue = self.settings.queue
+        try:
+            replies = self.client.app.control.inspect(timeout=1.0).active_queues() or {}
+        except Exception:  # noqa: BLE001 - the check is advisory; the wait goes on
+            return
+        if not any(q.get("name") == queue for queues in replies.values() for q in queues):
+            fail("Unavailable", f"no worker serves queue {queue!r} on {_safe_url(self.settings.redis_url)}; start "
+                                "the fleet with `spawner up` (the task stays queued and runs when a worker starts)")
+
+    def show(self, data: Any) -> None:
         if self.as_json:
             click.echo(json.dumps(data, indent=2))
-            return
-        for key, value in rows if rows is not None else list(data.items()):
-            click.echo(f"{key:>18}  {value if not isinstance(value, (dict, list)) else json.dumps(value)}")
+        else:
+            console.key_value_table(data)
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
 
 
-@click.group()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for a task.")
+class SpawnerGroup(click.Group):
+    """Usage errors in one line (`error: UsageError: ...`), exit code 2, like task errors."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            fail("UsageError", exc.format_message() + hint, EXIT_USAGE)
+        except click.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except click.ClickException as exc:
+            fail(type(exc).__name__, exc.format_message(), exc.exit_code)
+
+
+@click.group(cls=SpawnerGroup)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (results, or one event per line) for scripts.")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for a task's result.")
+@click.version_option(package_name="workers-spawner", prog_name="spawner")
 @click.pass_context
 def cli(ctx: click.Context, as_json: bool, timeout: float) -> None:
-    """Drive a workers-spawner fleet: agents in containers, by Celery task."""
+    """Drive a workers-spawner fleet: coding agents in containers, by Celery task.
+
+    Configured by SPAWNER_REDIS_URL (default redis://127.0.0.1:6379/0) and SPAWNER_QUEUE.
+    Start a fleet on this machine with `spawner up`.
+    """
     ctx.obj = Ctx(as_json, timeout)
 
 
+# ------------------------------------------------------------------------------------------ create
 def _load_config(path: Path) -> dict[str, Any]:
     text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - a parse error of either format
+        raise click.BadParameter(f"{path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: "
+                                 f"{' '.join(str(exc).split())}", param_hint="-f") from None
     if not isinstance(data, dict):
-        raise click.UsageError(f"{path} must hold one config object")
+        raise click.BadParameter(f"{path} must hold one WorkerConfig object", param_hint="-f")
     return data
+
+
+def _pairs(items: tuple[str, ...]) -> dict[str, str]:
+    bad = [item for item in items if "=" not in item]
+    if bad:
+        raise click.BadParameter(f"expected KEY=VALUE, got {bad[0]!r}", param_hint="--context")
+    return dict(item.split("=", 1) for item in items)
 
 
 @cli.command()
 @click.option("-f", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="Config file (.json or .yaml) with the WorkerConfig fields.")
-@click.option("--context", "context", multiple=True, metavar="KEY=VALUE", help="Context entries (repeatable).")
-@click.option("--request-id", default=None, help="Idempotency key: the same id creates one agent.")
+              help="WorkerConfig file (.json, .yaml or .yml); see examples/.")
+@click.option("--context", "context", multiple=True, metavar="KEY=VALUE", help="Context entry (repeatable).")
+@click.option("--request-id", default=None, help="Idempotency key: the same id always means the same agent.")
 @pass_ctx
 def create(obj: Ctx, config_file: Path, context: tuple[str, ...], request_id: str | None) -> None:
-    """Create an agent from a config file."""
-    pairs = dict(item.split("=", 1) for item in context if "=" in item)
-    kwargs: dict[str, Any] = {"config": _load_config(config_file), "context": pairs}
-    if request_id:
-        kwargs["request_id"] = request_id
-    obj.show(obj.call("create", **kwargs))
+    """Create an agent from a config file; prints its id."""
+    from spawner.service import new_agent_id
+    request_id = request_id or "cli-" + uuid.uuid4().hex
+    result = obj.call("create", f"creating agent {new_agent_id(request_id)}", watch_agent=new_agent_id(request_id),
+                      config=_load_config(config_file), context=_pairs(context), request_id=request_id)
+    obj.show(result)
+    if not obj.as_json:
+        click.echo(f"next: spawner send {result['agent_id']} 'echo hi' --follow", err=True)
 
 
-def _follow_events(obj: Ctx, agent_id: str, since: str | None, *, until_command: str | None,
-                   forever: bool) -> str | None:
-    """Print events from `since` on; stop at the end of `until_command`, or never with `forever`."""
+# ------------------------------------------------------------------------------------------ send
+def _resume_hint(obj: Ctx, agent_id: str, cursor: str | None, until: str | None) -> str:
+    verb = "events" if obj.as_json else "logs"
+    since = f" --since {cursor}" if cursor else ""
+    return f"spawner{' --json' if obj.as_json else ''} {verb} {agent_id} -f{since}" + (f" --until {until}" if until else "")
+
+
+def _follow(obj: Ctx, agent_id: str, since: str | None, *, until: str | None, forever: bool,
+            renderer: console.TranscriptRenderer | None, pending: Any = None) -> str | None:
+    """Print events after `since` as they come. Ends after `until`'s command_exit, when `pending`
+    (a task) has finished and its events are all shown, at the end of the stream unless `forever`,
+    or on Ctrl-C (exit 130 with the cursor to resume from)."""
     cursor = since
-    try:
-        while True:
-            for event in obj.store.wait_events(agent_id, since=cursor, block_ms=1000):
+    interrupt = Interrupt()
+    with interrupt.deferred():
+        while not interrupt.requested:
+            try:
+                batch = obj.client.events(agent_id, since=cursor, block_ms=250)
+            except Exception as exc:  # noqa: BLE001
+                fail(*describe(exc, obj.settings.redis_url))
+            for event in batch:
+                if obj.as_json:
+                    click.echo(json.dumps(event))
+                elif renderer is not None:
+                    console.write(renderer.feed(event))
+                else:
+                    click.echo(console.event_line(event))
                 cursor = event["id"]
-                _print_event(obj, event)
-                if until_command and event["type"] == "command_exit" and event.get("command_id") == until_command:
+                if until and event["type"] == "command_exit" and event.get("command_id") == until:
                     return cursor
-            if not forever and until_command is None:
+                if interrupt.requested:
+                    break
+            if interrupt.requested:
+                break
+            if pending is not None and pending.ready() and not batch:
+                return cursor  # the task ended (failed before its turn started, or its events are shown)
+            if not forever and not until and pending is None and not batch:
                 return cursor
-    except KeyboardInterrupt:
-        click.echo(f"\n(stopped; resume with: spawner events {agent_id} --since {cursor} -f)", err=True)
-        sys.exit(130)
-
-
-def _print_event(obj: Ctx, event: dict[str, Any]) -> None:
-    if obj.as_json:
-        click.echo(json.dumps(event))
-    elif event["type"] == "output":
-        click.echo(event["data"], nl=False, err=event.get("stream") == "stderr")
-    elif event["type"] == "command_exit":
-        click.echo(f"[exit {event['exit_code']}{' timed out' if event.get('timed_out') else ''} "
-                   f"in {event['duration_ms']} ms]", err=True)
-    elif event["type"] == "status":
-        click.echo(f"[{event['state']}: {event.get('reason')}]", err=True)
-    elif event["type"] == "response" and not event.get("command_id"):
-        click.echo(f"[respond] {event.get('message')}")
+    sys.stdout.flush()
+    click.echo(f"\ninterrupted at cursor {cursor or '(start)'}; resume with: "
+               f"{_resume_hint(obj, agent_id, cursor, until)}", err=True)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 @cli.command()
 @click.argument("agent_id")
 @click.argument("command")
-@click.option("--follow", is_flag=True, help="Print output live as the turn runs.")
-@click.option("--timeout-seconds", type=int, default=None, help="Limit of this turn.")
+@click.option("--follow", is_flag=True, help="Print the output live as the turn runs.")
+@click.option("--timeout-seconds", type=click.IntRange(min=1), default=None, help="Limit of this turn.")
+@click.option("--request-id", default=None, help="Idempotency key: the same id runs the turn once.")
 @pass_ctx
-def send(obj: Ctx, agent_id: str, command: str, follow: bool, timeout_seconds: int | None) -> None:
-    """Send a turn (a prompt, or a shell command line) to an agent."""
-    request_id = "cli-" + uuid.uuid4().hex
-    kwargs: dict[str, Any] = {"agent_id": agent_id, "command": command, "request_id": request_id}
+def send(obj: Ctx, agent_id: str, command: str, follow: bool, timeout_seconds: int | None,
+         request_id: str | None) -> None:
+    """Send a turn (a prompt, or a shell command line) to an agent; prints its answer."""
+    kwargs: dict[str, Any] = {"request_id": request_id} if request_id else {}
     if timeout_seconds:
         kwargs["timeout_seconds"] = timeout_seconds
     if not follow:
-        result = obj.call("send_command", **kwargs)
-        obj.show(result) if obj.as_json else click.echo(result["response"] or result["output"], nl=False)
-        sys.exit(0)
-    start = obj.store.last_event_id(agent_id)
-    pending = obj.send("send_command", **kwargs)
-    _follow_events(obj, agent_id, start, until_command=command_id_for(request_id=request_id, task_id=""),
-                   forever=False)
+        pending = obj.submit("send_command", agent_id=agent_id, command=command,
+                             request_id=request_id or "cli-" + uuid.uuid4().hex, **kwargs)
+        result = obj.wait(pending, f"agent {agent_id}: turn", watch_agent=agent_id)
+        if obj.as_json:
+            obj.show(result)
+            return
+        text = result["response"] or result["output"]
+        click.echo(text, nl=not text.endswith("\n") and bool(text))
+        if result["exit_code"] != 0 or result["timed_out"]:
+            click.echo(f"[exit {result['exit_code']}{' timed out' if result['timed_out'] else ''} "
+                       f"in {result['duration_ms']} ms]", err=True)
+        return
     try:
-        pending.get(timeout=obj.timeout)
+        turn = obj.client.start_command(agent_id, command, **kwargs)
     except Exception as exc:  # noqa: BLE001
-        click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-        sys.exit(1)
+        fail(*describe(exc, obj.settings.redis_url))
+    renderer = None if obj.as_json else console.TranscriptRenderer(only_command=turn.command_id)
+    _follow(obj, agent_id, turn.cursor, until=turn.command_id, forever=True, renderer=renderer,
+            pending=turn.async_result)
+    result = obj.wait(turn.async_result, f"agent {agent_id}: finishing")
+    if obj.as_json:
+        click.echo(json.dumps(result))
 
 
+# ------------------------------------------------------------------------------------------ files
 @cli.command()
 @click.argument("agent_id")
 @click.argument("local", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("remote")
+@click.option("--mode", default="644", show_default=True, help="File mode, octal.")
 @pass_ctx
-def put(obj: Ctx, agent_id: str, local: Path, remote: str) -> None:
-    """Copy a local file into the agent's workspace."""
+def put(obj: Ctx, agent_id: str, local: Path, remote: str, mode: str) -> None:
+    """Copy a local file into the agent (REMOTE relative to /workspace, or absolute)."""
+    try:
+        mode_value = int(mode, 8)
+    except ValueError:
+        raise click.BadParameter(f"{mode!r} is not an octal mode like 644", param_hint="--mode") from None
     content = base64.b64encode(local.read_bytes()).decode()
-    obj.show(obj.call("send_file", agent_id=agent_id, path=remote, content=content, encoding="base64"))
+    obj.show(obj.call("send_file", f"copying {local} to {agent_id}", agent_id=agent_id, path=remote,
+                      content=content, encoding="base64", mode=mode_value))
 
 
 @cli.command()
@@ -189,90 +347,134 @@ def put(obj: Ctx, agent_id: str, local: Path, remote: str) -> None:
 @pass_ctx
 def get(obj: Ctx, agent_id: str, remote: str, local: Path | None) -> None:
     """Copy a file out of the agent (to stdout without LOCAL)."""
-    result = obj.call("read_file", agent_id=agent_id, path=remote, encoding="base64")
+    result = obj.call("read_file", f"reading {remote} from {agent_id}", agent_id=agent_id, path=remote,
+                      encoding="base64")
     data = base64.b64decode(result["content"])
     if local is None:
         sys.stdout.buffer.write(data)
-    else:
-        local.write_bytes(data)
-        obj.show({"path": str(local), "size": len(data)})
+        sys.stdout.flush()
+        return
+    local.write_bytes(data)
+    obj.show({"agent_id": agent_id, "path": result["path"], "local": str(local), "size": len(data)})
 
 
+# ------------------------------------------------------------------------------------------ reads
 @cli.command()
 @click.argument("agent_id")
 @pass_ctx
 def status(obj: Ctx, agent_id: str) -> None:
-    """Show an agent's state."""
-    obj.show(obj.call("status", agent_id=agent_id))
+    """Show an agent's state, container state, timestamps and (redacted) config."""
+    obj.show(obj.call("status", f"asking about {agent_id}", agent_id=agent_id))
 
 
 @cli.command("ls")
-@click.option("--state", default=None, help="Only agents in this state.")
+@click.option("--state", type=click.Choice(["creating", "idle", "busy", "paused", "deleted", "expired", "failed"]),
+              default=None, help="Only agents in this state.")
 @pass_ctx
 def list_agents(obj: Ctx, state: str | None) -> None:
-    """List agents."""
-    result = obj.call("list", **({"state": state} if state else {}))
+    """List agents (live ones, and ended ones while their record is kept)."""
+    result = obj.call("list", "listing agents", **({"state": state} if state else {}))
     if obj.as_json:
         obj.show(result)
         return
-    from rich.console import Console
-    from rich.table import Table
-    table = Table("AGENT", "STATE", "TYPE", "NAME", "LAST ACTIVITY", "REASON")
-    for a in result["agents"]:
-        table.add_row(a["agent_id"], a["state"], a["agent"], a["config"].get("name", ""), a["last_activity_at"],
-                      a.get("reason") or "")
-    Console().print(table)
+    rows = [[a["agent_id"], a["state"], a.get("agent", ""), str(a.get("config", {}).get("name", "")),
+             a.get("created_at", ""), a.get("last_activity_at", ""), a.get("reason") or ""]
+            for a in result["agents"]]
+    console.print_table(["AGENT", "STATE", "TYPE", "NAME", "CREATED", "LAST ACTIVITY", "REASON"], rows,
+                        empty="no agents" + (f" in state {state}" if state else ""))
 
 
 @cli.command()
 @click.argument("agent_id")
-@click.option("--tail", default=200, show_default=True)
-@click.option("-f", "follow", is_flag=True, help="Keep printing new events.")
+@click.option("--tail", default=200, show_default=True, type=click.IntRange(min=0), help="Lines to show first.")
+@click.option("-f", "--follow", "follow", is_flag=True, help="Keep printing as the agent works (Ctrl-C stops).")
+@click.option("--since", default=None, metavar="CURSOR", help="Print only what came after this cursor (no tail).")
+@click.option("--until", default=None, metavar="COMMAND_ID", help="Stop after this turn ends.")
 @pass_ctx
-def logs(obj: Ctx, agent_id: str, tail: int, follow: bool) -> None:
-    """Print an agent's transcript."""
-    result = obj.call("logs", agent_id=agent_id, tail=tail)
-    if obj.as_json and not follow:
-        obj.show(result)
+def logs(obj: Ctx, agent_id: str, tail: int, follow: bool, since: str | None, until: str | None) -> None:
+    """Print an agent's transcript: commands, what they printed, how they ended."""
+    if since is None:
+        result = obj.call("logs", f"reading the logs of {agent_id}", agent_id=agent_id, tail=tail)
+        if obj.as_json and not (follow or until):
+            obj.show(result)
+            return
+        if not obj.as_json:
+            for line in result["lines"]:
+                click.echo(line)
+        since = result["cursor"]
+        if not (follow or until):
+            return
+    renderer = None if obj.as_json else console.TranscriptRenderer()
+    _follow(obj, agent_id, since, until=until, forever=follow, renderer=renderer)
+
+
+@cli.command()
+@click.argument("agent_id")
+@click.option("--since", default=None, metavar="CURSOR", help="Cursor (event id) to continue after.")
+@click.option("-f", "--follow", "follow", is_flag=True, help="Keep waiting for new events (Ctrl-C stops).")
+@click.option("--until", default=None, metavar="COMMAND_ID", help="Stop after this turn's command_exit.")
+@pass_ctx
+def events(obj: Ctx, agent_id: str, since: str | None, follow: bool, until: str | None) -> None:
+    """Print an agent's events after a cursor (every kept event without one)."""
+    cursor = _follow(obj, agent_id, since, until=until, forever=follow, renderer=None)
+    if not obj.as_json:
+        click.echo(f"(cursor {cursor})" if cursor else "(no events)", err=True)
+
+
+# ------------------------------------------------------------------------------------------ delete
+@cli.command()
+@click.argument("agent_ids", metavar="AGENT...", nargs=-1, required=True)
+@pass_ctx
+def rm(obj: Ctx, agent_ids: tuple[str, ...]) -> None:
+    """Delete agents and their containers (an unknown or deleted id is not an error)."""
+    results = [obj.call("delete", f"deleting {agent_id}", agent_id=agent_id) for agent_id in agent_ids]
+    if obj.as_json:
+        click.echo(json.dumps(results[0] if len(results) == 1 else results, indent=2))
         return
-    for line in result["lines"]:
-        click.echo(line)
-    if follow:
-        _follow_events(obj, agent_id, result["cursor"], until_command=None, forever=True)
+    for r in results:
+        click.echo(f"{r['agent_id']}: {'deleted' if r['deleted'] else 'nothing to delete (unknown or already deleted)'}")
 
 
+# ------------------------------------------------------------------------------------------ up
 @cli.command()
-@click.argument("agent_id")
-@click.option("--since", default=None, help="Cursor (event id) to continue after.")
-@click.option("-f", "follow", is_flag=True, help="Keep waiting for new events.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".spawner-data"),
+              show_default=True, envvar="SPAWNER_DATA_DIR", help="Logs, the lock, beat's schedule, a private Redis's data.")
+@click.option("--flower-address", default="127.0.0.1", show_default=True, envvar="SPAWNER_FLOWER_ADDRESS")
+@click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True, envvar="SPAWNER_FLOWER_PORT")
+@click.option("--flower-basic-auth", default=None, envvar="FLOWER_BASIC_AUTH", metavar="USER:PASSWORD",
+              help="Require these credentials in Flower (required unless it is bound to a loopback address).")
+@click.option("--metrics-address", default="127.0.0.1", show_default=True, envvar="SPAWNER_METRICS_ADDRESS")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=9808, show_default=True, envvar="SPAWNER_METRICS_PORT")
+@click.option("--control-concurrency", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Threads of the control pool (create, files, status, delete, sweep).")
+@click.option("--turns-concurrency", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Threads of the turns pool (agent turns, one thread each while they run).")
+@click.option("--stop-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Seconds each process gets to stop on Ctrl-C before it is killed.")
+@click.option("--build/--no-build", default=True, show_default=True, help="Build the worker image if it is missing.")
 @pass_ctx
-def events(obj: Ctx, agent_id: str, since: str | None, follow: bool) -> None:
-    """Print an agent's events from a cursor (all kept events without one)."""
+def up(obj: Ctx, **options: Any) -> None:
+    """Run the whole fleet on this machine until Ctrl-C: Redis (if none answers), the control and
+    turns worker pools, beat, Flower and the metrics endpoint, all on 127.0.0.1 by default."""
+    from spawner.up import UpOptions, run_up
     try:
-        cursor = _follow_events(obj, agent_id, since, until_command=None, forever=follow)
-    except Exception as exc:  # noqa: BLE001
-        click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-        sys.exit(1)
-    if not obj.as_json and cursor:
-        click.echo(f"(cursor {cursor})", err=True)
-
-
-@cli.command()
-@click.argument("agent_id")
-@pass_ctx
-def rm(obj: Ctx, agent_id: str) -> None:
-    """Delete an agent and its container."""
-    obj.show(obj.call("delete", agent_id=agent_id))
+        opts = UpOptions(**options)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    sys.exit(run_up(obj.settings, opts))
 
 
 def main() -> None:
     try:
-        cli.main(standalone_mode=True)
+        cli.main(prog_name="spawner")
     except SystemExit:
         raise
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback, for an operator
-        click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-        sys.exit(1)
+        fail(type(exc).__name__, " ".join(str(exc).split()) or "unexpected error (a bug: please report it)")
+    sys.exit(EXIT_OK)
 
 
 if __name__ == "__main__":

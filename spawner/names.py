@@ -17,10 +17,18 @@ __all__ = [
     "LABEL_CONFIG",
     "LABEL_CREATED_AT",
     "LABEL_MANAGED",
+    "LABEL_POOL",
+    "LABEL_POOL_OWNER",
+    "LABEL_RUN_DIR",
     "LABEL_TEST_RUN",
+    "LABEL_APT_PACKAGES",
     "OUTPUT_MAX_BYTES",
+    "POOL_CONTAINER_PREFIX",
     "REQUEST_RESULT_TTL_SECONDS",
+    "RUNNERD_PATH",
     "RUNNER_PATH",
+    "RUNNER_SOCKET_DIR",
+    "RUNNER_SOCKET_NAME",
     "SPAWNER_DIR",
     "TERMINAL_RECORD_TTL_SECONDS",
     "TURNS_QUEUE_SUFFIX",
@@ -29,14 +37,20 @@ __all__ = [
     "agent_channel",
     "agent_channel_pattern",
     "agent_events_key",
+    "agent_id_from_container_name",
     "agent_key",
     "agents_index_key",
     "container_name",
     "due_key",
+    "pool_available_key",
+    "pool_claiming_key",
+    "pool_keys_key",
+    "pool_refill_lock_key",
     "request_lock_key",
     "request_result_key",
     "sweep_lock_key",
     "task_alive_key",
+    "image_build_lock_key",
     "KOMBU_UNACKED_KEY",
     "KOMBU_UNACKED_INDEX_KEY",
     "turn_lease_key",
@@ -52,6 +66,11 @@ CONTAINER_HOME = "/home/worker"
 SPAWNER_DIR = "/home/worker/.spawner"
 #: The runner shipped in the worker image (worker_image/spawner_runner.py).
 RUNNER_PATH = "/usr/local/bin/spawner-runner"
+#: The runner's daemon (worker_image/spawner_runnerd.py), the image's main process.
+RUNNERD_PATH = "/usr/local/bin/spawner-runnerd"
+#: Where each container sees its own host folder (SPAWNER_RUN_DIR/<name>) and the daemon's socket.
+RUNNER_SOCKET_DIR = "/run/spawner"
+RUNNER_SOCKET_NAME = "runner.sock"
 #: send_file/read_file may touch only these (after resolving every symlink inside the container).
 ALLOWED_FILE_ROOTS = ("/workspace", "/home/worker", "/tmp")
 
@@ -74,6 +93,17 @@ LABEL_CREATED_AT = "spawner.created_at"
 #: The agent's config with secret values removed, so reconcile can adopt a container after a Redis loss.
 LABEL_CONFIG = "spawner.config"
 LABEL_TEST_RUN = "spawner.test-run"
+#: On worker and capability images: the space-separated Debian packages the image holds.
+LABEL_APT_PACKAGES = "spawner.apt-packages"
+#: On warm-pool containers: the pool key (image, resources, network) they were made for. A pool
+#: container has no agent id label; once claimed, its name is container_name(agent_id).
+LABEL_POOL = "spawner.pool"
+#: Which fleet (a hash of its Redis and queue) made a pool container: a fleet never touches
+#: another fleet's free pool containers on a shared engine.
+LABEL_POOL_OWNER = "spawner.pool_owner"
+#: Host path of the folder mounted on RUNNER_SOCKET_DIR (absent when the socket is not used).
+LABEL_RUN_DIR = "spawner.run_dir"
+POOL_CONTAINER_PREFIX = "spawner-pool-"
 
 # --- Celery ---------------------------------------------------------------------------------
 TURNS_QUEUE_SUFFIX = ".turns"
@@ -86,6 +116,14 @@ def turns_queue(queue: str) -> str:
 
 def container_name(agent_id: str) -> str:
     return f"spawner-{agent_id}"
+
+
+def agent_id_from_container_name(name: str) -> str | None:
+    """The agent id in a container_name(), or None (e.g. an unclaimed pool container)."""
+    name = name.lstrip("/")
+    if name.startswith("spawner-ag-") and name[len("spawner-"):].replace("-", "").isalnum():
+        return name[len("spawner-"):]
+    return None
 
 
 # --- Redis: contract names (CONTRACT §5) ----------------------------------------------------
@@ -137,6 +175,10 @@ def sweep_lock_key() -> str:
     return "spawner:sweep-lock"
 
 
+def image_build_lock_key(tag: str) -> str:
+    return f"spawner:image-build:{tag}"
+
+
 def task_alive_key(task_id: str) -> str:
     """Present while some worker runs this Celery task (renewed by a heartbeat)."""
     return f"spawner:task-alive:{task_id}"
@@ -146,6 +188,25 @@ def task_alive_key(task_id: str) -> str:
 # `unacked_index_key`); recovery reads them to requeue the messages of a dead worker at once.
 KOMBU_UNACKED_KEY = "unacked"
 KOMBU_UNACKED_INDEX_KEY = "unacked_index"
+
+
+def pool_keys_key() -> str:
+    """Hash of wanted warm-pool keys -> JSON {template, last_used_at}."""
+    return "spawner:pool:keys"
+
+
+def pool_available_key(key: str) -> str:
+    """Set of paused pool container ids of `key`, ready to be claimed."""
+    return f"spawner:pool:available:{key}"
+
+
+def pool_claiming_key() -> str:
+    """Sorted set of pool container ids being claimed now, scored by when the claim began."""
+    return "spawner:pool:claiming"
+
+
+def pool_refill_lock_key(key: str) -> str:
+    return f"spawner:pool:refill-lock:{key}"
 
 
 def agent_acl_user(agent_id: str) -> str:

@@ -19,12 +19,16 @@ from typing import Any
 
 from spawner import errors, names
 from spawner.backend.base import ContainerBackend, ContainerInfo
-from spawner.factories import build_spec
+from spawner.factories import (
+    build_spec, capability_dockerfile, capability_image_tag, required_capability_packages,
+)
 from spawner.factories.instructions import render_instructions
 from spawner.factories.registry import agent_factory
 from spawner.lifecycle import Action, decide
+from spawner.metrics import NULL_METRICS, Metrics
 from spawner.models import AgentRecord, AgentState, AgentType, WorkerConfig
 from spawner.paths import resolve_path
+from spawner.pool import WarmPool, claim_payload
 from spawner.state.base import StateStore
 
 __all__ = ["ServiceOptions", "SpawnerService", "new_agent_id"]
@@ -47,6 +51,8 @@ class ServiceOptions:
     allow_agent_network_override: bool = False
     #: Redis URL agents use for `orchestrator respond` (with their own ACL user), or None.
     agent_redis_url: str | None = None
+    #: Operator labels added to every agent container (never the spawner's own label names).
+    extra_labels: tuple[tuple[str, str], ...] = ()
 
 
 def new_agent_id(key: str) -> str:
@@ -66,8 +72,11 @@ def command_id_for(*, request_id: str | None, task_id: str) -> str:
 
 class SpawnerService:
     def __init__(self, *, backend: ContainerBackend, store: StateStore, options: ServiceOptions,
-                 secret_source: Mapping[str, str], clock: Callable[[], float] = time.time) -> None:
+                 secret_source: Mapping[str, str], clock: Callable[[], float] = time.time,
+                 metrics: Metrics = NULL_METRICS, pool: WarmPool | None = None) -> None:
         self.backend = backend
+        self.pool = pool
+        self.metrics = metrics
         self.store = store
         self.options = options
         self._secret_source = secret_source
@@ -134,6 +143,11 @@ class SpawnerService:
         )
         self.store.save_record(record)
         self.store.publish(agent_id, "status", state=AgentState.CREATING, reason="create requested")
+        try:
+            image = self._image_for(config, agent_id)
+        except errors.SpawnerError as exc:
+            self._set_state(agent_id, AgentState.FAILED, reason=f"create could not finish: {exc}")
+            raise
         orchestrator_secret: dict[str, str] = {}
         if self.options.agent_redis_url:
             orchestrator_secret["ORCHESTRATOR_REDIS_URL"] = self.store.create_agent_identity(
@@ -143,30 +157,70 @@ class SpawnerService:
         if factory.instruction_file:
             instructions = render_instructions(config.instructions, config.allowed_tools, factory.instruction_file)
         spec = build_spec(
-            config, agent_id=agent_id, image=self.options.worker_image, network_mode=network,
+            config, agent_id=agent_id, image=image, network_mode=network,
             created_at=now, secret_values={**secret_values, **orchestrator_secret},
             orchestrator_env={}, instructions_text=instructions,
         )
+        if self.options.extra_labels:
+            spec = spec.model_copy(update={"labels": {**dict(self.options.extra_labels), **spec.labels}})
         container_id = None
         try:
-            container_id = self.backend.create(spec)
+            # a warm-pool container if one is free (renamed and resumed), else a new one
+            container_id = self.pool.claim(spec) if self.pool is not None else None
+            pooled = container_id is not None
+            if container_id is None:
+                container_id = self.backend.create(spec)
             self.store.update_record(agent_id, container_id=container_id)
-            self.backend.init_agent(container_id, {
+            payload = {
                 "secret_env": spec.secret_env,
                 "files": [{"path": f.path, "mode": f.mode, "content_b64": base64.b64encode(f.content).decode()}
                           for f in spec.files],
                 "ready_argv": list(spec.ready_argv),
                 "ready_timeout": self.options.ready_timeout_seconds,
-            })
+            }
+            self.backend.init_agent(container_id, claim_payload(spec, payload) if pooled else payload)
         except errors.SpawnerError as exc:
             if container_id is not None:
                 self.backend.remove(container_id)
             self.store.delete_agent_identity(agent_id)
             self._set_state(agent_id, AgentState.FAILED, reason=f"create could not finish: {exc}")
+            self.metrics.create_finished(config.agent.value, self._now() - now, ok=False)
             raise errors.Unavailable(f"agent {agent_id} could not be created: {exc}") from None
+        self.metrics.create_finished(config.agent.value, self._now() - now, ok=True)
         self._set_state(agent_id, AgentState.IDLE, reason="ready")
+        if image != record.image:
+            self.store.update_record(agent_id, image=image)
         return {"agent_id": agent_id, "state": AgentState.IDLE.value, "container_id": container_id,
-                "image": self.options.worker_image, "created_at": _iso(now)}
+                "image": image, "created_at": _iso(now)}
+
+    def _image_for(self, config: WorkerConfig, agent_id: str) -> str:
+        """The worker image, or the capability image for what it lacks (built once per set: a
+        concurrent create of the same set waits for the first build, then reuses it)."""
+        base = self.options.worker_image
+        wanted = required_capability_packages(config)
+        if not wanted:
+            return base
+        base_id = self.backend.image_id(base)
+        if base_id is None:
+            raise errors.Unavailable(f"image {base} not found; build it with scripts/setup.sh")
+        present = self.backend.image_labels(base).get(names.LABEL_APT_PACKAGES, "").split()
+        if set(wanted) <= set(present):
+            return base
+        tag = capability_image_tag(base_id, config.capabilities)
+        if self.backend.image_id(tag) is not None:
+            return tag
+        with self._held(names.image_build_lock_key(tag)):
+            if self.backend.image_id(tag) is None:
+                self.store.publish(agent_id, "status", state=AgentState.CREATING, reason="building_image",
+                                   image=tag, progress=f"building {tag} with {' '.join(wanted)}")
+
+                def progress(line: str) -> None:
+                    if line.startswith("Step "):
+                        self.store.publish(agent_id, "status", state=AgentState.CREATING,
+                                           reason="building_image", image=tag, progress=line)
+
+                self.backend.build_image(tag, capability_dockerfile(base_id, present, wanted), on_line=progress)
+        return tag
 
     def _network_for(self, config: WorkerConfig) -> str:
         if config.network is None or config.network == self.options.agent_network:
@@ -299,6 +353,7 @@ class SpawnerService:
             self.store.update_record(agent_id, session_id=None)
             record = record.model_copy(update={"session_id": None})
         duration_ms = int(end.get("duration_ms") or 0)
+        self.metrics.turn_finished(record.agent.value, duration_ms / 1000, exit_code=exit_code, timed_out=timed_out)
         self.store.publish(agent_id, "command_exit", command_id=command_id, exit_code=exit_code,
                            duration_ms=duration_ms, timed_out=timed_out)
         if response:
@@ -408,12 +463,14 @@ class SpawnerService:
                     self.backend.pause(record.container_id)
                     self._set_state(agent_id, AgentState.PAUSED, reason="idle past its pause limit")
                     counts["paused"] += 1
+                    self.metrics.sweep_action("pause", "idle")
                 elif action == Action.EXPIRE:
                     if record.container_id:
                         self.backend.remove(record.container_id)
                     self.store.delete_agent_identity(agent_id)
                     self._set_state(agent_id, AgentState.EXPIRED, reason="idle past its TTL")
                     counts["expired"] += 1
+                    self.metrics.sweep_action("expire", "idle_ttl")
             return {**counts, **self.reconcile()}
         finally:
             self.store.release(names.sweep_lock_key(), token)
@@ -421,24 +478,32 @@ class SpawnerService:
     def reconcile(self) -> dict[str, int]:
         """Make Docker and Redis agree, by label: adopt, remove, or mark failed."""
         counts = {"adopted": 0, "removed": 0, "failed": 0}
-        containers = {c.agent_id: c for c in self.backend.list_managed()}
+        if self.pool is not None:  # free pool containers first (spawner/pool.py); claimed ones are agents
+            counts.update(self.pool.reconcile())
+        containers = {c.agent_id: c for c in self.backend.list_managed()
+                      if c.agent_id or names.LABEL_POOL not in c.labels}
         for agent_id, info in containers.items():
             record = self.store.get_record(agent_id)
             if record is None:
                 if self._adopt(info):
                     counts["adopted"] += 1
+                    self.metrics.reconcile_action("adopt", "record_missing")
                 else:
                     self.backend.remove(info.container_id)
                     counts["removed"] += 1
+                    self.metrics.reconcile_action("remove", "no_record")
             elif record.state.is_terminal:
                 self.backend.remove(info.container_id)
                 counts["removed"] += 1
+                self.metrics.reconcile_action("remove", "record_ended")
             elif record.state == AgentState.CREATING and self._now() - record.created_at > 600:
                 self._fail(record, "create never finished")
                 counts["failed"] += 1
+                self.metrics.reconcile_action("fail", "create_never_finished")
             elif info.state in ("exited", "dead"):
                 self._fail(record, f"container {info.state}")
                 counts["failed"] += 1
+                self.metrics.reconcile_action("fail", f"container_{info.state}")
         for agent_id in self.store.list_agent_ids():
             if agent_id in containers:
                 continue
@@ -448,15 +513,19 @@ class SpawnerService:
             elif not record.state.is_terminal and record.container_id is not None:
                 self._fail(record, "container disappeared")
                 counts["failed"] += 1
+                self.metrics.reconcile_action("fail", "container_disappeared")
         return counts
 
     def _adopt(self, info: ContainerInfo) -> bool:
         """Rebuild the record of a live labelled container whose record was lost (e.g. a flush)."""
         if info.state not in ("running", "paused"):
             return False
+        labels = info.labels
+        if names.LABEL_CONFIG not in labels and self.pool is not None:  # a claimed pool container
+            labels = self.pool.adoption_labels(info) or labels
         try:
-            config = WorkerConfig.model_validate_json(info.labels[names.LABEL_CONFIG])
-            created_at = float(info.labels[names.LABEL_CREATED_AT])
+            config = WorkerConfig.model_validate_json(labels[names.LABEL_CONFIG])
+            created_at = float(labels[names.LABEL_CREATED_AT])
         except (KeyError, ValueError):
             return False
         now = self._now()

@@ -38,6 +38,19 @@ class SpawnerSettings(BaseSettings):
     allow_agent_network_override: bool = False
     #: Seconds `create` waits for the agent CLI to answer before the agent is `failed`.
     ready_timeout_seconds: int = Field(default=60, ge=1)
+    #: Paused, pre-created containers kept ready per (image, resources, network); 0 turns the pool off.
+    warm_pool_size: int = Field(default=2, ge=0, le=100)
+    #: Host folder holding one folder per container for the runner's socket (docs/design.md,
+    #: "Runner socket"); empty turns the socket off (every runner call is then a docker exec).
+    run_dir: str = Field(default="/run/workers-spawner", max_length=60)
+
+    #: Extra labels on every agent container, as `key=value,key=value`.
+    extra_labels: str = Field(default="", pattern=r"^([A-Za-z0-9._/-]+=[^,]*(,[A-Za-z0-9._/-]+=[^,]*)*)?$")
+
+    @property
+    def extra_label_pairs(self) -> tuple[tuple[str, str], ...]:
+        pairs = (item.split("=", 1) for item in self.extra_labels.split(",") if item)
+        return tuple((k, v) for k, v in pairs)
 
     @field_validator("redis_url", "broker_url", "result_backend")
     @classmethod
@@ -45,6 +58,13 @@ class SpawnerSettings(BaseSettings):
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis:// , rediss:// or unix:// URL")
         return value
+
+    @field_validator("run_dir")
+    @classmethod
+    def _check_run_dir(cls, value: str) -> str:
+        if value and not value.startswith("/"):
+            raise ValueError("must be an absolute path, or empty to turn the runner socket off")
+        return value.rstrip("/")
 
     @field_validator("agent_network")
     @classmethod

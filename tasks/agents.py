@@ -39,7 +39,8 @@ def send_command(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     get_service().check_command(req.agent_id, req.command)
     command_id = command_id_for(request_id=req.request_id, task_id=self.request.id)
     turn = run_turn.signature(kwargs={**req.model_dump(), "command_id": command_id},
-                              queue=names.turns_queue(get_settings().queue))
+                              queue=names.turns_queue(get_settings().queue),
+                              shadow="spawner.send_command")  # events, logs and Flower keep the name producers sent
     return self.replace(turn)
 
 

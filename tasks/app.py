@@ -4,5 +4,5 @@ from __future__ import annotations
 
 from celery import Celery
 
-app = Celery("spawner", include=["tasks.agents", "tasks.lifecycle", "tasks.recovery"])
+app = Celery("spawner", include=["tasks.agents", "tasks.lifecycle", "tasks.recovery", "tasks.pool"])
 app.config_from_object("celeryconfig")

@@ -9,9 +9,15 @@ import os
 import threading
 
 from spawner.backend.docker import DockerBackend
+from spawner.factories import build_spec
+from spawner.metrics import Metrics
+from spawner.models import AgentType, WorkerConfig
+from spawner.pool import PoolTemplate, WarmPool, pool_owner
 from spawner.service import ServiceOptions, SpawnerService
 from spawner.settings import SpawnerSettings, load_settings
+from spawner.state.metrics_redis import RedisMetricsSink
 from spawner.state.redis import RedisStore
+from spawner.state.redis_pool import RedisPoolStore
 
 __all__ = ["get_service", "get_settings", "override"]
 
@@ -31,10 +37,31 @@ def _build() -> tuple[SpawnerService, SpawnerSettings]:
         allow_agent_network_override=settings.allow_agent_network_override,
         # agents reach Redis only through the host's loopback, so only on the host network
         agent_redis_url=settings.redis_url if settings.agent_network == "host" else None,
+        extra_labels=settings.extra_label_pairs,
     )
-    service = SpawnerService(backend=DockerBackend.from_env(), store=RedisStore.from_url(settings.redis_url),
-                             options=options, secret_source=dict(os.environ))
+    backend = DockerBackend.from_env(run_dir=settings.run_dir or None)
+    service = SpawnerService(backend=backend, store=RedisStore.from_url(settings.redis_url),
+                             options=options, secret_source=dict(os.environ),
+                             metrics=Metrics(RedisMetricsSink.from_url(settings.redis_url)),
+                             pool=_build_pool(settings, backend))
     return service, settings
+
+
+def _build_pool(settings: SpawnerSettings, backend: DockerBackend) -> WarmPool:
+    """The warm pool (size 0 = off); its default key is what a config with default resources gets."""
+    default = build_spec(WorkerConfig(name="pool", agent=AgentType.SHELL), agent_id="ag-pool",
+                         image=settings.worker_image, network_mode=settings.agent_network, created_at=0.0,
+                         secret_values={}, orchestrator_env={}, instructions_text=None)
+
+    def request_refill() -> None:
+        from tasks.app import app  # the Celery app, only when a refill is asked for
+        app.send_task("spawner.pool_refill", queue=settings.queue)
+
+    engine = backend.engine_id() if settings.warm_pool_size > 0 else ""
+    return WarmPool(backend=backend, store=RedisPoolStore.from_url(settings.redis_url),
+                    size=settings.warm_pool_size, owner=pool_owner(settings.redis_url, settings.queue),
+                    engine=engine, default_template=PoolTemplate.of(default, engine=engine),
+                    request_refill=request_refill)
 
 
 def get_service() -> SpawnerService:

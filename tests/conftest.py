@@ -22,6 +22,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TEST_IMAGE = os.environ.get("SPAWNER_TEST_IMAGE", "workers-spawner/worker-test:latest")
 OUTPUT_DIR = REPO / "test-output"
+#: Every agent container this test session makes carries this label (SPAWNER_EXTRA_LABELS), so
+#: counting and cleaning up never touches containers of anything else on the same engine.
+TEST_RUN = uuid.uuid4().hex[:12]
+TEST_RUN_FILTER = {"label": f"spawner.test-run={TEST_RUN}"}
 
 
 def _free_port() -> int:
@@ -113,6 +117,10 @@ class Fleet:
             "SPAWNER_WORKER_IMAGE": TEST_IMAGE,
             "SPAWNER_AGENT_NETWORK": "none",
             "SPAWNER_READY_TIMEOUT_SECONDS": "30",
+            "SPAWNER_EXTRA_LABELS": f"spawner.test-run={TEST_RUN}",
+            # cold creates: these suites find containers by their agent-id label, which a claimed
+            # warm-pool container lacks; tests/integration/test_pool.py runs them on the pool
+            "SPAWNER_WARM_POOL_SIZE": "0",
             "CANARY_SECRET": "canary-" + uuid.uuid4().hex,
             "CELERY_TRACE_APP": "1",
             "PYTHONUNBUFFERED": "1",
@@ -179,12 +187,9 @@ def fleet(redis_server: RedisServer, docker_client: Any) -> Iterator[Fleet]:
 
 
 def _remove_agent_containers(docker_client: Any, redis_url: str) -> None:
-    """Remove every managed container whose agent this session's Redis knows (never others)."""
-    import redis
-    known = set(redis.Redis.from_url(redis_url, decode_responses=True).zrange("spawner:agents", 0, -1))
-    for c in docker_client.containers.list(all=True, filters={"label": "spawner.managed=true"}):
-        if c.labels.get("spawner.agent_id") in known:
-            c.remove(force=True, v=True)
+    """Remove every container this test session made (never others)."""
+    for c in docker_client.containers.list(all=True, filters=TEST_RUN_FILTER):
+        c.remove(force=True, v=True)
 
 
 @pytest.fixture

@@ -8,9 +8,14 @@ Docker lets them be: removing what is gone succeeds, inspecting what is gone ret
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import socket
-from collections.abc import Iterator
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import docker
@@ -19,12 +24,17 @@ import requests.exceptions
 from docker.utils.socket import frames_iter
 
 from spawner import errors, names
+from spawner.backend import runner_socket
 from spawner.backend.base import ContainerInfo
 from spawner.models import ContainerSpec
 
 __all__ = ["ContainerInfo", "DockerBackend"]
 
 STDOUT, STDERR = 1, 2
+#: How long a call waits for the runner daemon of a container this process just started.
+DAEMON_START_SECONDS = 5.0
+#: How long the answer to "does this image run spawner-runnerd" is trusted (a tag can move).
+IMAGE_CACHE_SECONDS = 60.0
 
 
 def _translate(exc: Exception, what: str) -> errors.SpawnerError:
@@ -43,14 +53,20 @@ _DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestExce
 class DockerBackend:
     """Container verbs over one Docker engine. Build with `DockerBackend.from_env()`."""
 
-    def __init__(self, client: docker.DockerClient) -> None:
+    def __init__(self, client: docker.DockerClient, *, run_dir: str | None = None) -> None:
         self._client = client
         self._api = client.api
+        # runner sockets (runner_socket.py): host folder per container id, None = use exec
+        self._run_dirs = runner_socket.RunDirs(run_dir)
+        self._run_paths: dict[str, str | None] = {}
+        self._daemon_deadline: dict[str, float] = {}
+        self._image_daemon: dict[str, tuple[float, bool]] = {}
+        self._cache_lock = threading.Lock()
 
     @classmethod
-    def from_env(cls) -> DockerBackend:
+    def from_env(cls, *, run_dir: str | None = None) -> DockerBackend:
         try:
-            return cls(docker.from_env(timeout=120))
+            return cls(docker.from_env(timeout=120), run_dir=run_dir)
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, "connecting to Docker") from None
 
@@ -73,11 +89,16 @@ class DockerBackend:
             security_opt=["no-new-privileges"],
             init=False,  # the image's tini is PID 1
         )
+        labels = dict(spec.labels)
+        run_path = self._run_dirs.make(spec.name) if self._image_runs_daemon(spec.image) else None
+        if run_path is not None:
+            host_config["Binds"] = [f"{run_path}:{names.RUNNER_SOCKET_DIR}:rw"]
+            labels[names.LABEL_RUN_DIR] = run_path
         try:
             created = self._api.create_container(
                 image=spec.image,
                 name=spec.name,
-                labels=spec.labels,
+                labels=labels,
                 environment=spec.env,
                 working_dir=spec.working_dir,
                 user=spec.user,
@@ -85,8 +106,13 @@ class DockerBackend:
                 detach=True,
             )
         except _DOCKER_ERRORS as exc:
+            self._run_dirs.remove(run_path)
             raise _translate(exc, f"creating {spec.name}") from None
         container_id = created["Id"]
+        with self._cache_lock:
+            self._run_paths[container_id] = run_path
+            if run_path is not None:
+                self._daemon_deadline[container_id] = time.monotonic() + DAEMON_START_SECONDS
         try:
             self._api.start(container_id)
         except _DOCKER_ERRORS as exc:
@@ -94,14 +120,102 @@ class DockerBackend:
             raise _translate(exc, f"starting {spec.name}") from None
         return container_id
 
+    def _image_runs_daemon(self, image: str) -> bool:
+        """Whether `image` starts spawner-runnerd (so a runner socket is worth mounting)."""
+        now = time.monotonic()
+        cached = self._image_daemon.get(image)
+        if cached is not None and now - cached[0] < IMAGE_CACHE_SECONDS:
+            return cached[1]
+        try:
+            config = self._api.inspect_image(image).get("Config") or {}
+        except _DOCKER_ERRORS:
+            return False  # create() reports a missing image with its own clear message
+        runs = names.RUNNERD_PATH in ((config.get("Cmd") or []) + (config.get("Entrypoint") or []))
+        self._image_daemon[image] = (now, runs)
+        return runs
+
+    def _remember(self, container_id: str, attrs: dict[str, Any]) -> None:
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        with self._cache_lock:
+            self._run_paths[container_id] = labels.get(names.LABEL_RUN_DIR)
+
+    def _runner_socket(self, container_id: str) -> Any:
+        """An acknowledged connection to the container's runner daemon, or None (use exec)."""
+        with self._cache_lock:
+            known = container_id in self._run_paths
+            run_path = self._run_paths.get(container_id)
+            deadline = self._daemon_deadline.get(container_id, 0.0)
+        if not known:
+            try:
+                self._remember(container_id, self._api.inspect_container(container_id))
+            except _DOCKER_ERRORS:
+                return None  # the exec path reports what is wrong
+            with self._cache_lock:
+                run_path = self._run_paths.get(container_id)
+        if run_path is None:
+            return None
+        wait = max(0.0, deadline - time.monotonic())
+        sock = runner_socket.connect(os.path.join(run_path, names.RUNNER_SOCKET_NAME), wait_seconds=wait)
+        if sock is not None and deadline:
+            with self._cache_lock:
+                self._daemon_deadline.pop(container_id, None)
+        return sock
+
+    def warm_up(self, container_id: str) -> bool:
+        """Wait until a container this process just created answers on its runner socket.
+        Returns False if it has none (the image does not run the daemon, or no run dir)."""
+        sock = self._runner_socket(container_id)
+        if sock is None:
+            return False
+        for _ in runner_socket.request_frames(sock, [], b""):
+            pass
+        return True
+
+    def engine_id(self) -> str:
+        """The Docker engine's own id (stable across restarts of the engine)."""
+        try:
+            return str(self._api.info()["ID"])
+        except (_DOCKER_ERRORS + (KeyError,)) as exc:
+            raise _translate(exc, "reading the engine id") from None
+
+    def rename(self, container_id: str, name: str) -> None:
+        """Raises AgentGone if the container is gone, Unavailable if the name is taken."""
+        try:
+            self._api.rename(container_id, name)
+        except _DOCKER_ERRORS as exc:
+            raise _translate(exc, f"renaming to {name}") from None
+
+    def read_archive_file(self, container_id: str, path: str, *, max_bytes: int) -> bytes | None:
+        """A small file's bytes through the archive API (works on a paused container), or None."""
+        try:
+            stream, stat = self._api.get_archive(container_id, path)
+            if stat.get("size", 0) > max_bytes:
+                return None
+            raw = b"".join(stream)
+        except docker.errors.NotFound:
+            return None
+        except _DOCKER_ERRORS as exc:
+            raise _translate(exc, "reading a file") from None
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            member = next((m for m in tar.getmembers() if m.isfile()), None)
+            handle = tar.extractfile(member) if member is not None else None
+            return handle.read(max_bytes) if handle is not None else None
+
+    def prune_run_dirs(self, infos: list[ContainerInfo]) -> int:
+        """Remove runner-socket folders of containers that no longer exist."""
+        keep = {info.labels[names.LABEL_RUN_DIR] for info in infos if names.LABEL_RUN_DIR in info.labels}
+        return self._run_dirs.prune(keep)
+
     def inspect_state(self, container_id: str) -> str | None:
         """Docker's status of the container (running, paused, exited, ...), or None if gone."""
         try:
-            return self._api.inspect_container(container_id)["State"]["Status"]
+            attrs = self._api.inspect_container(container_id)
         except docker.errors.NotFound:
             return None
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, "inspecting") from None
+        self._remember(container_id, attrs)  # the same answer tells where its runner socket is
+        return str(attrs["State"]["Status"])
 
     def inspect(self, container_id: str) -> dict[str, Any] | None:
         try:
@@ -119,9 +233,14 @@ class DockerBackend:
 
     def remove(self, container_id: str) -> None:
         """Force-remove with its anonymous volumes; a container already gone counts as removed."""
+        with self._cache_lock:
+            run_path = self._run_paths.pop(container_id, None)
+            self._daemon_deadline.pop(container_id, None)
         try:
             self._api.remove_container(container_id, force=True, v=True)
+            self._run_dirs.remove(run_path)
         except docker.errors.NotFound:
+            self._run_dirs.remove(run_path)
             return
         except docker.errors.APIError as exc:
             if exc.status_code == 409 and "already in progress" in str(exc.explanation):
@@ -136,10 +255,15 @@ class DockerBackend:
             found = self._api.containers(all=True, filters={"label": f"{names.LABEL_MANAGED}=true"})
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, "listing containers") from None
-        return [
-            ContainerInfo(c["Id"], c["Labels"].get(names.LABEL_AGENT_ID, ""), c["State"], c["Image"], c["Labels"])
-            for c in found
-        ]
+        infos = []
+        for c in found:
+            name = (c.get("Names") or [""])[0].lstrip("/")
+            agent_id = c["Labels"].get(names.LABEL_AGENT_ID, "")
+            if not agent_id and names.LABEL_POOL in c["Labels"]:
+                # a claimed warm-pool container: its labels predate the agent; its name does not
+                agent_id = names.agent_id_from_container_name(name) or ""
+            infos.append(ContainerInfo(c["Id"], agent_id, c["State"], c["Image"], c["Labels"], name))
+        return infos
 
     def logs(self, container_id: str, *, tail: int) -> list[str]:
         try:
@@ -158,9 +282,48 @@ class DockerBackend:
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, verb.__name__) from None
 
+    # ---------------------------------------------------------------------------- images
+    def image_id(self, image: str) -> str | None:
+        try:
+            return str(self._api.inspect_image(image)["Id"])
+        except docker.errors.ImageNotFound:
+            return None
+        except _DOCKER_ERRORS as exc:
+            raise _translate(exc, f"inspecting image {image}") from None
+
+    def image_labels(self, image: str) -> dict[str, str]:
+        try:
+            return dict(self._api.inspect_image(image)["Config"].get("Labels") or {})
+        except _DOCKER_ERRORS as exc:
+            raise _translate(exc, f"inspecting image {image}") from None
+
+    def build_image(self, tag: str, dockerfile: str, *, on_line: Callable[[str], None]) -> None:
+        """Build `tag` from a Dockerfile text (no context, never pulling). Raises Unavailable
+        with the build's last lines if it fails."""
+        lines: list[str] = []
+        try:
+            for chunk in self._api.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, forcerm=True,
+                                         pull=False, network_mode="host", decode=True):
+                text = str(chunk.get("stream") or chunk.get("status") or "").rstrip()
+                if "error" in chunk:
+                    lines.append(str(chunk["error"]).rstrip())
+                    raise errors.Unavailable(f"building image {tag} failed:\n" + "\n".join(lines[-15:]))
+                if text:
+                    lines.append(text)
+                    on_line(text)
+        except _DOCKER_ERRORS as exc:
+            raise _translate(exc, f"building image {tag}") from None
+
     # ---------------------------------------------------------------------------- the runner
     def _exec_frames(self, container_id: str, argv: list[str], stdin: bytes) -> Iterator[tuple[int, bytes]]:
-        """Run argv as the agent user with `stdin`, yielding (stream, bytes) frames as they come."""
+        """Run argv as the agent user with `stdin`, yielding (stream, bytes) frames as they come.
+        Runner calls go through the container's runner socket when it answers, else docker exec."""
+        if argv[:1] == [names.RUNNER_PATH] and (sock := self._runner_socket(container_id)) is not None:
+            try:
+                yield from runner_socket.request_frames(sock, argv[1:], stdin)
+            except OSError as exc:
+                raise _translate(exc, "runner socket") from None
+            return
         try:
             exec_id = self._api.exec_create(container_id, argv, stdin=True, stdout=True, stderr=True,
                                             user=names.CONTAINER_USER)["Id"]

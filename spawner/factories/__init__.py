@@ -120,3 +120,16 @@ def capability_image_tag(base_image: str, capabilities: Iterable[Capability | st
 
 def _packages(capabilities: Iterable[Capability]) -> tuple[str, ...]:
     return tuple(sorted({p for c in capabilities for p in capability_factory(c).apt_packages}))
+
+
+def capability_dockerfile(base_image: str, base_packages: Iterable[str], packages: Iterable[str]) -> str:
+    """The Dockerfile of a capability image: `base_image` plus the Debian `packages` it lacks."""
+    missing = sorted(set(packages) - set(base_packages))
+    every = " ".join(sorted(set(base_packages) | set(packages)))
+    return (
+        f"FROM {base_image}\n"
+        "USER root\n"
+        "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+        f"{' '.join(missing)} && rm -rf /var/lib/apt/lists/*\n"
+        f'LABEL {names.LABEL_APT_PACKAGES}="{every}"\n'
+    )

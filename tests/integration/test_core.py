@@ -11,6 +11,7 @@ import pytest
 from celery.exceptions import TimeoutError as CeleryTimeout
 
 from spawner import errors
+from tests.conftest import TEST_RUN_FILTER
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
@@ -172,7 +173,7 @@ def _fails_with(result: Any, error: type[Exception], fragment: str) -> str:
 
 
 def _managed_count(docker_client: Any) -> int:
-    return len(docker_client.containers.list(all=True, filters={"label": "spawner.managed=true"}))
+    return len(docker_client.containers.list(all=True, filters=TEST_RUN_FILTER))
 
 
 def _records(redis_client: Any) -> int:

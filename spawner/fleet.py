@@ -1,0 +1,105 @@
+"""What `spawner up` runs: the processes of one fleet on one machine, as plain data.
+
+Pure: options in, argv and environment out; spawner/up.py starts and supervises them. Every
+process is an ordinary Celery (or redis-server) command line an operator could type, so the
+docs, docker-compose.yml and `spawner up` describe the same fleet.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+__all__ = ["ProcessSpec", "UpOptions", "is_loopback", "plan", "private_redis_spec"]
+
+
+def is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    data_dir: Path
+    flower_address: str = "127.0.0.1"
+    flower_port: int = 5555
+    flower_basic_auth: str | None = None
+    metrics_address: str = "127.0.0.1"
+    metrics_port: int = 9808
+    control_concurrency: int = 16
+    turns_concurrency: int = 64
+    stop_timeout: float = 10.0
+    build: bool = True
+
+    def __post_init__(self) -> None:
+        # Flower's API can run any task (POST /api/task/async-apply); without credentials it is
+        # only acceptable where nobody but this machine's users can reach it.
+        if not self.flower_basic_auth and not is_loopback(self.flower_address):
+            raise ValueError(
+                f"Flower would listen on {self.flower_address} with no credentials; pass --flower-basic-auth "
+                "USER:PASSWORD (or FLOWER_BASIC_AUTH), or keep --flower-address 127.0.0.1")
+        if self.flower_basic_auth and ":" not in self.flower_basic_auth:
+            raise ValueError("--flower-basic-auth must be USER:PASSWORD")
+        if len({self.flower_port, self.metrics_port}) != 2:
+            raise ValueError("--flower-port and --metrics-port must differ")
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    name: str
+    argv: tuple[str, ...]
+    env: dict[str, str]  # added to the inherited environment
+    what: str  # one line for the summary
+
+
+def plan(opts: UpOptions, *, python: str, queue: str, turns_queue: str) -> list[ProcessSpec]:
+    """The fleet's long-running processes, in start order (stop order is the reverse)."""
+    celery = (python, "-m", "celery", "-A", "tasks")
+    flower_env: dict[str, str] = {}
+    if opts.flower_basic_auth:  # through the environment: a command line is visible to every user in `ps`
+        flower_env["FLOWER_BASIC_AUTH"] = opts.flower_basic_auth
+    else:  # bound to loopback (checked in UpOptions): the API may answer without credentials
+        flower_env["FLOWER_UNAUTHENTICATED_API"] = "true"
+    return [
+        ProcessSpec("control", (*celery, "worker", "-Q", queue, "-P", "threads", "-c", str(opts.control_concurrency),
+                                "-n", "control@%h", "-l", "INFO"), {},
+                    f"celery worker -Q {queue} (threads x{opts.control_concurrency})"),
+        ProcessSpec("turns", (*celery, "worker", "-Q", turns_queue, "-P", "threads", "-c", str(opts.turns_concurrency),
+                              "-n", "turns@%h", "-l", "INFO"), {},
+                    f"celery worker -Q {turns_queue} (threads x{opts.turns_concurrency})"),
+        ProcessSpec("beat", (*celery, "beat", "-s", str(opts.data_dir / "celerybeat-schedule"), "-l", "INFO"), {},
+                    "celery beat (spawner.sweep)"),
+        ProcessSpec("flower", (*celery, "flower", f"--address={opts.flower_address}", f"--port={opts.flower_port}",
+                               "--purge-offline-workers=60"), flower_env,
+                    f"http://{_host(opts.flower_address)}:{opts.flower_port}"),
+        ProcessSpec("metrics", (python, "-m", "spawner.exporter", "--address", opts.metrics_address,
+                                "--port", str(opts.metrics_port)), {},
+                    f"http://{_host(opts.metrics_address)}:{opts.metrics_port}/metrics"),
+    ]
+
+
+def private_redis_spec(redis_url: str, data_dir: Path, *, binary: str = "redis-server") -> ProcessSpec:
+    """A redis-server for `redis_url` (which must name this machine), keeping its data (AOF) in
+    `data_dir`. Raises ValueError for a URL this machine cannot serve."""
+    parts = urlsplit(redis_url)
+    if parts.scheme != "redis":
+        raise ValueError(f"cannot start a Redis for {parts.scheme}:// URLs; give a redis://127.0.0.1:PORT/DB URL")
+    host = parts.hostname or "127.0.0.1"
+    if not is_loopback(host):
+        raise ValueError(f"{host} is not this machine; spawner up starts a private Redis only on 127.0.0.1")
+    port = parts.port or 6379
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--appendonly", "yes",
+            "--save", "", "--daemonize", "no", "--protected-mode", "yes"]
+    if parts.password:
+        argv += ["--requirepass", parts.password]
+    return ProcessSpec("redis", tuple(argv), {}, f"redis-server on 127.0.0.1:{port} (data in {data_dir})")
+
+
+def _host(address: str) -> str:
+    return "127.0.0.1" if address in ("", "0.0.0.0", "::") else address

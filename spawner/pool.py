@@ -1,0 +1,301 @@
+"""WarmPool: paused, pre-created containers that `create` claims instead of starting a new one.
+
+A pool is kept per key = (image, resources, network, user, working dir): what Docker fixes when
+a container is created. Everything per agent comes at claim time, through the runner's `init`
+(the same call a fresh container gets): secrets and files as always, and also the agent's
+environment (`ContainerSpec.env`), which an existing container cannot take any more; it goes
+into the runner's env file, which the runner loads for every turn, so turns see exactly the
+environment a fresh container gives them. `docker inspect` shows no secret either way.
+
+Labels cannot change after create, so a pool container carries `spawner.pool=<key>` and
+`spawner.pool_owner=<fleet>` but no agent id. A claim (1) takes the id from the Redis set of free
+containers into a "claiming" set, atomically, (2) renames the container to
+`container_name(agent_id)`, which is what reconcile reads the agent id from afterwards,
+(3) unpauses it, and the service then runs `init`, which also writes the labels the container
+would have carried to `CLAIM_FILE`, for reconcile to adopt it after a Redis flush. See
+docs/design.md, "Warm pool", for every crash window and what reconcile does about it.
+
+Refill runs in the background (a `spawner.pool_refill` task on the control queue: see
+tasks/pool.py for why a task and not a thread), one container at a time under a per-key lock.
+Size 0 turns claims and refills off; reconcile still understands pool containers left behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from spawner import errors, names
+from spawner.backend.base import ContainerBackend, ContainerInfo
+from spawner.models import ContainerSpec
+
+__all__ = [
+    "CLAIM_FILE",
+    "PoolStore",
+    "PoolTemplate",
+    "WarmPool",
+    "adoption_labels",
+    "claim_payload",
+    "pool_owner",
+]
+
+log = logging.getLogger(__name__)
+
+#: Written at claim by the runner's init: the labels a fresh container of this agent would carry.
+CLAIM_FILE = f"{names.SPAWNER_DIR}/labels.json"
+#: A claim in flight (taken from the free set, not yet renamed) is left alone this long.
+CLAIM_GRACE_SECONDS = 60.0
+#: A pool container being made (created, not yet registered as free) is left alone this long.
+MAKE_GRACE_SECONDS = 120.0
+#: A pool key nobody created an agent with for this long stops being refilled.
+KEY_IDLE_SECONDS = 3600.0
+REFILL_LOCK_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class PoolTemplate:
+    """What a container fixes at create time; containers of equal templates are interchangeable."""
+
+    image: str
+    network_mode: str
+    memory_bytes: int
+    nano_cpus: int
+    pids_limit: int
+    user: str
+    working_dir: str
+    #: The Docker engine's id: with several nodes on one Redis, a node claims only its own containers.
+    engine: str = ""
+
+    @classmethod
+    def of(cls, spec: ContainerSpec, *, engine: str = "") -> PoolTemplate:
+        return cls(image=spec.image, network_mode=spec.network_mode, memory_bytes=spec.memory_bytes,
+                   nano_cpus=spec.nano_cpus, pids_limit=spec.pids_limit, user=spec.user,
+                   working_dir=spec.working_dir, engine=engine)
+
+    @property
+    def key(self) -> str:
+        material = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+    def spec(self, *, name: str, owner: str, created_at: float) -> ContainerSpec:
+        """A pool container: the template's limits, no agent, no environment of its own."""
+        return ContainerSpec(
+            image=self.image, name=name,
+            labels={names.LABEL_MANAGED: "true", names.LABEL_POOL: self.key, names.LABEL_POOL_OWNER: owner,
+                    names.LABEL_CREATED_AT: repr(float(created_at))},
+            env={}, secret_env={}, user=self.user, working_dir=self.working_dir, network_mode=self.network_mode,
+            memory_bytes=self.memory_bytes, nano_cpus=self.nano_cpus, pids_limit=self.pids_limit,
+        )
+
+
+def pool_owner(redis_url: str, queue: str) -> str:
+    """A fleet's identity on a shared engine: its Redis (without credentials) and queue."""
+    scheme, _, rest = redis_url.partition("://")
+    material = f"{scheme}://{rest.rsplit('@', 1)[-1]}|{queue}"
+    return hashlib.sha256(material.encode()).hexdigest()[:12]
+
+
+def claim_payload(spec: ContainerSpec, payload: dict[str, Any]) -> dict[str, Any]:
+    """The runner `init` payload for a claimed pool container: the fresh-container payload, plus
+    the agent's environment in the env file and the labels it would have carried in CLAIM_FILE."""
+    labels = {k: v for k, v in spec.labels.items() if k != names.LABEL_MANAGED}
+    claim_file = {"path": CLAIM_FILE, "mode": 0o600,
+                  "content_b64": base64.b64encode(json.dumps(labels, sort_keys=True).encode()).decode()}
+    # secret_env wins, exactly as a secret file value wins over the container env at turn time
+    return {**payload, "secret_env": {**spec.env, **payload.get("secret_env", {})},
+            "files": [*payload.get("files", []), claim_file]}
+
+
+def adoption_labels(raw: bytes | None, *, agent_id: str) -> dict[str, str] | None:
+    """The labels to adopt a claimed pool container with, from its CLAIM_FILE, or None."""
+    try:
+        labels = json.loads(raw or b"")
+    except ValueError:
+        return None
+    if not isinstance(labels, dict) or labels.get(names.LABEL_AGENT_ID) != agent_id:
+        return None
+    return {str(k): str(v) for k, v in labels.items()}
+
+
+class PoolStore(Protocol):
+    def want(self, key: str, template: dict[str, Any], *, now: float) -> None: ...
+    def wanted(self, *, now: float, max_idle_seconds: float) -> dict[str, dict[str, Any]]: ...
+    def available(self, key: str) -> set[str]: ...
+    def add(self, key: str, container_id: str) -> None: ...
+    def discard(self, key: str, container_id: str) -> None: ...
+    def claim(self, key: str, *, now: float) -> str | None: ...
+    def claim_done(self, container_id: str) -> None: ...
+    def claiming(self) -> dict[str, float]: ...
+    def lock(self, key: str, *, ttl_seconds: float) -> str | None: ...
+    def unlock(self, key: str, token: str) -> None: ...
+
+
+class WarmPool:
+    """Claims, refills and reconciles the pool. Build one per worker process (tasks/deps.py)."""
+
+    def __init__(self, *, backend: ContainerBackend, store: PoolStore, size: int, owner: str, engine: str,
+                 default_template: PoolTemplate | None, request_refill: Callable[[], None],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.backend = backend
+        self.store = store
+        self.size = size
+        self.owner = owner
+        self.engine = engine
+        self.default_template = default_template
+        self._request_refill = request_refill
+        self._now = clock
+
+    # ---------------------------------------------------------------------------- claim
+    def claim(self, spec: ContainerSpec) -> str | None:
+        """Take a free container for `spec`, renamed to spec.name and running; None if there is
+        none (the caller then creates one as usual). Asks for a refill either way."""
+        if self.size <= 0:
+            return None
+        template = PoolTemplate.of(spec, engine=self.engine)
+        now = self._now()
+        try:
+            self.store.want(template.key, asdict(template), now=now)
+            for _ in range(3):
+                container_id = self.store.claim(template.key, now=now)
+                if container_id is None:
+                    return None
+                try:
+                    self.backend.rename(container_id, spec.name)
+                except errors.AgentGone:  # removed under us (e.g. by reconcile): try the next one
+                    self.store.claim_done(container_id)
+                    continue
+                except errors.SpawnerError:
+                    # most likely the name is taken: leave the container free for someone else
+                    self.store.add(template.key, container_id)
+                    self.store.claim_done(container_id)
+                    return None
+                self.store.claim_done(container_id)  # from here its name says whose it is
+                try:
+                    self.backend.unpause(container_id)
+                except errors.SpawnerError as exc:
+                    log.warning("claimed pool container %s could not be resumed (%s); removed", container_id, exc)
+                    self.backend.remove(container_id)
+                    continue
+                return container_id
+            return None
+        finally:
+            self._request_refill()
+
+    # ---------------------------------------------------------------------------- refill
+    def refill(self) -> dict[str, int]:
+        """Top every wanted key up to `size` free containers. Safe to run concurrently."""
+        made = failed = 0
+        if self.size <= 0:
+            return {"made": 0, "failed": 0}
+        now = self._now()
+        if self.default_template is not None:
+            self.store.want(self.default_template.key, asdict(self.default_template), now=now)
+        for key, raw in self.store.wanted(now=now, max_idle_seconds=KEY_IDLE_SECONDS).items():
+            try:
+                template = PoolTemplate(**raw)
+            except TypeError:
+                continue
+            if template.engine != self.engine:
+                continue  # another node's key: its own workers keep it stocked
+            token = self.store.lock(key, ttl_seconds=REFILL_LOCK_SECONDS)
+            if token is None:
+                continue  # someone is refilling this key now
+            try:
+                attempts = 0
+                while len(self.store.available(key)) < self.size and attempts < self.size:
+                    attempts += 1
+                    if self._make(template):
+                        made += 1
+                    else:
+                        failed += 1
+                        break
+            finally:
+                self.store.unlock(key, token)
+        return {"made": made, "failed": failed}
+
+    def _make(self, template: PoolTemplate) -> bool:
+        spec = template.spec(name=names.POOL_CONTAINER_PREFIX + uuid.uuid4().hex[:16], owner=self.owner,
+                             created_at=self._now())
+        container_id = None
+        try:
+            container_id = self.backend.create(spec)
+            self.backend.warm_up(container_id)  # its runner daemon answers before it is frozen
+            self.backend.pause(container_id)
+            self.store.add(template.key, container_id)
+            return True
+        except errors.SpawnerError as exc:
+            log.warning("could not make a pool container for %s: %s", template.image, exc)
+            if container_id is not None:
+                self.backend.remove(container_id)
+            return False
+
+    # ---------------------------------------------------------------------------- reconcile
+    def reconcile(self) -> dict[str, int]:
+        """Keep this fleet's free pool containers that are registered, healthy and wanted; remove
+        the rest once no claim or refill can still be working on them. Claimed ones (named after
+        their agent) are agents: the service reconciles them. Also prunes runner-socket folders.
+
+        Redis is read before Docker is listed: a container that a claim takes after that is seen
+        either in the claiming set or still free and paused, never as an unexplained stray.
+        """
+        removed = 0
+        now = self._now()
+        wanted = self.store.wanted(now=now, max_idle_seconds=KEY_IDLE_SECONDS) if self.size > 0 else {}
+        claiming = self.store.claiming()
+        free: dict[str, set[str]] = {}
+        infos = self.backend.list_managed()
+        pool_infos = [i for i in infos if names.LABEL_POOL in i.labels and not i.agent_id
+                      and i.labels.get(names.LABEL_POOL_OWNER) == self.owner]
+        for key in {i.labels[names.LABEL_POOL] for i in pool_infos} | set(wanted):
+            free[key] = self.store.available(key)
+        seen = {i.container_id for i in pool_infos}
+        for info in pool_infos:
+            key = info.labels[names.LABEL_POOL]
+            if now - claiming.get(info.container_id, -1e18) < CLAIM_GRACE_SECONDS:
+                continue
+            try:
+                age = now - float(info.labels.get(names.LABEL_CREATED_AT, "0"))
+            except ValueError:
+                age = float("inf")
+            if info.container_id in free[key]:
+                keep = info.state == "paused" and key in wanted
+            else:
+                keep = age < MAKE_GRACE_SECONDS and info.state in ("created", "running", "paused")
+            if not keep:
+                self.backend.remove(info.container_id)
+                self.store.discard(key, info.container_id)
+                free[key].discard(info.container_id)
+                seen.discard(info.container_id)
+                removed += 1
+        for key, registered in free.items():
+            for container_id in sorted(registered - seen):  # registered, but the container is gone
+                self.store.discard(key, container_id)
+            for container_id in sorted(registered & seen)[self.size:]:  # more than size (size lowered)
+                self.backend.remove(container_id)
+                self.store.discard(key, container_id)
+                removed += 1
+        for container_id, started in claiming.items():
+            if now - started >= CLAIM_GRACE_SECONDS:
+                self.store.claim_done(container_id)
+        self.backend.prune_run_dirs(infos)
+        if self.size > 0:
+            self._request_refill()
+        return {"pool_removed": removed}
+
+    def adoption_labels(self, info: ContainerInfo) -> dict[str, str] | None:
+        """For a claimed pool container whose record is gone: the labels to adopt it with."""
+        if names.LABEL_POOL not in info.labels or not info.agent_id:
+            return None
+        try:
+            raw = self.backend.read_archive_file(info.container_id, CLAIM_FILE, max_bytes=1 << 20)
+        except errors.SpawnerError:
+            return None
+        labels = adoption_labels(raw, agent_id=info.agent_id)
+        return None if labels is None else {**info.labels, **labels}

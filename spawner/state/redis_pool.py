@@ -1,0 +1,119 @@
+"""RedisPoolStore: the warm pool's bookkeeping in Redis (spawner/pool.py holds the logic).
+
+Layout (names from spawner.names):
+  spawner:pool:keys               hash  pool key -> JSON {"template": {...}, "last_used_at": epoch s}
+  spawner:pool:available:{key}    set   ids of paused pool containers ready to be claimed
+  spawner:pool:claiming           zset  ids being claimed right now, scored by when the claim began
+  spawner:pool:refill-lock:{key}  str   who is refilling that key (SET NX PX)
+
+Docker stays the truth about which pool containers exist; these sets only say which of them are
+free. A flush loses nothing that reconcile cannot rebuild: unregistered pool containers are
+removed and the pool refills.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+import redis.exceptions
+
+from spawner import errors, names
+
+__all__ = ["RedisPoolStore"]
+
+# Take one free container and mark it as being claimed, in one step: no two claims get the same one.
+_CLAIM = """
+local id = redis.call('SPOP', KEYS[1])
+if not id then return false end
+redis.call('ZADD', KEYS[2], ARGV[1], id)
+return id
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+class RedisPoolStore:
+    def __init__(self, client: redis.Redis) -> None:
+        self._r = client
+        self._claim = client.register_script(_CLAIM)
+        self._release = client.register_script(_RELEASE)
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisPoolStore:
+        return cls(redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5,
+                                        health_check_interval=15))
+
+    @contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except _REDIS_ERRORS as exc:
+            raise errors.Unavailable(f"Redis cannot be reached while {what} ({type(exc).__name__})") from None
+
+    def want(self, key: str, template: dict[str, Any], *, now: float) -> None:
+        """Note that `key` is in use (so the refill keeps it stocked)."""
+        with self._translated("noting a pool key"):
+            self._r.hset(names.pool_keys_key(), key, json.dumps({"template": template, "last_used_at": now}))
+
+    def wanted(self, *, now: float, max_idle_seconds: float) -> dict[str, dict[str, Any]]:
+        """Templates of the keys used within `max_idle_seconds`; older keys are forgotten."""
+        with self._translated("reading pool keys"):
+            raw = self._r.hgetall(names.pool_keys_key())
+            wanted, stale = {}, []
+            for key, value in raw.items():
+                try:
+                    entry = json.loads(value)
+                    fresh = now - float(entry["last_used_at"]) <= max_idle_seconds
+                except (ValueError, KeyError, TypeError):
+                    fresh = False
+                if fresh:
+                    wanted[key] = entry["template"]
+                else:
+                    stale.append(key)
+            if stale:
+                self._r.hdel(names.pool_keys_key(), *stale)
+            return wanted
+
+    def available(self, key: str) -> set[str]:
+        with self._translated("reading the pool"):
+            return set(self._r.smembers(names.pool_available_key(key)))
+
+    def add(self, key: str, container_id: str) -> None:
+        with self._translated("adding to the pool"):
+            self._r.sadd(names.pool_available_key(key), container_id)
+
+    def discard(self, key: str, container_id: str) -> None:
+        with self._translated("removing from the pool"):
+            self._r.srem(names.pool_available_key(key), container_id)
+
+    def claim(self, key: str, *, now: float) -> str | None:
+        """Take a free container of `key` (marked as being claimed), or None if there is none."""
+        with self._translated("claiming from the pool"):
+            found = self._claim(keys=[names.pool_available_key(key), names.pool_claiming_key()], args=[now])
+        return str(found) if found else None
+
+    def claim_done(self, container_id: str) -> None:
+        with self._translated("finishing a claim"):
+            self._r.zrem(names.pool_claiming_key(), container_id)
+
+    def claiming(self) -> dict[str, float]:
+        with self._translated("reading claims"):
+            return {cid: float(ts) for cid, ts in self._r.zrange(names.pool_claiming_key(), 0, -1, withscores=True)}
+
+    def lock(self, key: str, *, ttl_seconds: float) -> str | None:
+        token = uuid.uuid4().hex
+        with self._translated("taking the refill lock"):
+            ok = self._r.set(names.pool_refill_lock_key(key), token, nx=True, px=int(ttl_seconds * 1000))
+        return token if ok else None
+
+    def unlock(self, key: str, token: str) -> None:
+        with self._translated("releasing the refill lock"):
+            self._release(keys=[names.pool_refill_lock_key(key)], args=[token])

@@ -1,0 +1,115 @@
+"""The worker image in use: capability images built once per set, the agent's own Redis identity
+behind `orchestrator respond`, the permission guard inside a real container, a real Claude Code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.docker, pytest.mark.redis]
+
+
+def _status_events(redis_client, agent_id: str) -> list[dict[str, Any]]:
+    return [json.loads(f["data"]) for _, f in redis_client.xrange(f"agents:{agent_id}:events")
+            if json.loads(f["data"])["type"] == "status"]
+
+
+def test_a_new_capability_set_is_built_once_and_reused(client, docker_client, redis_client):
+    from spawner.factories import capability_image_tag
+    from spawner.models import Capability
+
+    base_id = docker_client.images.get("workers-spawner/worker-test:latest").id
+    tag = capability_image_tag(base_id, [Capability.GITHUB, Capability.GIT])
+    subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+    config = {"name": "caps", "agent": "shell", "capabilities": ["github", "git", "git"]}
+    first = [client.send("create", config=config) for _ in range(2)]
+    created = [r.get(timeout=600) for r in first]
+    client.created += [c["agent_id"] for c in created]
+    third = client.call("create", config=config)
+    assert {c["image"] for c in (*created, third)} == {tag}
+    builders = [c["agent_id"] for c in (*created, third)
+                if any(e.get("reason") == "building_image" for e in _status_events(redis_client, c["agent_id"]))]
+    assert len(builders) == 1, f"expected one build, saw builds by {builders}"
+    turn = client.call("send_command", agent_id=third["agent_id"], command="id -un; gh --version | head -1; git --version")
+    lines = turn["output"].splitlines()
+    assert lines[0] == "worker" and lines[1].startswith("gh version") and lines[2].startswith("git version")
+
+
+def test_an_agent_created_with_a_set_the_image_has_builds_nothing(client):
+    created = client.call("create", config={"name": "plain", "agent": "shell", "capabilities": ["git", "python", "node"]})
+    assert created["image"] == "workers-spawner/worker-test:latest"
+
+
+@pytest.fixture
+def host_network_fleet(make_fleet, producer):
+    fleet = make_fleet({"SPAWNER_AGENT_NETWORK": "host", "SPAWNER_QUEUE": "spawner-host"})
+    fleet.start()
+    deadline = time.monotonic() + 60
+    while len(producer.control.ping(timeout=0.5) or []) < 4 and time.monotonic() < deadline:
+        pass
+    created: list[str] = []
+
+    def call(name: str, **kwargs: Any) -> Any:
+        result = producer.send_task(f"spawner.{name}", kwargs=kwargs, queue="spawner-host").get(timeout=120)
+        if name == "create":
+            created.append(result["agent_id"])
+        return result
+
+    yield call
+    for agent_id in created:
+        call("delete", agent_id=agent_id)
+
+
+def test_orchestrator_respond_reaches_pubsub_and_the_stream_with_the_agents_own_identity(
+        host_network_fleet, redis_client):
+    call = host_network_fleet
+    allowed = call("create", config={"name": "talker", "agent": "shell", "allowed_tools": ["respond"]})["agent_id"]
+    other = call("create", config={"name": "other", "agent": "shell"})["agent_id"]
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(f"agents:{allowed}:response")
+    pubsub.get_message(timeout=2)
+    got: list[dict[str, Any]] = []
+
+    def listen() -> None:
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            msg = pubsub.get_message(timeout=0.5)
+            if msg and msg["type"] == "message":
+                got.append(json.loads(msg["data"]))
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    turn = call("send_command", agent_id=allowed, command="orchestrator respond 'hi there' --json")
+    listener.join()
+    assert turn["exit_code"] == 0, turn["output"]
+    assert got and got[0]["message"] == "hi there" and got[0]["command_id"] == turn["command_id"]
+    stream = [json.loads(f["data"]) for _, f in redis_client.xrange(f"agents:{allowed}:events")]
+    assert any(e["type"] == "response" and e["message"] == "hi there" for e in stream)
+
+    # the same credentials cannot touch another agent's stream
+    forged = call("send_command", agent_id=allowed,
+                  command=f"ORCHESTRATOR_AGENT_ID={other} orchestrator respond forged --json")
+    assert forged["exit_code"] != 0
+    assert "redis_denied" in forged["output"] or "NOPERM" in forged["output"]
+    assert not any(json.loads(f["data"]).get("message") == "forged"
+                   for _, f in redis_client.xrange(f"agents:{other}:events"))
+
+    # a command outside the allow-list is denied inside the container
+    denied_agent = call("create", config={"name": "mute", "agent": "shell"})["agent_id"]
+    denied = call("send_command", agent_id=denied_agent, command="orchestrator respond hi --json")
+    assert denied["exit_code"] == 77
+    assert json.loads(denied["output"].strip().splitlines()[-1])["error"] == "permission_denied"
+    # deleting the agent removes its Redis user
+    call("delete", agent_id=allowed)
+    assert f"agent-{allowed}" not in redis_client.execute_command("ACL", "USERS")
+
+
+def test_real_claude_code_answers_its_version_with_no_network(docker_client):
+    out = docker_client.containers.run("workers-spawner/worker:latest", ["claude", "--version"], user="worker",
+                                       network_mode="none", remove=True)
+    assert b"Claude Code" in out

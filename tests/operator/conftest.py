@@ -1,0 +1,120 @@
+"""Operator fixtures: the `spawner` CLI as a subprocess, a Flower and a metrics exporter on the
+session fleet, free ports. Everything runs against the session's private Redis (tests/conftest.py),
+never the machine's 127.0.0.1:6379."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import OUTPUT_DIR, REPO, Fleet, _free_port
+
+SPAWNER = str(Path(sys.executable).with_name("spawner"))
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback only
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the process serving {url} exited with {proc.returncode}")
+        try:
+            if http_get(url, timeout=1.0)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"{url} did not answer in {timeout} s")
+
+
+def cli_env(redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment a user's shell would have: no SPAWNER_ settings but the Redis URL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPAWNER_", "ORCHESTRATOR_"))}
+    return {**env, "SPAWNER_REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **extra}
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([SPAWNER, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        pytest.fail(f"spawner {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+@pytest.fixture
+def cli(fleet: Fleet, producer: Any) -> Any:
+    """Runs `spawner ARGS...` against the session fleet, as a user would from the repository root."""
+    env = cli_env(fleet.redis_url)
+
+    def run(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return run_cli(env, *args, **kwargs)
+
+    run.env = env  # type: ignore[attr-defined]
+    return run
+
+
+class Service:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], url: str) -> None:
+        self.url = url
+        self.log = open(OUTPUT_DIR / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def flower(fleet: Fleet, producer: Any) -> Iterator[Service]:
+    """`celery -A tasks flower` on the session fleet, bound to 127.0.0.1 as `spawner up` runs it."""
+    port = _free_port()
+    env = {**fleet.env, "FLOWER_UNAUTHENTICATED_API": "true"}
+    service = Service("flower", [sys.executable, "-m", "celery", "-A", "tasks", "flower", "--address=127.0.0.1",
+                                 f"--port={port}"], env, f"http://127.0.0.1:{port}")
+    try:
+        wait_http(service.url + "/healthcheck", service.proc)
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def exporter(fleet: Fleet) -> Iterator[Service]:
+    """The metrics endpoint (`python -m spawner.exporter`) on the session fleet's Redis."""
+    port = _free_port()
+    service = Service("exporter", [sys.executable, "-m", "spawner.exporter", "--port", str(port)], fleet.env,
+                      f"http://127.0.0.1:{port}/metrics")
+    try:
+        wait_http(service.url, service.proc)
+        yield service
+    finally:
+        service.stop()
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed; run scripts/setup.sh")
+    return path

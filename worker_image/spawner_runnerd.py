@@ -1,0 +1,159 @@
+#!/usr/bin/python3 -IS
+"""spawner-runnerd: serve spawner-runner over a Unix socket, so a call costs a fork, not an exec.
+
+The image's main process (under tini). When the spawner bind-mounts a host folder on
+/run/spawner, this listens on /run/spawner/runner.sock and, for each connection, forks a child
+that runs `spawner-runner` in-process (the module is loaded once, here) with:
+
+    fd 0  the connection, read side: one JSON header line {"argv": [...]}, then the stdin bytes
+    fd 1  the connection, write side: Docker's stream framing (8-byte header: stream 1 or 2,
+          three zero bytes, big-endian length), so the client reads it exactly like an exec
+    fd 2  /dev/null (raw writes to fd 2 would corrupt the framing)
+
+Before anything else the child writes one byte (0x06): the client sends its request only after
+that acknowledgement, so a connection to a frozen (paused) or wedged daemon times out without
+leaving a request behind, and the client falls back to `docker exec` (same runner, same files).
+
+Without the mount (the image run by hand, or a spawner that does not use the socket) it becomes
+`sleep infinity`, exactly the image's behaviour before this daemon existed. The server runs in a
+child of the main process, restarted if it dies; stdlib only.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import io
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+
+SOCKET_DIR = "/run/spawner"
+SOCKET_PATH = os.path.join(SOCKET_DIR, "runner.sock")
+RUNNER_PATH = "/usr/local/bin/spawner-runner"
+ACK = b"\x06"
+REAP_SECONDS = 2.0
+
+
+class _FrameWriter(io.RawIOBase):
+    """Writes each chunk as one Docker stream frame on fd 1."""
+
+    def __init__(self, stream: int) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        data = bytes(data)
+        if data:
+            view = memoryview(struct.pack(">BxxxL", self.stream, len(data)) + data)
+            while view:
+                view = view[os.write(1, view):]
+        return len(data)
+
+
+def _text_stream(stream: int) -> io.TextIOWrapper:
+    return io.TextIOWrapper(io.BufferedWriter(_FrameWriter(stream), 65536), encoding="utf-8")
+
+
+def _load_runner():
+    loader = importlib.machinery.SourceFileLoader("spawner_runner", RUNNER_PATH)
+    spec = importlib.util.spec_from_loader("spawner_runner", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def _handle(conn: socket.socket, runner) -> int:
+    """In the forked child: run one runner call over the connection; returns its exit status."""
+    os.dup2(conn.fileno(), 0)
+    os.dup2(conn.fileno(), 1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    conn.close()
+    os.write(1, ACK)
+    stdin = io.open(0, "rb", closefd=False)
+    header = json.loads(stdin.readline() or b"{}")
+    argv = header.get("argv")
+    if not argv:
+        return 0  # a ping: the spawner checks that a new container's daemon answers
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        argv = []
+    sys.stdin = io.TextIOWrapper(stdin, encoding="utf-8")
+    sys.stdout = _text_stream(1)
+    sys.stderr = _text_stream(2)
+    code = 3
+    try:
+        code = runner.main(argv)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except OSError:
+                pass
+    return code
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def serve() -> None:
+    try:
+        os.unlink(SOCKET_PATH)  # a socket left by an earlier server refuses connections
+    except FileNotFoundError:
+        pass
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(SOCKET_PATH)
+    listener.listen(128)
+    runner = _load_runner()  # after listen: early clients wait in the backlog, not on ENOENT
+    listener.settimeout(REAP_SECONDS)
+    while True:
+        _reap()
+        try:
+            conn, _ = listener.accept()
+        except socket.timeout:
+            continue
+        conn.settimeout(None)
+        pid = os.fork()
+        if pid == 0:
+            listener.close()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            code = 3
+            try:
+                code = _handle(conn, runner)
+            except BaseException:  # noqa: BLE001 - a child never returns into the accept loop
+                pass
+            os._exit(code if isinstance(code, int) else 3)
+        conn.close()
+
+
+def main() -> None:
+    if not (os.path.isdir(SOCKET_DIR) and os.access(SOCKET_DIR, os.W_OK | os.X_OK)):
+        os.execvp("sleep", ["sleep", "infinity"])
+    while True:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                serve()
+            finally:
+                os._exit(1)
+        os.waitpid(pid, 0)
+        time.sleep(0.5)  # the server died: restart it, without spinning if it keeps failing
+
+
+if __name__ == "__main__":
+    main()
