@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import click
 
@@ -99,14 +99,13 @@ class Ctx:
     def client(self) -> Any:
         if self._client is None:
             from spawner.client import SpawnerClient
-            s = self.settings
-            client = SpawnerClient.from_url(s.redis_url, queue=s.queue, timeout=self.timeout, broker_url=s.broker,
-                                            result_backend=s.backend)
             from spawner.state.probe import redis_answers
+            s = self.settings
             if (reason := redis_answers(s.redis_url, timeout_seconds=3.0)) is not None:
                 fail("Unavailable", f"no Redis answers at {_safe_url(s.redis_url)} ({reason}); start the fleet "
                                     "with `spawner up`, or point SPAWNER_REDIS_URL at it")
-            self._client = client
+            self._client = SpawnerClient.from_url(s.redis_url, queue=s.queue, timeout=self.timeout,
+                                                  broker_url=s.broker, result_backend=s.backend)
         return self._client
 
     def submit(self, verb: str, **kwargs: Any) -> Any:
@@ -127,7 +126,8 @@ class Ctx:
                         for event in self.client.events(watch_agent, since=cursor):
                             cursor = event["id"]
                             if event["type"] == "status":
-                                spinner.update(f"{label}: {event.get('state')} ({event.get('reason')})")
+                                what = event.get("progress") or f"{event.get('state')} ({event.get('reason')})"
+                                spinner.update(f"{label}: {' '.join(str(what).split())[:80]}")
                     if not checked_workers and spinner.elapsed > WORKER_CHECK_AFTER_SECONDS and pending.state == "PENDING":
                         checked_workers = True
                         self.check_workers()
@@ -135,7 +135,7 @@ class Ctx:
                         fail("Timeout", f"no result after {self.timeout:.0f} s; the task may still run: check "
                                         "`spawner ls` and the worker logs, or raise --timeout")
                     time.sleep(0.1)
-            return pending.get(timeout=self.timeout)
+            return cast(dict[str, Any], pending.get(timeout=self.timeout))
         except KeyboardInterrupt:
             click.echo(f"\ninterrupted; task {pending.id} goes on in the fleet (see `spawner ls`)", err=True)
             sys.exit(EXIT_INTERRUPTED)
@@ -241,18 +241,21 @@ def create(obj: Ctx, config_file: Path, context: tuple[str, ...], request_id: st
 
 
 # ------------------------------------------------------------------------------------------ send
-def _resume_hint(obj: Ctx, agent_id: str, cursor: str | None, until: str | None) -> str:
-    verb = "events" if obj.as_json else "logs"
+def _resume_hint(obj: Ctx, verb: str, agent_id: str, cursor: str | None, until: str | None) -> str:
     since = f" --since {cursor}" if cursor else ""
     return f"spawner{' --json' if obj.as_json else ''} {verb} {agent_id} -f{since}" + (f" --until {until}" if until else "")
 
 
 def _follow(obj: Ctx, agent_id: str, since: str | None, *, until: str | None, forever: bool,
-            renderer: console.TranscriptRenderer | None, pending: Any = None) -> str | None:
-    """Print events after `since` as they come. Ends after `until`'s command_exit, when `pending`
-    (a task) has finished and its events are all shown, at the end of the stream unless `forever`,
-    or on Ctrl-C (exit 130 with the cursor to resume from)."""
+            renderer: console.TranscriptRenderer | None, pending: Any = None, verb: str = "logs") -> str | None:
+    """Print events after `since` as they come, each once, in order.
+
+    Ends after `until`'s command_exit; with `pending` (the turn's task: `send --follow`) only that
+    turn's events are shown, and the follow ends once the task has finished and everything it
+    published (its response comes after its exit) is shown. Without either, ends at the end of the
+    stream unless `forever`. On Ctrl-C exits 130 naming the cursor to resume from."""
     cursor = since
+    only = until if pending is not None else None
     interrupt = Interrupt()
     with interrupt.deferred():
         while not interrupt.requested:
@@ -261,14 +264,15 @@ def _follow(obj: Ctx, agent_id: str, since: str | None, *, until: str | None, fo
             except Exception as exc:  # noqa: BLE001
                 fail(*describe(exc, obj.settings.redis_url))
             for event in batch:
-                if obj.as_json:
-                    click.echo(json.dumps(event))
-                elif renderer is not None:
-                    console.write(renderer.feed(event))
-                else:
-                    click.echo(console.event_line(event))
-                cursor = event["id"]
-                if until and event["type"] == "command_exit" and event.get("command_id") == until:
+                if only is None or event.get("command_id") == only:
+                    if obj.as_json:
+                        click.echo(json.dumps(event))
+                    elif renderer is not None:
+                        console.write(renderer.feed(event))
+                    else:
+                        click.echo(console.event_line(event))
+                cursor = str(event["id"])
+                if pending is None and until and event["type"] == "command_exit" and event.get("command_id") == until:
                     return cursor
                 if interrupt.requested:
                     break
@@ -280,7 +284,7 @@ def _follow(obj: Ctx, agent_id: str, since: str | None, *, until: str | None, fo
                 return cursor
     sys.stdout.flush()
     click.echo(f"\ninterrupted at cursor {cursor or '(start)'}; resume with: "
-               f"{_resume_hint(obj, agent_id, cursor, until)}", err=True)
+               f"{_resume_hint(obj, verb, agent_id, cursor, until)}", err=True)
     sys.exit(EXIT_INTERRUPTED)
 
 
@@ -316,7 +320,7 @@ def send(obj: Ctx, agent_id: str, command: str, follow: bool, timeout_seconds: i
         fail(*describe(exc, obj.settings.redis_url))
     renderer = None if obj.as_json else console.TranscriptRenderer(only_command=turn.command_id)
     _follow(obj, agent_id, turn.cursor, until=turn.command_id, forever=True, renderer=renderer,
-            pending=turn.async_result)
+            pending=turn.async_result, verb="events" if obj.as_json else "logs")
     result = obj.wait(turn.async_result, f"agent {agent_id}: finishing")
     if obj.as_json:
         click.echo(json.dumps(result))
@@ -416,7 +420,7 @@ def logs(obj: Ctx, agent_id: str, tail: int, follow: bool, since: str | None, un
 @pass_ctx
 def events(obj: Ctx, agent_id: str, since: str | None, follow: bool, until: str | None) -> None:
     """Print an agent's events after a cursor (every kept event without one)."""
-    cursor = _follow(obj, agent_id, since, until=until, forever=follow, renderer=None)
+    cursor = _follow(obj, agent_id, since, until=until, forever=follow, renderer=None, verb="events")
     if not obj.as_json:
         click.echo(f"(cursor {cursor})" if cursor else "(no events)", err=True)
 
@@ -453,7 +457,7 @@ def rm(obj: Ctx, agent_ids: tuple[str, ...]) -> None:
               help="Seconds each process gets to stop on Ctrl-C before it is killed.")
 @click.option("--build/--no-build", default=True, show_default=True, help="Build the worker image if it is missing.")
 @pass_ctx
-def up(obj: Ctx, **options: Any) -> None:
+def up(obj: Ctx, /, **options: Any) -> None:
     """Run the whole fleet on this machine until Ctrl-C: Redis (if none answers), the control and
     turns worker pools, beat, Flower and the metrics endpoint, all on 127.0.0.1 by default."""
     from spawner.up import UpOptions, run_up

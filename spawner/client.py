@@ -212,8 +212,10 @@ class SpawnerClient:
             kwargs["request_id"] = request_id
         return cast(DeleteResult, self.call("delete", **kwargs))
 
-    def list(self, *, state: str | None = None) -> ListResult:
-        return cast(ListResult, self.call("list", **({"state": state} if state else {})))
+    def list_agents(self, *, state: str | None = None) -> ListResult:
+        """`spawner.list`: every agent's summary, or only those in `state`."""
+        kwargs: dict[str, Any] = {"state": state} if state else {}
+        return cast(ListResult, self.call("list", **kwargs))
 
     # ---------------------------------------------------------------------------- events
     @property

@@ -39,9 +39,9 @@ class TranscriptRenderer:
         if kind == "output":
             data = str(event.get("data", ""))
             self.printed.setdefault(command_id or "", []).append(data)
-            if data:
-                self.at_line_start = data.endswith("\n")
             stream = "stderr" if self.only_command and event.get("stream") == "stderr" else "stdout"
+            if data and stream == "stdout":  # where the next stdout line starts
+                self.at_line_start = data.endswith("\n")
             return [(data, stream)]
         if kind == "command_exit":
             suffix = " (timed out)" if event.get("timed_out") else ""

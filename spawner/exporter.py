@@ -58,20 +58,21 @@ class FleetCollector(Collector):
                 agents.add_metric([state.value, ""], 0)
         yield agents
         for counter in COUNTERS:
-            family = CounterMetricFamily(counter.name, counter.help, labels=list(counter.labels))
+            counts = CounterMetricFamily(counter.name, counter.help, labels=list(counter.labels))
             for labels, value in sorted(snap.counters.get(counter.name, {}).items()):
-                family.add_metric(list(labels), value)
-            yield family
+                counts.add_metric(list(labels), value)
+            yield counts
         for hist in HISTOGRAMS:
-            family = HistogramMetricFamily(hist.name, hist.help, labels=list(hist.labels))
+            histogram = HistogramMetricFamily(hist.name, hist.help, labels=list(hist.labels))
             for labels, (by_bucket, total, count) in sorted(snap.histograms.get(hist.name, {}).items()):
-                cumulative, running = [], 0
+                cumulative: list[tuple[str, float]] = []
+                running = 0
                 for i, bound in enumerate(hist.buckets):
                     running += by_bucket.get(i, 0)
                     cumulative.append((_bound(bound), running))
                 cumulative.append(("+Inf", count))
-                family.add_metric(list(labels), cumulative, total)
-            yield family
+                histogram.add_metric(list(labels), cumulative, total)
+            yield histogram
         scrape = GaugeMetricFamily("spawner_exporter_scrape_seconds", "Time the last scrape took to read Redis.")
         scrape.add_metric([], time.monotonic() - started)
         yield scrape

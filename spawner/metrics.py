@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -106,6 +108,16 @@ class Metrics:
 
     def image_built(self, image: str, *, ok: bool) -> None:
         self._add(IMAGE_BUILDS, (image, "ok" if ok else "failed"))
+
+    @contextmanager
+    def image_build(self, image: str) -> Iterator[None]:
+        """Counts the build in the `with` body: ok if it returns, failed if it raises."""
+        try:
+            yield
+        except BaseException:
+            self.image_built(image, ok=False)
+            raise
+        self.image_built(image, ok=True)
 
     def _observe(self, metric: HistogramDef, labels: tuple[str, ...], seconds: float) -> None:
         if self._sink is None:

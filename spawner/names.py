@@ -17,6 +17,7 @@ __all__ = [
     "LABEL_CONFIG",
     "LABEL_CREATED_AT",
     "LABEL_MANAGED",
+    "LABEL_FLEET",
     "LABEL_POOL",
     "LABEL_POOL_OWNER",
     "LABEL_RUN_DIR",
@@ -97,6 +98,9 @@ LABEL_TEST_RUN = "spawner.test-run"
 LABEL_APT_PACKAGES = "spawner.apt-packages"
 #: On warm-pool containers: the pool key (image, resources, network) they were made for. A pool
 #: container has no agent id label; once claimed, its name is container_name(agent_id).
+#: Which fleet (Redis + queue, see spawner.pool.pool_owner) an agent container belongs to: reconcile
+#: touches only its own fleet's containers, so fleets can share one engine.
+LABEL_FLEET = "spawner.fleet"
 LABEL_POOL = "spawner.pool"
 #: Which fleet (a hash of its Redis and queue) made a pool container: a fleet never touches
 #: another fleet's free pool containers on a shared engine.
@@ -150,7 +154,8 @@ def agents_index_key() -> str:
 
 
 def due_key(action: str) -> str:
-    """Sorted set of agent ids scored by when `action` (pause or expire) becomes due."""
+    """Sorted set of agent ids scored by when `action` (pause, expire, or failing a `create` that
+    never finished) becomes due. The expire set holds every agent whose record is not terminal."""
     return f"spawner:due:{action}"
 
 

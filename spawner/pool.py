@@ -84,12 +84,14 @@ class PoolTemplate:
         material = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(material.encode()).hexdigest()[:16]
 
-    def spec(self, *, name: str, owner: str, created_at: float) -> ContainerSpec:
-        """A pool container: the template's limits, no agent, no environment of its own."""
+    def spec(self, *, name: str, owner: str, created_at: float,
+             extra_labels: dict[str, str] | None = None) -> ContainerSpec:
+        """A pool container: the template's limits, no agent, no environment of its own; the
+        operator's extra labels (SPAWNER_EXTRA_LABELS), as every agent container has them."""
         return ContainerSpec(
             image=self.image, name=name,
-            labels={names.LABEL_MANAGED: "true", names.LABEL_POOL: self.key, names.LABEL_POOL_OWNER: owner,
-                    names.LABEL_CREATED_AT: repr(float(created_at))},
+            labels={**(extra_labels or {}), names.LABEL_MANAGED: "true", names.LABEL_POOL: self.key,
+                    names.LABEL_POOL_OWNER: owner, names.LABEL_CREATED_AT: repr(float(created_at))},
             env={}, secret_env={}, user=self.user, working_dir=self.working_dir, network_mode=self.network_mode,
             memory_bytes=self.memory_bytes, nano_cpus=self.nano_cpus, pids_limit=self.pids_limit,
         )
@@ -142,13 +144,14 @@ class WarmPool:
 
     def __init__(self, *, backend: ContainerBackend, store: PoolStore, size: int, owner: str, engine: str,
                  default_template: PoolTemplate | None, request_refill: Callable[[], None],
-                 clock: Callable[[], float] = time.time) -> None:
+                 extra_labels: dict[str, str] | None = None, clock: Callable[[], float] = time.time) -> None:
         self.backend = backend
         self.store = store
         self.size = size
         self.owner = owner
         self.engine = engine
         self.default_template = default_template
+        self.extra_labels = dict(extra_labels or {})
         self._request_refill = request_refill
         self._now = clock
 
@@ -222,7 +225,7 @@ class WarmPool:
 
     def _make(self, template: PoolTemplate) -> bool:
         spec = template.spec(name=names.POOL_CONTAINER_PREFIX + uuid.uuid4().hex[:16], owner=self.owner,
-                             created_at=self._now())
+                             created_at=self._now(), extra_labels=self.extra_labels)
         container_id = None
         try:
             container_id = self.backend.create(spec)
@@ -258,15 +261,18 @@ class WarmPool:
         seen = {i.container_id for i in pool_infos}
         for info in pool_infos:
             key = info.labels[names.LABEL_POOL]
-            if now - claiming.get(info.container_id, -1e18) < CLAIM_GRACE_SECONDS:
-                continue
             try:
                 age = now - float(info.labels.get(names.LABEL_CREATED_AT, "0"))
             except ValueError:
                 age = float("inf")
-            if info.container_id in free[key]:
+            claimed_at = claiming.get(info.container_id)
+            if claimed_at is not None:
+                if now - claimed_at < CLAIM_GRACE_SECONDS:
+                    continue  # a claim in flight
+                keep = False  # its claimer died before renaming it
+            elif info.container_id in free[key]:
                 keep = info.state == "paused" and key in wanted
-            else:
+            else:  # a refill may still be making it; after that, nobody will ever use it
                 keep = age < MAKE_GRACE_SECONDS and info.state in ("created", "running", "paused")
             if not keep:
                 self.backend.remove(info.container_id)

@@ -53,6 +53,8 @@ class ServiceOptions:
     agent_redis_url: str | None = None
     #: Operator labels added to every agent container (never the spawner's own label names).
     extra_labels: tuple[tuple[str, str], ...] = ()
+    #: This fleet's identity on the engine (spawner.pool.pool_owner); "" means every fleet's.
+    fleet_id: str = ""
 
 
 def new_agent_id(key: str) -> str:
@@ -161,8 +163,9 @@ class SpawnerService:
             created_at=now, secret_values={**secret_values, **orchestrator_secret},
             orchestrator_env={}, instructions_text=instructions,
         )
-        if self.options.extra_labels:
-            spec = spec.model_copy(update={"labels": {**dict(self.options.extra_labels), **spec.labels}})
+        fleet_label = {names.LABEL_FLEET: self.options.fleet_id} if self.options.fleet_id else {}
+        if self.options.extra_labels or fleet_label:
+            spec = spec.model_copy(update={"labels": {**dict(self.options.extra_labels), **spec.labels, **fleet_label}})
         container_id = None
         try:
             # a warm-pool container if one is free (renamed and resumed), else a new one
@@ -219,7 +222,8 @@ class SpawnerService:
                         self.store.publish(agent_id, "status", state=AgentState.CREATING,
                                            reason="building_image", image=tag, progress=line)
 
-                self.backend.build_image(tag, capability_dockerfile(base_id, present, wanted), on_line=progress)
+                with self.metrics.image_build(tag):
+                    self.backend.build_image(tag, capability_dockerfile(base_id, present, wanted), on_line=progress)
         return tag
 
     def _network_for(self, config: WorkerConfig) -> str:
@@ -270,8 +274,8 @@ class SpawnerService:
         self._set_state(record.agent_id, AgentState.FAILED, reason=reason)
 
     def _set_state(self, agent_id: str, state: AgentState, *, reason: str, **extra: Any) -> None:
-        self.store.update_record(agent_id, state=state.value, reason=reason, **extra)
-        self.store.publish(agent_id, "status", state=state.value, reason=reason)
+        self.store.update_and_publish(agent_id, "status", {"state": state.value, "reason": reason},
+                                      state=state.value, reason=reason, **extra)
 
     def _touch(self, agent_id: str) -> None:
         self.store.update_record(agent_id, last_activity_at=self._now())
@@ -480,9 +484,15 @@ class SpawnerService:
         counts = {"adopted": 0, "removed": 0, "failed": 0}
         if self.pool is not None:  # free pool containers first (spawner/pool.py); claimed ones are agents
             counts.update(self.pool.reconcile())
-        containers = {c.agent_id: c for c in self.backend.list_managed()
+        containers = {c.agent_id: c for c in self.backend.list_managed(fleet=self.options.fleet_id or None)
                       if c.agent_id or names.LABEL_POOL not in c.labels}
+        # A live record with a live container, and no create overdue, needs nothing: skip its read
+        # (at 10,000 agents, reading every record made a sweep take seconds; docs/benchmarks.md).
+        live = self.store.live_agent_ids()
+        overdue = set(self.store.due_agents("create", now=self._now()))
         for agent_id, info in containers.items():
+            if agent_id in live and agent_id not in overdue and info.state not in ("exited", "dead"):
+                continue
             record = self.store.get_record(agent_id)
             if record is None:
                 if self._adopt(info):

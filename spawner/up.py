@@ -354,7 +354,7 @@ class Fleet:
                         _kill_group(proc.pid, signal.SIGKILL)
                         proc.wait()
                 _kill_group(proc.pid, signal.SIGKILL)  # anything the child left in its group
-        self.step(f"stopped; {len(order)} processes gone")
+        self.step(f"stopped; {len(order)} process{'es' if len(order) > 1 else ''} gone")
         self.procs.clear()
 
 
@@ -423,7 +423,7 @@ def run_up(settings: Any, opts: UpOptions) -> int:
         fleet.stop_requested = True
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    code = 0
+    failure: StartError | None = None
     try:
         fleet.start()
         fleet.write_state(ready=True)
@@ -432,12 +432,14 @@ def run_up(settings: Any, opts: UpOptions) -> int:
     except Stopped:
         pass
     except StartError as exc:
-        click_echo(f"error: {exc.kind}: {exc}", err=True)
-        code = 1
+        failure = exc
     finally:
         fleet.stop()
         (data_dir / "up.json").unlink(missing_ok=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         lock.close()
-    return code
+    if failure is not None:  # last, so the error is the line an operator sees
+        click_echo(f"error: {failure.kind}: {failure}", err=True)
+        return 1
+    return 0

@@ -38,6 +38,7 @@ def _build() -> tuple[SpawnerService, SpawnerSettings]:
         # agents reach Redis only through the host's loopback, so only on the host network
         agent_redis_url=settings.redis_url if settings.agent_network == "host" else None,
         extra_labels=settings.extra_label_pairs,
+        fleet_id=pool_owner(settings.redis_url, settings.queue),
     )
     backend = DockerBackend.from_env(run_dir=settings.run_dir or None)
     service = SpawnerService(backend=backend, store=RedisStore.from_url(settings.redis_url),
@@ -61,7 +62,7 @@ def _build_pool(settings: SpawnerSettings, backend: DockerBackend) -> WarmPool:
     return WarmPool(backend=backend, store=RedisPoolStore.from_url(settings.redis_url),
                     size=settings.warm_pool_size, owner=pool_owner(settings.redis_url, settings.queue),
                     engine=engine, default_template=PoolTemplate.of(default, engine=engine),
-                    request_refill=request_refill)
+                    request_refill=request_refill, extra_labels=dict(settings.extra_label_pairs))
 
 
 def get_service() -> SpawnerService:

@@ -1,7 +1,7 @@
 """DockerBackend: the only module that imports `docker`.
 
 Turns a ContainerSpec into API calls and talks to the in-container runner
-(worker_image/spawner_runner.py) through `docker exec -i`. Every docker error is translated to a
+(worker_image/spawner_runner.py) through its socket (runner_socket.py), or `docker exec -i`. Every docker error is translated to a
 spawner error here, so no layer above ever sees a docker exception. Verbs are idempotent where
 Docker lets them be: removing what is gone succeeds, inspecting what is gone returns None.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import socket
 import tarfile
@@ -30,9 +31,14 @@ from spawner.models import ContainerSpec
 
 __all__ = ["ContainerInfo", "DockerBackend"]
 
+log = logging.getLogger(__name__)
+
 STDOUT, STDERR = 1, 2
 #: How long a call waits for the runner daemon of a container this process just started.
-DAEMON_START_SECONDS = 5.0
+DAEMON_START_SECONDS = 3.0
+#: After this many new containers in a row whose daemon never answered, stop mounting sockets
+#: (most likely SPAWNER_RUN_DIR is not the same folder for this worker and for the Docker host).
+DAEMON_MISSES_BEFORE_OFF = 3
 #: How long the answer to "does this image run spawner-runnerd" is trusted (a tag can move).
 IMAGE_CACHE_SECONDS = 60.0
 
@@ -61,6 +67,7 @@ class DockerBackend:
         self._run_paths: dict[str, str | None] = {}
         self._daemon_deadline: dict[str, float] = {}
         self._image_daemon: dict[str, tuple[float, bool]] = {}
+        self._daemon_misses = 0
         self._cache_lock = threading.Lock()
 
     @classmethod
@@ -156,9 +163,19 @@ class DockerBackend:
             return None
         wait = max(0.0, deadline - time.monotonic())
         sock = runner_socket.connect(os.path.join(run_path, names.RUNNER_SOCKET_NAME), wait_seconds=wait)
-        if sock is not None and deadline:
+        if deadline:  # the first call to a container this process made: did its daemon come up?
             with self._cache_lock:
                 self._daemon_deadline.pop(container_id, None)
+                self._daemon_misses = 0 if sock is not None else self._daemon_misses + 1
+                misses = self._daemon_misses
+            if sock is None:
+                log.warning("no runner daemon answered in %s within %.0f s; using docker exec", run_path,
+                            DAEMON_START_SECONDS)
+            if misses >= DAEMON_MISSES_BEFORE_OFF:
+                log.warning("runner sockets turned off for this process: %d new containers in a row never "
+                            "answered (is SPAWNER_RUN_DIR=%s the same folder on the Docker host?)",
+                            misses, self._run_dirs.root)
+                self._run_dirs.root = None
         return sock
 
     def warm_up(self, container_id: str) -> bool:
@@ -249,12 +266,16 @@ class DockerBackend:
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, "removing") from None
 
-    def list_managed(self) -> list[ContainerInfo]:
-        """Every container carrying our management label, in any state. Filters by label only."""
+    def list_managed(self, *, fleet: str | None = None) -> list[ContainerInfo]:
+        """Every container carrying our management label, in any state; with `fleet`, only that
+        fleet's (its agents, and its warm-pool containers claimed or free). Filters by label only."""
         try:
             found = self._api.containers(all=True, filters={"label": f"{names.LABEL_MANAGED}=true"})
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, "listing containers") from None
+        if fleet is not None:
+            found = [c for c in found if fleet in (c["Labels"].get(names.LABEL_FLEET),
+                                                   c["Labels"].get(names.LABEL_POOL_OWNER))]
         infos = []
         for c in found:
             name = (c.get("Names") or [""])[0].lstrip("/")

@@ -50,6 +50,14 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# Set fields of a record only if it exists, and return the whole record: one round trip.
+_UPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return redis.call('HGETALL', KEYS[1])
+"""
+#: A record still `creating` this long after its creation is due for reconcile to fail it.
+CREATE_DEADLINE_SECONDS = 600
 # Requeue one unacked message, unless its worker acked it (or another recovery took it) first.
 _REQUEUE = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
@@ -72,6 +80,7 @@ class RedisStore:
         self._publish = client.register_script(_PUBLISH)
         self._publish_once = client.register_script(_PUBLISH_ONCE)
         self._release = client.register_script(_RELEASE)
+        self._update = client.register_script(_UPDATE)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -100,19 +109,42 @@ class RedisStore:
             pipe.hset(names.agent_key(record.agent_id), mapping=data)
             pipe.persist(names.agent_key(record.agent_id))
             pipe.zadd(names.agents_index_key(), {record.agent_id: record.created_at})
+            self._index_ops(pipe, record)
             pipe.execute()
-        self._index_due(record)
 
     def update_record(self, agent_id: str, **fields: Any) -> AgentRecord | None:
         """Set some fields of a record; returns the updated record, or None if it is gone."""
-        key = names.agent_key(agent_id)
-        with self._translated("updating a record"):
-            if not self._r.exists(key):
-                return None
-            self._r.hset(key, mapping={k: json.dumps(v) for k, v in fields.items()})
-        record = self.get_record(agent_id)
-        if record is not None:
-            self._index_due(record)
+        return self._update_record(agent_id, fields, event=None)
+
+    def update_and_publish(self, agent_id: str, event_type: str, event: dict[str, Any],
+                           **fields: Any) -> AgentRecord | None:
+        """`update_record`, then `publish(agent_id, event_type, **event)`, in two round trips
+        instead of four (the event goes out with the index update). The event is published even
+        if the record is gone, as a separate `publish` would."""
+        return self._update_record(agent_id, fields, event=(event_type, event))
+
+    def _update_record(self, agent_id: str, fields: dict[str, Any],
+                       event: tuple[str, dict[str, Any]] | None) -> AgentRecord | None:
+        args = [part for k, v in fields.items() for part in (k, json.dumps(v))]
+        record = None
+        if args:
+            with self._translated("updating a record"):
+                flat = self._update(keys=[names.agent_key(agent_id)], args=args)
+            raw = dict(zip(flat[::2], flat[1::2])) if flat else {}
+            if "agent_id" in raw:
+                record = AgentRecord.model_validate({k: json.loads(v) for k, v in raw.items()})
+        else:
+            record = self.get_record(agent_id)
+        if record is None and event is None:
+            return None
+        with self._translated("indexing"), self._r.pipeline(transaction=False) as pipe:
+            if record is not None:
+                self._index_ops(pipe, record)
+            if event is not None:
+                self._publish(keys=[names.agent_events_key(agent_id), names.agent_channel(agent_id, event[0])],
+                              args=[names.EVENT_STREAM_MAXLEN, self._event_json(event[0], agent_id, event[1])],
+                              client=pipe)
+            pipe.execute()
         return record
 
     def get_record(self, agent_id: str) -> AgentRecord | None:
@@ -132,21 +164,37 @@ class RedisStore:
             pipe.zrem(names.agents_index_key(), agent_id)
             pipe.zrem(names.due_key("pause"), agent_id)
             pipe.zrem(names.due_key("expire"), agent_id)
+            pipe.zrem(names.due_key("create"), agent_id)
             pipe.execute()
 
     def _index_due(self, record: AgentRecord) -> None:
         with self._translated("indexing"), self._r.pipeline() as pipe:
-            if record.state.is_terminal:
-                pipe.zrem(names.due_key("pause"), record.agent_id)
-                pipe.zrem(names.due_key("expire"), record.agent_id)
-                pipe.expire(names.agent_key(record.agent_id), names.TERMINAL_RECORD_TTL_SECONDS)
-            else:
-                if record.state == AgentState.PAUSED:
-                    pipe.zrem(names.due_key("pause"), record.agent_id)
-                else:
-                    pipe.zadd(names.due_key("pause"), {record.agent_id: record.last_activity_at + record.idle_pause_seconds})
-                pipe.zadd(names.due_key("expire"), {record.agent_id: record.last_activity_at + record.idle_ttl_seconds})
+            self._index_ops(pipe, record)
             pipe.execute()
+
+    @staticmethod
+    def _index_ops(pipe: Any, record: AgentRecord) -> None:
+        """Queue the due-index updates that follow from `record` on `pipe`."""
+        # "create": reconcile fails a create that never finished; found by index, not by scan
+        if record.state == AgentState.CREATING:
+            pipe.zadd(names.due_key("create"), {record.agent_id: record.created_at + CREATE_DEADLINE_SECONDS})
+        else:
+            pipe.zrem(names.due_key("create"), record.agent_id)
+        if record.state.is_terminal:
+            pipe.zrem(names.due_key("pause"), record.agent_id)
+            pipe.zrem(names.due_key("expire"), record.agent_id)
+            pipe.expire(names.agent_key(record.agent_id), names.TERMINAL_RECORD_TTL_SECONDS)
+        else:
+            if record.state == AgentState.PAUSED:
+                pipe.zrem(names.due_key("pause"), record.agent_id)
+            else:
+                pipe.zadd(names.due_key("pause"), {record.agent_id: record.last_activity_at + record.idle_pause_seconds})
+            pipe.zadd(names.due_key("expire"), {record.agent_id: record.last_activity_at + record.idle_ttl_seconds})
+
+    def live_agent_ids(self) -> set[str]:
+        """Every agent whose record is not terminal (the expire index holds exactly those)."""
+        with self._translated("reading the sweep index"):
+            return set(self._r.zrange(names.due_key("expire"), 0, -1))
 
     def due_agents(self, action: str, *, now: float, limit: int = 1000) -> list[str]:
         """Agent ids whose `action` is due at `now`; cost grows with how many are due."""

@@ -23,26 +23,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.redis]
 AGENT_ID = re.compile(r"\bag-[0-9a-f]{16}\b")
 
 
-def test_readme_walkthrough_create_send_follow_ls_rm(cli):
-    created = cli("create", "-f", "examples/shell.json")
-    agent_id = AGENT_ID.search(created.stdout).group(0)
-    assert "idle" in created.stdout
-    assert f"spawner send {agent_id}" in created.stderr  # the next step is suggested
-
-    sent = cli("send", agent_id, "echo hi", "--follow")
-    assert sent.stdout == "hi\n"
-    assert re.search(r"\[exit 0 in \d+ ms\]", sent.stderr)
-
-    listed = cli("ls")
-    row = next(line for line in listed.stdout.splitlines() if agent_id in line)
-    assert "idle" in row and "shell" in row and "hello-shell" in row
-
-    removed = cli("rm", agent_id)
-    assert removed.stdout.strip() == f"{agent_id}: deleted"
-    gone = cli("--json", "status", agent_id)
-    assert json.loads(gone.stdout)["state"] == "deleted"
-
-
 def test_yaml_config_json_output_put_get_status_logs_events(cli, tmp_path):
     created = json.loads(cli("--json", "create", "-f", "examples/shell.yaml", "--context", "user=u1").stdout)
     agent_id = created["agent_id"]
@@ -57,6 +37,9 @@ def test_yaml_config_json_output_put_get_status_logs_events(cli, tmp_path):
 
         turn = json.loads(cli("--json", "send", agent_id, "cat notes/in.txt; echo $GREETING; exit 3").stdout)
         assert turn["exit_code"] == 3 and turn["output"] == "from the operator\nhello\n"
+        followed = [json.loads(line) for line in cli("--json", "send", agent_id, "echo j", "--follow").stdout.splitlines()]
+        assert [e["type"] for e in followed[:-1]] == ["status", "output", "command_exit", "response"]
+        assert followed[-1]["output"] == "j\n" and followed[-1]["command_id"] == followed[0]["command_id"]
         human = cli("send", agent_id, "echo again; exit 4")
         assert human.returncode == 0, "a non-zero exit code is a result, not a failure"
         assert human.stdout == "again\n" and "[exit 4" in human.stderr
@@ -204,3 +187,12 @@ def test_spinner_with_elapsed_time_on_a_terminal_only(cli, client):
     assert "done" in text
     piped = cli("send", agent_id, "sleep 0.5; echo piped")
     assert piped.stdout == "piped\n" and piped.stderr == "", "no spinner when stderr is not a terminal"
+
+
+def test_send_follow_on_a_coding_agent_shows_its_output_then_its_answer(cli, client):
+    agent_id = client.call("create", config={"name": "cli-claude", "agent": "claude-code"})["agent_id"]
+    followed = cli("send", agent_id, "hello there", "--follow")
+    assert followed.stdout.endswith("\necho: hello there\n"), followed.stdout
+    assert '"result"' in followed.stdout, "the CLI's raw output streams first"
+    answered = cli("send", agent_id, "again")
+    assert answered.stdout.startswith("resumed ") and answered.stdout.endswith("; echo: again\n")

@@ -1,0 +1,111 @@
+"""`python -m bench [--smoke] [--out DIR]`: run every measurement, write JSON, markdown and a plot.
+
+The full run writes docs/benchmarks.md, docs/benchmarks.json and docs/benchmarks-create.png;
+`--smoke` uses tiny counts (the test suite runs it into a temporary folder, checking only that
+it completes and writes its files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import measure, report
+from bench.fleet import REPO, Fleet, RedisServer
+
+NOTES_FILE = Path(__file__).with_name("notes.md")
+
+
+def run(*, smoke: bool, out: Path, image: str, pool_size: int) -> dict[str, Any]:
+    import docker
+
+    counts = measure.SMOKE if smoke else measure.FULL
+    docker_client = docker.from_env()
+    docker_client.images.get(image)  # fails clearly if the image is missing
+    results: dict[str, Any] = {
+        "meta": {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "mode": "smoke" if smoke else "full",
+                 "image": image, "image_id": docker_client.images.get(image).id, "pool_size": pool_size,
+                 "counts": counts.__dict__, "machine": report.machine()},
+        "raw": {}, "ours": {},
+    }
+    ours, raw = results["ours"], results["raw"]
+    with tempfile.TemporaryDirectory(prefix="spawner-bench-") as tmp:
+        work = Path(tmp)
+        log = print if not smoke else (lambda *a: None)
+
+        log("cold fleet (SPAWNER_WARM_POOL_SIZE=0)")
+        redis = RedisServer(work / "redis-cold")
+        redis.start()
+        fleet = Fleet(redis, work, image=image, env={"SPAWNER_WARM_POOL_SIZE": "0"})
+        try:
+            fleet.start()
+            time.sleep(1.0)  # let the start-up reconcile and first heartbeats settle
+            ours["rss"] = {"idle": fleet.rss_bytes()}
+            log("  creates, side by side with the SDK")
+            cold = measure.create_side_by_side(fleet, docker_client, image, counts.creates, pool_size=0)
+            raw["create"] = cold.pop("raw")
+            ours["create_cold"] = cold
+            log("  turn round trips, side by side with the SDK")
+            turns = measure.turn_side_by_side(fleet, docker_client, image, counts.turns)
+            raw["exec"], ours["turn"] = turns["raw"], turns["ours"]
+            log(f"  {counts.parallel} parallel turns")
+            ours["parallel"] = measure.parallel_turns(fleet, counts.parallel, counts.parallel_sleep_seconds)
+            ours["rss"]["at_turns"] = ours["parallel"]["rss_peak"]
+            log("  event latency")
+            ours["events"] = measure.event_latency(fleet, counts.event_lines)
+        finally:
+            fleet.stop()
+            fleet.cleanup(docker_client)
+            redis.stop()
+
+        log(f"warm fleet (SPAWNER_WARM_POOL_SIZE={pool_size})")
+        redis = RedisServer(work / "redis-warm")
+        redis.start()
+        fleet = Fleet(redis, work, image=image, env={"SPAWNER_WARM_POOL_SIZE": str(pool_size)})
+        try:
+            fleet.start()
+            log("  creates, side by side with the SDK")
+            warm = measure.create_side_by_side(fleet, docker_client, image, counts.creates, pool_size=pool_size)
+            raw["create"] += warm.pop("raw")
+            ours["create_warm"] = warm
+        finally:
+            fleet.stop()
+            fleet.cleanup(docker_client)
+            redis.stop()
+
+        log("sweep")
+        ours["sweep"] = {str(due): measure.sweep_cost(work, records=counts.sweep_records, due=due,
+                                                       repeats=counts.sweep_repeats)
+                         for due in counts.sweep_due}
+
+    results["summary"] = report.summarize(results)
+    out.mkdir(parents=True, exist_ok=True)
+    json_name, plot_name = "benchmarks.json", "benchmarks-create.png"
+    report.write_json(results, out / json_name)
+    report.plot_creates(results, out / plot_name)
+    notes = NOTES_FILE.read_text() if NOTES_FILE.exists() and not smoke else "## Notes\n\nSmoke run: counts too small to mean anything."
+    (out / "benchmarks.md").write_text(report.markdown(results, plot_name=plot_name, json_name=json_name, notes=notes))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny counts: checks that everything runs")
+    parser.add_argument("--out", type=Path, default=REPO / "docs", help="where to write (default: docs/)")
+    parser.add_argument("--image", default="workers-spawner/worker:latest")
+    parser.add_argument("--pool-size", type=int, default=2, help="SPAWNER_WARM_POOL_SIZE of the warm fleet")
+    args = parser.parse_args(argv)
+    results = run(smoke=args.smoke, out=args.out, image=args.image, pool_size=args.pool_size)
+    for key, what, limit, unit in report.TARGETS:
+        value = results["summary"]["targets"][key]
+        print(f"{'met   ' if value <= limit else 'MISSED'} {what}: {value:.2f} (limit {limit:g} {unit})")
+    print(f"wrote {args.out}/benchmarks.md, benchmarks.json, benchmarks-create.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

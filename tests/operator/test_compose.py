@@ -1,0 +1,108 @@
+"""docker-compose.yml: it parses with Debian's docker-compose 1.29, and the whole fleet comes up
+from locally built images (a private Redis port, a project name of its own, no network created),
+serves one create / turn / delete by task name, and goes away with `down -t 0`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import OUTPUT_DIR, REPO, _free_port
+from tests.operator.conftest import http_get, require_tool
+
+pytestmark = [pytest.mark.docker, pytest.mark.redis]
+
+SERVICES = {"redis", "worker-image", "control", "turns", "beat", "flower", "metrics"}
+
+
+def compose(*args: str, env_file: Path | None = None, project: str | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    argv = [require_tool("docker-compose"), "-f", str(REPO / "docker-compose.yml")]
+    if project:
+        argv += ["-p", project]
+    if env_file:
+        argv += ["--env-file", str(env_file)]
+    return subprocess.run([*argv, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_compose_file_parses_and_every_service_is_on_the_host_network_or_none():
+    done = compose("config")
+    assert done.returncode == 0, done.stderr
+    import yaml
+    config = yaml.safe_load(done.stdout)
+    assert set(config["services"]) == SERVICES
+    for name, service in config["services"].items():
+        assert service.get("network_mode") in ("host", "none"), name
+        mounts = " ".join(str(v) for v in service.get("volumes", []))
+        assert ("docker.sock" in mounts) == (name in ("control", "turns")), f"{name}: the socket is for workers only"
+        if name != "worker-image":
+            assert "healthcheck" in service, name
+    assert "networks" not in config or not config["networks"]
+    assert "--address=127.0.0.1" in config["services"]["flower"]["command"]
+
+
+def test_compose_fleet_serves_create_turn_delete_and_goes_away(tmp_path, docker_client):
+    project = "spawner-ci-" + uuid.uuid4().hex[:8]
+    worker_image = f"workers-spawner/worker:{project}"
+    ports = {"SPAWNER_REDIS_PORT": _free_port(), "FLOWER_PORT": _free_port(), "SPAWNER_METRICS_PORT": _free_port()}
+    env_file = tmp_path / "compose.env"
+    env_file.write_text("\n".join([
+        *(f"{k}={v}" for k, v in ports.items()),
+        f"SPAWNER_ENV_FILE={env_file}",
+        "SPAWNER_FLEET_IMAGE=workers-spawner/fleet:ci",
+        "SPAWNER_FLEET_BASE_IMAGE=workers-spawner/debian:bookworm",
+        f"SPAWNER_WORKER_IMAGE={worker_image}",
+        "SPAWNER_BASE_IMAGE=workers-spawner/debian:bookworm",
+        "SPAWNER_SWEEP_SECONDS=3600",  # shares the engine with the session's fleet: no sweep during the test
+        "SPAWNER_WARM_POOL_SIZE=0",
+        "SPAWNER_CONTROL_CONCURRENCY=4",
+        "SPAWNER_TURNS_CONCURRENCY=4",
+    ]) + "\n")
+    networks_before = {n.name for n in docker_client.networks.list()}
+    redis_url = f"redis://127.0.0.1:{ports['SPAWNER_REDIS_PORT']}/0"
+    started = time.monotonic()
+    try:
+        built = compose("build", env_file=env_file, project=project, timeout=1200)
+        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+        build_seconds = time.monotonic() - started
+        upped = compose("up", "-d", env_file=env_file, project=project)
+        assert upped.returncode == 0, upped.stderr
+
+        from celery import Celery
+        app = Celery(broker=redis_url, backend=redis_url)
+        app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
+        deadline = time.monotonic() + 120
+        while len(app.control.ping(timeout=1.0) or []) < 2:
+            assert time.monotonic() < deadline, compose("logs", "--tail=30", env_file=env_file, project=project).stdout
+        created = app.send_task("spawner.create", kwargs={"config": {"name": "compose", "agent": "shell"}},
+                                queue="spawner").get(timeout=120)
+        turn = app.send_task("spawner.send_command", kwargs={"agent_id": created["agent_id"], "command": "echo composed"},
+                             queue="spawner").get(timeout=120)
+        assert turn["exit_code"] == 0 and turn["output"] == "composed\n"
+        assert created["image"] == worker_image
+        deleted = app.send_task("spawner.delete", kwargs={"agent_id": created["agent_id"]}, queue="spawner").get(timeout=120)
+        assert deleted == {"agent_id": created["agent_id"], "deleted": True}
+        assert docker_client.containers.list(all=True, filters={"label": f"spawner.agent_id={created['agent_id']}"}) == []
+
+        assert http_get(f"http://127.0.0.1:{ports['FLOWER_PORT']}/healthcheck")[1] == "OK"
+        metrics = http_get(f"http://127.0.0.1:{ports['SPAWNER_METRICS_PORT']}/metrics")[1]
+        assert 'spawner_turn_duration_seconds_count{agent="shell",outcome="ok"} 1.0' in metrics
+        health = json.loads(subprocess.run(["docker", "inspect", f"{project}_redis_1"], capture_output=True,
+                                           text=True).stdout)[0]["State"]["Health"]["Status"]
+        assert health == "healthy"
+        app.close()
+    finally:
+        (OUTPUT_DIR / "compose-fleet.log").write_text(
+            compose("logs", "--no-color", "--tail=200", env_file=env_file, project=project).stdout)
+        down = compose("down", "-t", "0", "-v", env_file=env_file, project=project)
+        subprocess.run(["docker", "rmi", worker_image], capture_output=True)
+    assert down.returncode == 0, down.stderr
+    left = docker_client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+    assert left == []
+    assert {n.name for n in docker_client.networks.list()} == networks_before, "compose created a network"
+    print(f"compose fleet: build {build_seconds:.0f} s, whole test {time.monotonic() - started:.0f} s")
