@@ -188,8 +188,8 @@ def fleet(redis_server: RedisServer, docker_client: Any) -> Iterator[Fleet]:
 
 def _remove_agent_containers(docker_client: Any, redis_url: str) -> None:
     """Remove every container this test session made (never others)."""
-    for c in docker_client.containers.list(all=True, filters=TEST_RUN_FILTER):
-        c.remove(force=True, v=True)
+    for c in docker_client.api.containers(all=True, filters=TEST_RUN_FILTER):
+        docker_client.api.remove_container(c["Id"], force=True, v=True)
 
 
 @pytest.fixture

@@ -61,6 +61,6 @@ def test_agent_create_fails_cleanly_when_its_cli_is_missing(producer, make_fleet
         result.get(timeout=60)
     assert "droid" in str(info.value) and "not installed" in str(info.value)
     agent_id = str(info.value).split()[1]
-    assert docker_client.containers.list(all=True, filters={"label": f"spawner.agent_id={agent_id}"}) == []
+    assert docker_client.api.containers(all=True, filters={"label": f"spawner.agent_id={agent_id}"}) == []
     status = producer.send_task("spawner.status", kwargs={"agent_id": agent_id}, queue="spawner").get(timeout=30)
     assert status["state"] == "failed" and "not installed" in status["reason"]

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
 
 def _agent_containers(docker_client: Any, agent_id: str) -> list[Any]:
-    return docker_client.containers.list(all=True, filters={"label": f"spawner.agent_id={agent_id}"})
+    return docker_client.api.containers(all=True, filters={"label": f"spawner.agent_id={agent_id}"})
 
 
 def test_shell_agent_whole_life(client, docker_client, redis_client):
@@ -173,7 +173,7 @@ def _fails_with(result: Any, error: type[Exception], fragment: str) -> str:
 
 
 def _managed_count(docker_client: Any) -> int:
-    return len(docker_client.containers.list(all=True, filters=TEST_RUN_FILTER))
+    return len(docker_client.api.containers(all=True, filters=TEST_RUN_FILTER))
 
 
 def _records(redis_client: Any) -> int:

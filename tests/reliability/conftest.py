@@ -7,6 +7,7 @@ helper to start, kill and restart worker nodes and beats against it.
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,18 +62,19 @@ class Chaos:
 
     def containers(self) -> dict[str, Any]:
         """Managed containers of the agents this Redis knows or knew, by agent id."""
-        return {c.labels["spawner.agent_id"]: c
-                for c in self.docker.containers.list(all=True, filters={"label": "spawner.managed=true"})
-                if c.labels.get("spawner.agent_id") in self.known}
+        # the low-level list: no per-container inspect that a concurrent removal could break
+        return {c["Labels"]["spawner.agent_id"]: SimpleNamespace(id=c["Id"], status=c["State"], labels=c["Labels"])
+                for c in self.docker.api.containers(all=True, filters={"label": "spawner.managed=true"})
+                if c["Labels"].get("spawner.agent_id") in self.known}
 
     known: set[str] = set()
 
     def stop(self) -> None:
         for fleet in self.fleets:
             fleet.stop()
-        for c in self.docker.containers.list(all=True, filters={"label": "spawner.managed=true"}):
-            if c.labels.get("spawner.agent_id") in self.known:
-                c.remove(force=True, v=True)
+        for c in self.docker.api.containers(all=True, filters={"label": "spawner.managed=true"}):
+            if c["Labels"].get("spawner.agent_id") in self.known:
+                self.docker.api.remove_container(c["Id"], force=True, v=True)
 
 
 @pytest.fixture
