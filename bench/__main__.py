@@ -1,13 +1,15 @@
 """`python -m bench [--smoke] [--out DIR]`: run every measurement, write JSON, markdown and a plot.
 
-The full run writes docs/benchmarks.md, docs/benchmarks.json and docs/benchmarks-create.png;
-`--smoke` uses tiny counts (the test suite runs it into a temporary folder, checking only that
-it completes and writes its files).
+The full run (about 2 minutes) writes docs/benchmarks.md, docs/benchmarks.json and
+docs/benchmarks-create.png; `--smoke` uses tiny counts (the test suite runs it into a temporary
+folder, checking only that it completes and writes its files); `--render` rewrites the markdown
+and the plot from the JSON already there (after editing bench/notes.md, the closing notes).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -84,12 +86,18 @@ def run(*, smoke: bool, out: Path, image: str, pool_size: int) -> dict[str, Any]
 
     results["summary"] = report.summarize(results)
     out.mkdir(parents=True, exist_ok=True)
-    json_name, plot_name = "benchmarks.json", "benchmarks-create.png"
-    report.write_json(results, out / json_name)
+    report.write_json(results, out / "benchmarks.json")
+    write_reports(results, out, smoke=smoke)
+    return results
+
+
+def write_reports(results: dict[str, Any], out: Path, *, smoke: bool) -> None:
+    """benchmarks.md (with bench/notes.md) and the create plot, from the results."""
+    plot_name = "benchmarks-create.png"
     report.plot_creates(results, out / plot_name)
     notes = NOTES_FILE.read_text() if NOTES_FILE.exists() and not smoke else "## Notes\n\nSmoke run: counts too small to mean anything."
-    (out / "benchmarks.md").write_text(report.markdown(results, plot_name=plot_name, json_name=json_name, notes=notes))
-    return results
+    (out / "benchmarks.md").write_text(report.markdown(results, plot_name=plot_name, json_name="benchmarks.json",
+                                                       notes=notes))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,8 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "docs", help="where to write (default: docs/)")
     parser.add_argument("--image", default="workers-spawner/worker:latest")
     parser.add_argument("--pool-size", type=int, default=2, help="SPAWNER_WARM_POOL_SIZE of the warm fleet")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: rewrite benchmarks.md and the plot from OUT/benchmarks.json")
     args = parser.parse_args(argv)
-    results = run(smoke=args.smoke, out=args.out, image=args.image, pool_size=args.pool_size)
+    if args.render:
+        results = json.loads((args.out / "benchmarks.json").read_text())
+        write_reports(results, args.out, smoke=results["meta"]["mode"] == "smoke")
+    else:
+        results = run(smoke=args.smoke, out=args.out, image=args.image, pool_size=args.pool_size)
     for key, what, limit, unit in report.TARGETS:
         value = results["summary"]["targets"][key]
         print(f"{'met   ' if value <= limit else 'MISSED'} {what}: {value:.2f} (limit {limit:g} {unit})")

@@ -132,41 +132,50 @@ def turn_side_by_side(fleet: Fleet, docker_client: Any, image: str, n: int) -> d
 
 
 def parallel_turns(fleet: Fleet, n: int, sleep_seconds: float) -> dict[str, Any]:
-    """n agents each run one `sleep` turn at once; `status` is asked meanwhile, one call after
-    another; the pools' memory is sampled every 100 ms."""
+    """n agents each run one `sleep` turn, all sent at once, twice: first alone, then with
+    `status` asked meanwhile from another thread, one call right after the other (the worst
+    case for both); the pools' memory is sampled every 100 ms throughout."""
     agents = [fleet.call("create", config={"name": f"bench-par-{i}", **SHELL})["agent_id"] for i in range(n)]
     idle_rss = fleet.rss_bytes()
-    status_samples: list[float] = []
     rss_peak: dict[str, int] = dict.fromkeys(idle_rss, 0)
-    stop = threading.Event()
 
-    def poll_status() -> None:
-        while not stop.is_set():
-            started = time.perf_counter()
-            fleet.call("status", agent_id=random.choice(agents), timeout=30)
-            status_samples.append(time.perf_counter() - started)
+    def burst(*, with_status: bool) -> tuple[float, list[float], list[dict[str, Any]]]:
+        status_samples: list[float] = []
+        stop = threading.Event()
 
-    def sample_rss() -> None:
-        while not stop.wait(0.1):
-            for name, value in fleet.rss_bytes().items():
-                rss_peak[name] = max(rss_peak[name], value)
+        def poll_status() -> None:
+            while not stop.is_set():
+                started = time.perf_counter()
+                fleet.call("status", agent_id=random.choice(agents), timeout=30)
+                status_samples.append(time.perf_counter() - started)
 
-    threads = [threading.Thread(target=poll_status, daemon=True), threading.Thread(target=sample_rss, daemon=True)]
-    for t in threads:
-        t.start()
-    started = time.perf_counter()
-    results = [fleet.send("send_command", agent_id=a, command=f"sleep {sleep_seconds:g}") for a in agents]
-    outcomes = [r.get(timeout=120) for r in results]
-    wall = time.perf_counter() - started
-    stop.set()
-    for t in threads:
-        t.join()
-    assert all(o["exit_code"] == 0 for o in outcomes), outcomes
+        def sample_rss() -> None:
+            while not stop.wait(0.1):
+                for name, value in fleet.rss_bytes().items():
+                    rss_peak[name] = max(rss_peak[name], value)
+
+        threads = [threading.Thread(target=sample_rss, daemon=True)]
+        if with_status:
+            threads.append(threading.Thread(target=poll_status, daemon=True))
+        for t in threads:
+            t.start()
+        started = time.perf_counter()
+        results = [fleet.send("send_command", agent_id=a, command=f"sleep {sleep_seconds:g}") for a in agents]
+        outcomes = [r.get(timeout=120) for r in results]
+        wall = time.perf_counter() - started
+        stop.set()
+        for t in threads:
+            t.join()
+        assert all(o["exit_code"] == 0 for o in outcomes), outcomes
+        return wall, status_samples, outcomes
+
+    alone, _, _ = burst(with_status=False)
+    time.sleep(1.0)
+    wall, status_samples, outcomes = burst(with_status=True)
     for a in agents:
         fleet.call("delete", agent_id=a)
-    return {"wall": wall, "sleep_seconds": sleep_seconds, "status": status_samples, "rss_before": idle_rss,
-            "rss_peak": rss_peak,
-            "turn_durations": [o["duration_ms"] / 1000 for o in outcomes]}
+    return {"wall": wall, "wall_without_status": alone, "sleep_seconds": sleep_seconds, "status": status_samples,
+            "rss_before": idle_rss, "rss_peak": rss_peak, "turn_durations": [o["duration_ms"] / 1000 for o in outcomes]}
 
 
 def event_latency(fleet: Fleet, n_lines: int) -> dict[str, list[float]]:
@@ -227,7 +236,7 @@ class _InMemoryDocker:
     def __init__(self, infos: list[Any]) -> None:
         self.infos = infos
 
-    def list_managed(self) -> list[Any]:
+    def list_managed(self, *, fleet: str | None = None) -> list[Any]:
         return list(self.infos)
 
     def pause(self, container_id: str) -> None:

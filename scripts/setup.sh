@@ -87,8 +87,10 @@ build() { # tag dockerfile context [build args...]
 }
 mkdir -p "$REPO/worker_image/certs"
 cp /usr/local/share/ca-certificates/*.crt "$REPO/worker_image/certs/" 2>/dev/null || true
-# Claude Code is baked in by default (pinned in the Dockerfile); set SPAWNER_IMAGE_BUILD_ARGS to change.
-build "$WORKER_IMAGE" "$REPO/worker_image/Dockerfile" "$REPO" --build-arg BASE_IMAGE="$BASE_IMAGE" ${SPAWNER_IMAGE_BUILD_ARGS---build-arg INSTALL_CLAUDE=1}
+# Claude Code is baked in by default (pinned in the Dockerfile; SPAWNER_INSTALL_CLAUDE=0 leaves it out);
+# SPAWNER_IMAGE_BUILD_ARGS adds more build arguments (e.g. --build-arg INSTALL_CODEX=1).
+build "$WORKER_IMAGE" "$REPO/worker_image/Dockerfile" "$REPO" --build-arg BASE_IMAGE="$BASE_IMAGE" \
+  --build-arg INSTALL_CLAUDE="${SPAWNER_INSTALL_CLAUDE:-1}" ${SPAWNER_IMAGE_BUILD_ARGS:-}
 step "$WORKER_IMAGE built"
 if [ -f "$REPO/tests/images/Dockerfile" ]; then
   build "$TEST_IMAGE" "$REPO/tests/images/Dockerfile" "$REPO/tests/images" --build-arg WORKER_IMAGE="$WORKER_IMAGE"

@@ -458,11 +458,11 @@ class SpawnerService:
             counts = {"skipped": False, "paused": 0, "expired": 0}
             due = dict.fromkeys(self.store.due_agents("expire", now=now) + self.store.due_agents("pause", now=now))
             for agent_id in due:
-                record = self.store.get_record(agent_id)
+                record, running_turns = self.store.get_record_and_turns(agent_id)  # one round trip
                 if record is None:
                     self.store.forget_if_missing(agent_id)
                     continue
-                action = decide(record, now=now, running_turns=self.store.running_turns(agent_id))
+                action = decide(record, now=now, running_turns=running_turns)
                 if action == Action.PAUSE and record.container_id:
                     self.backend.pause(record.container_id)
                     self._set_state(agent_id, AgentState.PAUSED, reason="idle past its pause limit")
@@ -521,6 +521,10 @@ class SpawnerService:
             if record is None:
                 self.store.forget_if_missing(agent_id)
             elif not record.state.is_terminal and record.container_id is not None:
+                if record.state == AgentState.CREATING and agent_id not in overdue:
+                    continue  # its create is still running: it may have made the container after we listed
+                if self.backend.inspect_state(record.container_id) in ("running", "paused"):
+                    continue  # made (or claimed from the pool) after we listed: not gone
                 self._fail(record, "container disappeared")
                 counts["failed"] += 1
                 self.metrics.reconcile_action("fail", "container_disappeared")

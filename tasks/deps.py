@@ -21,6 +21,9 @@ from spawner.state.redis_pool import RedisPoolStore
 
 __all__ = ["get_service", "get_settings", "override"]
 
+#: How long after a claim (or a sweep) the pool refill starts.
+REFILL_DELAY_SECONDS = 0.5
+
 _lock = threading.Lock()
 _built: tuple[int, SpawnerService, SpawnerSettings] | None = None
 
@@ -56,7 +59,8 @@ def _build_pool(settings: SpawnerSettings, backend: DockerBackend) -> WarmPool:
 
     def request_refill() -> None:
         from tasks.app import app  # the Celery app, only when a refill is asked for
-        app.send_task("spawner.pool_refill", queue=settings.queue)
+        # a moment later: the refill's create+start would compete with the claimed agent's first turn
+        app.send_task("spawner.pool_refill", queue=settings.queue, countdown=REFILL_DELAY_SECONDS)
 
     engine = backend.engine_id() if settings.warm_pool_size > 0 else ""
     return WarmPool(backend=backend, store=RedisPoolStore.from_url(settings.redis_url),

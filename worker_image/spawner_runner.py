@@ -24,6 +24,7 @@ import codecs
 import fcntl
 import json
 import os
+import select
 import selectors
 import signal
 import subprocess
@@ -38,6 +39,8 @@ WORKSPACE = "/workspace"
 ALLOWED_ROOTS = ("/workspace", "/home/worker", "/tmp")
 LOG_MAX_BYTES = 64 * 1024 * 1024
 FOLLOW_POLL_SECONDS = 0.004
+#: With inotify a follower sleeps until the turn's folder changes, checking the supervisor this often.
+FOLLOW_ALIVE_CHECK_SECONDS = 0.25
 KILL_GRACE_SECONDS = 2.0
 #: A claimed turn whose supervisor never wrote its pid within this long is declared lost.
 SUPERVISOR_START_SECONDS = 10.0
@@ -164,7 +167,10 @@ def cmd_init() -> None:
     ready = request.get("ready_argv") or []
     if ready:
         try:
-            proc = subprocess.run(ready, cwd=WORKSPACE, capture_output=True, timeout=request.get("ready_timeout", 30))
+            # with the agent's own environment, as its turns will have it (a pooled container's
+            # per-agent variables live only in the env file)
+            proc = subprocess.run(ready, cwd=WORKSPACE, capture_output=True, env=_turn_env("ready"),
+                                  timeout=request.get("ready_timeout", 30))
         except FileNotFoundError:
             raise RunnerError("NotReady", f"{ready[0]!r} is not installed in this image") from None
         except subprocess.TimeoutExpired:
@@ -321,9 +327,42 @@ def _emit(line: str) -> None:
         os._exit(0)
 
 
+class _FolderWatch:
+    """Sleeps until something in a folder is written, created or renamed into it (inotify, through
+    ctypes: the stdlib has no binding), or a timeout passes. Without inotify: a short sleep, as
+    before. (50 followers polling every 4 ms wake 12,500 times a second to find nothing new.)"""
+
+    _EVENTS = 0x2 | 0x8 | 0x80 | 0x100  # IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE
+
+    def __init__(self, path: str) -> None:
+        self.fd = -1
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            if fd >= 0 and libc.inotify_add_watch(fd, os.fsencode(path), self._EVENTS) >= 0:
+                self.fd = fd
+            elif fd >= 0:
+                os.close(fd)
+        except (OSError, AttributeError, ImportError):
+            pass
+
+    def wait(self) -> None:
+        if self.fd < 0:
+            time.sleep(FOLLOW_POLL_SECONDS)
+            return
+        if select.select([self.fd], [], [], FOLLOW_ALIVE_CHECK_SECONDS)[0]:
+            try:
+                while os.read(self.fd, 65536):  # drain: one wake-up per batch of changes
+                    pass
+            except BlockingIOError:
+                pass
+
+
 def _follow(turn_dir: str, from_seq: int, claimed: bool) -> None:
     log_path = os.path.join(turn_dir, "log")
     exit_path = os.path.join(turn_dir, "exit")
+    watch = _FolderWatch(turn_dir)  # before the first read: no change can slip between read and wait
     _emit(json.dumps({"claimed": claimed}))
     fh = None
     buf = b""
@@ -344,11 +383,13 @@ def _follow(turn_dir: str, from_seq: int, claimed: bool) -> None:
                 _emit(json.dumps({"end": True, **json.load(ef)}))
             return
         if not _is_alive(turn_dir):
-            lost = {"exit_code": None, "timed_out": False, "duration_ms": 0, "truncated": False,
-                    "lost": True, "records": -1}
-            _write_json_atomic(exit_path, lost)
+            # re-checked once it is seen dead: it may have written its exit and ended just now
+            if not os.path.exists(exit_path):
+                lost = {"exit_code": None, "timed_out": False, "duration_ms": 0, "truncated": False,
+                        "lost": True, "records": -1}
+                _write_json_atomic(exit_path, lost)
             continue
-        time.sleep(FOLLOW_POLL_SECONDS)
+        watch.wait()
 
 
 def cmd_turn() -> None:

@@ -5,6 +5,7 @@ Layout (every name from spawner.names):
   spawner:agent:{id}:turns      set of command ids running now (busy while non-empty)
   spawner:agents                zset of agent ids by creation time (listing)
   spawner:due:pause|expire      zset of live agent ids by when that action falls due (sweeping)
+  spawner:due:create            zset of `creating` agent ids by when their create is overdue
   agents:{id}:events            the agent's event stream (CONTRACT §5); entry id = cursor
   spawner:request:{task}:{rid}  first result of a request id (idempotency)
   spawner:turn-lease:{cid}      who follows a turn now; spawner:turn-progress:{cid} how far it published
@@ -25,7 +26,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from spawner import errors, names
-from spawner.models import AgentRecord, AgentState
+from spawner.models import AgentRecord
 
 __all__ = ["BrokerRecovery", "RedisStore"]
 
@@ -50,11 +51,54 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# Set fields of a record only if it exists, and return the whole record: one round trip.
-_UPDATE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return redis.call('HGETALL', KEYS[1])
+# Write a record (ARGV[2] 'save': all of it; 'update': some fields, only if it exists), bring
+# the due indexes in line with it, and optionally append and publish an event, as _PUBLISH
+# does: one round trip for any state change. The ONLY place the index rules live:
+#   creating          -> due:create at created_at + ARGV[4] (reconcile fails a create never finished)
+#   deleted/expired/failed -> out of due:pause and due:expire; the record expires after ARGV[3] s
+#   paused            -> out of due:pause; due:expire at last_activity_at + idle_ttl_seconds
+#   idle/busy         -> due:pause at last_activity_at + idle_pause_seconds; due:expire as above
+# (so due:expire holds every agent whose record is not terminal). Field values are JSON.
+# KEYS: record, agents index, due:pause, due:expire, due:create, event stream, event channel.
+# ARGV: agent id, mode, terminal TTL, create deadline, stream maxlen, event JSON or '', fields...
+_WRITE = """
+local key, id = KEYS[1], ARGV[1]
+local flat = false
+if ARGV[2] == 'save' or redis.call('EXISTS', key) == 1 then
+  if #ARGV >= 7 then redis.call('HSET', key, unpack(ARGV, 7)) end
+  flat = redis.call('HGETALL', key)
+  local f = {}
+  for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
+  local function num(x) return string.format('%.17g', x) end
+  if ARGV[2] == 'save' then
+    redis.call('PERSIST', key)
+    redis.call('ZADD', KEYS[2], num(cjson.decode(f['created_at'])), id)
+  end
+  local state = cjson.decode(f['state'])
+  if state == 'creating' then
+    redis.call('ZADD', KEYS[5], num(cjson.decode(f['created_at']) + tonumber(ARGV[4])), id)
+  else
+    redis.call('ZREM', KEYS[5], id)
+  end
+  if state == 'deleted' or state == 'expired' or state == 'failed' then
+    redis.call('ZREM', KEYS[3], id)
+    redis.call('ZREM', KEYS[4], id)
+    redis.call('EXPIRE', key, ARGV[3])
+  else
+    local last = cjson.decode(f['last_activity_at'])
+    if state == 'paused' then
+      redis.call('ZREM', KEYS[3], id)
+    else
+      redis.call('ZADD', KEYS[3], num(last + cjson.decode(f['idle_pause_seconds'])), id)
+    end
+    redis.call('ZADD', KEYS[4], num(last + cjson.decode(f['idle_ttl_seconds'])), id)
+  end
+end
+if ARGV[6] ~= '' then
+  local eid = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[5], '*', 'data', ARGV[6])
+  redis.call('PUBLISH', KEYS[7], '{"id":"' .. eid .. '",' .. string.sub(ARGV[6], 2))
+end
+return flat
 """
 #: A record still `creating` this long after its creation is due for reconcile to fail it.
 CREATE_DEADLINE_SECONDS = 600
@@ -80,7 +124,7 @@ class RedisStore:
         self._publish = client.register_script(_PUBLISH)
         self._publish_once = client.register_script(_PUBLISH_ONCE)
         self._release = client.register_script(_RELEASE)
-        self._update = client.register_script(_UPDATE)
+        self._write = client.register_script(_WRITE)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -104,13 +148,8 @@ class RedisStore:
 
     # ---------------------------------------------------------------------------- records
     def save_record(self, record: AgentRecord) -> None:
-        data = {k: json.dumps(v) for k, v in record.model_dump(mode="json").items()}
-        with self._translated("saving a record"), self._r.pipeline() as pipe:
-            pipe.hset(names.agent_key(record.agent_id), mapping=data)
-            pipe.persist(names.agent_key(record.agent_id))
-            pipe.zadd(names.agents_index_key(), {record.agent_id: record.created_at})
-            self._index_ops(pipe, record)
-            pipe.execute()
+        with self._translated("saving a record"):
+            self._write_record(record.agent_id, record.model_dump(mode="json"), save=True, event=None)
 
     def update_record(self, agent_id: str, **fields: Any) -> AgentRecord | None:
         """Set some fields of a record; returns the updated record, or None if it is gone."""
@@ -118,34 +157,29 @@ class RedisStore:
 
     def update_and_publish(self, agent_id: str, event_type: str, event: dict[str, Any],
                            **fields: Any) -> AgentRecord | None:
-        """`update_record`, then `publish(agent_id, event_type, **event)`, in two round trips
-        instead of four (the event goes out with the index update). The event is published even
-        if the record is gone, as a separate `publish` would."""
+        """`update_record`, then `publish(agent_id, event_type, **event)`, in one round trip
+        instead of five. The event is published even if the record is gone, as a separate
+        `publish` would."""
         return self._update_record(agent_id, fields, event=(event_type, event))
 
     def _update_record(self, agent_id: str, fields: dict[str, Any],
                        event: tuple[str, dict[str, Any]] | None) -> AgentRecord | None:
-        args = [part for k, v in fields.items() for part in (k, json.dumps(v))]
-        record = None
-        if args:
-            with self._translated("updating a record"):
-                flat = self._update(keys=[names.agent_key(agent_id)], args=args)
-            raw = dict(zip(flat[::2], flat[1::2])) if flat else {}
-            if "agent_id" in raw:
-                record = AgentRecord.model_validate({k: json.loads(v) for k, v in raw.items()})
-        else:
-            record = self.get_record(agent_id)
-        if record is None and event is None:
+        with self._translated("updating a record"):
+            flat = self._write_record(agent_id, fields, save=False, event=event)
+        raw = dict(zip(flat[::2], flat[1::2])) if flat else {}
+        if "agent_id" not in raw:
             return None
-        with self._translated("indexing"), self._r.pipeline(transaction=False) as pipe:
-            if record is not None:
-                self._index_ops(pipe, record)
-            if event is not None:
-                self._publish(keys=[names.agent_events_key(agent_id), names.agent_channel(agent_id, event[0])],
-                              args=[names.EVENT_STREAM_MAXLEN, self._event_json(event[0], agent_id, event[1])],
-                              client=pipe)
-            pipe.execute()
-        return record
+        return AgentRecord.model_validate({k: json.loads(v) for k, v in raw.items()})
+
+    def _write_record(self, agent_id: str, fields: dict[str, Any], *, save: bool,
+                      event: tuple[str, dict[str, Any]] | None) -> Any:
+        event_type, event_json = (event[0], self._event_json(event[0], agent_id, event[1])) if event else ("status", "")
+        keys = [names.agent_key(agent_id), names.agents_index_key(), names.due_key("pause"), names.due_key("expire"),
+                names.due_key("create"), names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type)]
+        args: list[Any] = [agent_id, "save" if save else "update", names.TERMINAL_RECORD_TTL_SECONDS,
+                           CREATE_DEADLINE_SECONDS, names.EVENT_STREAM_MAXLEN, event_json]
+        args += [part for k, v in fields.items() for part in (k, json.dumps(v))]
+        return self._write(keys=keys, args=args)
 
     def get_record(self, agent_id: str) -> AgentRecord | None:
         with self._translated("reading a record"):
@@ -153,6 +187,16 @@ class RedisStore:
         if not raw or "agent_id" not in raw:
             return None
         return AgentRecord.model_validate({k: json.loads(v) for k, v in raw.items()})
+
+    def get_record_and_turns(self, agent_id: str) -> tuple[AgentRecord | None, int]:
+        """`get_record` and `running_turns` in one round trip."""
+        with self._translated("reading a record"), self._r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(names.agent_key(agent_id))
+            pipe.scard(names.agent_key(agent_id) + ":turns")
+            raw, turns = pipe.execute()
+        if not raw or "agent_id" not in raw:
+            return None, int(turns)
+        return AgentRecord.model_validate({k: json.loads(v) for k, v in raw.items()}), int(turns)
 
     def list_agent_ids(self) -> list[str]:
         with self._translated("listing agents"):
@@ -166,30 +210,6 @@ class RedisStore:
             pipe.zrem(names.due_key("expire"), agent_id)
             pipe.zrem(names.due_key("create"), agent_id)
             pipe.execute()
-
-    def _index_due(self, record: AgentRecord) -> None:
-        with self._translated("indexing"), self._r.pipeline() as pipe:
-            self._index_ops(pipe, record)
-            pipe.execute()
-
-    @staticmethod
-    def _index_ops(pipe: Any, record: AgentRecord) -> None:
-        """Queue the due-index updates that follow from `record` on `pipe`."""
-        # "create": reconcile fails a create that never finished; found by index, not by scan
-        if record.state == AgentState.CREATING:
-            pipe.zadd(names.due_key("create"), {record.agent_id: record.created_at + CREATE_DEADLINE_SECONDS})
-        else:
-            pipe.zrem(names.due_key("create"), record.agent_id)
-        if record.state.is_terminal:
-            pipe.zrem(names.due_key("pause"), record.agent_id)
-            pipe.zrem(names.due_key("expire"), record.agent_id)
-            pipe.expire(names.agent_key(record.agent_id), names.TERMINAL_RECORD_TTL_SECONDS)
-        else:
-            if record.state == AgentState.PAUSED:
-                pipe.zrem(names.due_key("pause"), record.agent_id)
-            else:
-                pipe.zadd(names.due_key("pause"), {record.agent_id: record.last_activity_at + record.idle_pause_seconds})
-            pipe.zadd(names.due_key("expire"), {record.agent_id: record.last_activity_at + record.idle_ttl_seconds})
 
     def live_agent_ids(self) -> set[str]:
         """Every agent whose record is not terminal (the expire index holds exactly those)."""

@@ -132,6 +132,8 @@ def test_a_canary_secret_never_shows_outside_the_container(client, fleet, produc
 
 # ------------------------------------------------------------------------------ bad requests
 NAMED = (errors.InvalidRequest, errors.AgentNotFound, errors.AgentGone, errors.InvalidPath, errors.PayloadTooLarge)
+CONFIG_FIELDS = {"name", "agent", "capabilities", "allowed_tools", "instructions", "env_vars", "secrets",
+                 "idle_pause_seconds", "idle_ttl_seconds", "resources", "network"}
 junk = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20),
                  st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
 bad_config = st.one_of(
@@ -141,8 +143,8 @@ bad_config = st.one_of(
     st.fixed_dictionaries({"name": st.just("x"), "agent": st.just("shell")},
                           optional={"capabilities": st.lists(st.text(max_size=6), min_size=1, max_size=2)}).filter(
         lambda c: "capabilities" in c and not set(c["capabilities"]) <= {"git", "curl", "node", "python", "github"}),
-    st.fixed_dictionaries({"name": st.just("x"), "agent": st.just("shell"), st.text(min_size=1, max_size=8).filter(
-        lambda k: k not in ("name", "agent")): junk}).filter(lambda c: len(c) == 3),
+    st.builds(lambda key, value: {"name": "x", "agent": "shell", key: value},
+              st.text(min_size=1, max_size=8).filter(lambda k: k not in CONFIG_FIELDS), junk),
     st.fixed_dictionaries({"name": st.just("x"), "agent": st.just("shell"),
                            "resources": st.fixed_dictionaries({"memory_mb": st.integers(max_value=63)})}),
     st.fixed_dictionaries({"name": st.just("x"), "agent": st.just("shell"),

@@ -87,5 +87,7 @@ def chaos(tmp_path: Path, docker_client: Any) -> Iterator[Chaos]:
     try:
         yield env
     finally:
-        env.stop()
-        server.stop()
+        try:
+            env.stop()
+        finally:
+            server.stop()

@@ -1,0 +1,58 @@
+"""The due indexes follow every record write (one Lua script holds the rules): a contract the
+sweep and reconcile rely on, checked against a real Redis for every state."""
+
+from __future__ import annotations
+
+import pytest
+
+from spawner.models import AgentRecord, AgentState, AgentType, WorkerConfig
+from spawner.state.redis import CREATE_DEADLINE_SECONDS, RedisStore
+
+pytestmark = [pytest.mark.redis]
+
+
+@pytest.fixture
+def store(redis_server):
+    store = RedisStore.from_url(redis_server.url.rsplit("/", 1)[0] + "/14")  # a database of its own
+    store._r.flushdb()  # noqa: SLF001
+    yield store
+    store._r.flushdb()  # noqa: SLF001
+
+
+def _record(state: AgentState) -> AgentRecord:
+    return AgentRecord(agent_id="ag-index0000000001", state=state, container_id="c1", image="i",
+                       agent=AgentType.SHELL, config=WorkerConfig(name="x", agent=AgentType.SHELL).redacted(),
+                       created_at=1700000000.125, last_activity_at=1700000100.5,
+                       idle_pause_seconds=60, idle_ttl_seconds=600)
+
+
+def _scores(store: RedisStore) -> dict[str, float | None]:
+    r = store._r  # noqa: SLF001
+    return {name: r.zscore(f"spawner:due:{name}", "ag-index0000000001") for name in ("pause", "expire", "create")}
+
+
+@pytest.mark.parametrize("state", list(AgentState))
+def test_every_write_leaves_the_due_indexes_matching_the_record(store, state):
+    expected = {
+        "pause": None if state.is_terminal or state == AgentState.PAUSED else 1700000160.5,
+        "expire": None if state.is_terminal else 1700000700.5,
+        "create": 1700000000.125 + CREATE_DEADLINE_SECONDS if state == AgentState.CREATING else None,
+    }
+    store.save_record(_record(state))
+    assert _scores(store) == expected
+    assert store._r.ttl("spawner:agent:ag-index0000000001") == (-1 if not state.is_terminal else 24 * 3600)  # noqa: SLF001
+    assert store.live_agent_ids() == (set() if state.is_terminal else {"ag-index0000000001"})
+
+    # the same state reached through an update (and with an event) indexes the same way
+    store.save_record(_record(AgentState.CREATING if state != AgentState.CREATING else AgentState.IDLE))
+    updated = store.update_and_publish("ag-index0000000001", "status", {"state": state.value}, state=state.value)
+    assert updated == _record(state)
+    assert _scores(store) == expected
+    assert store.read_events("ag-index0000000001")[-1]["state"] == state.value
+
+
+def test_updating_a_missing_record_creates_nothing_but_still_publishes(store):
+    assert store.update_record("ag-missing00000001", state="idle") is None
+    assert store.update_and_publish("ag-missing00000001", "status", {"state": "idle"}, state="idle") is None
+    assert not store._r.exists("spawner:agent:ag-missing00000001")  # noqa: SLF001
+    assert [e["state"] for e in store.read_events("ag-missing00000001")] == ["idle"]
