@@ -30,6 +30,7 @@ from spawner.models import AgentRecord, AgentState, AgentType, WorkerConfig
 from spawner.paths import resolve_path
 from spawner.pool import WarmPool, claim_payload
 from spawner.state.base import StateStore
+from spawner.transcript import CappedText, iso, transcript
 
 __all__ = ["ServiceOptions", "SpawnerService", "new_agent_id"]
 
@@ -194,7 +195,7 @@ class SpawnerService:
         if image != record.image:
             self.store.update_record(agent_id, image=image)
         return {"agent_id": agent_id, "state": AgentState.IDLE.value, "container_id": container_id,
-                "image": image, "created_at": _iso(now)}
+                "image": image, "created_at": iso(now)}
 
     def _image_for(self, config: WorkerConfig, agent_id: str) -> str:
         """The worker image, or the capability image for what it lacks (built once per set: a
@@ -323,7 +324,7 @@ class SpawnerService:
         request = {"command_id": command_id, "argv": list(argv), "stdin_input": stdin_input, "input": command,
                    "timeout_seconds": timeout_seconds or self.options.command_timeout_seconds,
                    "from_seq": 0}
-        output, stdout = _CappedText(names.OUTPUT_MAX_BYTES), _CappedText(names.OUTPUT_MAX_BYTES)
+        output, stdout = CappedText(names.OUTPUT_MAX_BYTES), CappedText(names.OUTPUT_MAX_BYTES)
         end: dict[str, Any] = {}
         last_touch = time.monotonic()
         for rec in self.backend.follow_turn(container_id, request):
@@ -399,11 +400,11 @@ class SpawnerService:
         return self._summary(record, container_state=container_state)
 
     def _summary(self, record: AgentRecord, *, container_state: str | None) -> dict[str, Any]:
-        expires = None if record.state.is_terminal else _iso(record.last_activity_at + record.idle_ttl_seconds)
+        expires = None if record.state.is_terminal else iso(record.last_activity_at + record.idle_ttl_seconds)
         return {"agent_id": record.agent_id, "state": record.state.value, "reason": record.reason,
                 "container_state": container_state, "container_id": record.container_id,
-                "agent": record.agent.value, "image": record.image, "created_at": _iso(record.created_at),
-                "last_activity_at": _iso(record.last_activity_at), "expires_at": expires,
+                "agent": record.agent.value, "image": record.image, "created_at": iso(record.created_at),
+                "last_activity_at": iso(record.last_activity_at), "expires_at": expires,
                 "config": record.config, "context": record.context, "session_id": record.session_id}
 
     def list_agents(self, *, state: AgentState | None) -> dict[str, Any]:
@@ -428,7 +429,7 @@ class SpawnerService:
             except errors.AgentGone:
                 pass
         events = self.store.last_events(agent_id, count=max(tail * 4, 200))
-        lines += _transcript(events)
+        lines += transcript(events)
         cursor = events[-1]["id"] if events else None
         return {"agent_id": agent_id, "lines": lines[-tail:] if tail else [], "cursor": cursor}
 
@@ -552,54 +553,3 @@ class SpawnerService:
         ))
         self.store.publish(info.agent_id, "status", state="idle", reason="adopted by reconcile")
         return True
-
-
-class _CappedText:
-    def __init__(self, max_bytes: int) -> None:
-        self.parts: list[str] = []
-        self.size = 0
-        self.max_bytes = max_bytes
-        self.truncated = False
-
-    def add(self, text: str) -> None:
-        if self.truncated:
-            return
-        room = self.max_bytes - self.size
-        encoded = text.encode("utf-8", "surrogatepass")
-        if len(encoded) > room:
-            text = encoded[:room].decode("utf-8", "ignore")
-            self.truncated = True
-        self.parts.append(text)
-        self.size += len(text.encode("utf-8", "surrogatepass"))
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-
-def _transcript(events: list[dict[str, Any]]) -> list[str]:
-    """The agent's transcript from its events: commands, what they printed, how they ended."""
-    lines: list[str] = []
-    pending: dict[str, str] = {}
-    for event in events:
-        kind = event.get("type")
-        if kind == "status" and event.get("command"):
-            lines.append(f"$ {event['command']}")
-        elif kind == "output":
-            key = event.get("command_id", "")
-            text = pending.get(key, "") + event.get("data", "")
-            *complete, pending[key] = text.split("\n")
-            lines += complete
-        elif kind == "command_exit":
-            rest = pending.pop(event.get("command_id", ""), "")
-            if rest:
-                lines.append(rest)
-            suffix = " (timed out)" if event.get("timed_out") else ""
-            lines.append(f"[exit {event.get('exit_code')}{suffix}]")
-        elif kind == "response" and not event.get("command_id"):
-            lines.append(f"[respond] {event.get('message')}")
-    return lines
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"

@@ -83,3 +83,27 @@ def test_a_bad_setting_stops_with_one_line_naming_the_variable():
         load_settings({"SPAWNER_IDLE_TTL_SECONDS": "soon"})
     with pytest.raises(SettingsError, match="SPAWNER_REDIS_URL"):
         load_settings({"SPAWNER_REDIS_URL": "http://x"})
+
+
+def test_transcript_shows_commands_output_lines_and_exits_in_order():
+    from spawner.transcript import transcript
+    events = [
+        {"type": "status", "state": "busy", "command": "echo a; echo b", "command_id": "c1"},
+        {"type": "output", "command_id": "c1", "stream": "stdout", "data": "a\nb"},
+        {"type": "output", "command_id": "c1", "stream": "stdout", "data": "c\n"},
+        {"type": "command_exit", "command_id": "c1", "exit_code": 0, "timed_out": False},
+        {"type": "response", "message": "hello", "command_id": None},
+        {"type": "output", "command_id": "c2", "stream": "stderr", "data": "partial"},
+        {"type": "command_exit", "command_id": "c2", "exit_code": 143, "timed_out": True},
+    ]
+    assert transcript(events) == ["$ echo a; echo b", "a", "bc", "[exit 0]", "[respond] hello", "partial",
+                                  "[exit 143 (timed out)]"]
+
+
+def test_capped_text_stops_at_the_byte_limit_without_splitting_a_character():
+    from spawner.transcript import CappedText
+    text = CappedText(5)
+    text.add("ab")
+    text.add("cdé")  # é is two bytes: only "cd" fits, plus nothing of é
+    text.add("more")
+    assert text.text == "abcd" and text.truncated
