@@ -17,7 +17,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import redis
@@ -112,6 +112,15 @@ return 1
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Turn a lost Redis connection into the contract's `Unavailable`, saying what we were doing."""
+    try:
+        yield
+    except _REDIS_ERRORS as exc:
+        raise errors.Unavailable(f"Redis cannot be reached while {what} ({type(exc).__name__})") from None
+
+
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
@@ -135,12 +144,8 @@ class RedisStore:
         )
         return cls(client)
 
-    @contextmanager
-    def _translated(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except _REDIS_ERRORS as exc:
-            raise errors.Unavailable(f"Redis cannot be reached while {what} ({type(exc).__name__})") from None
+    def _translated(self, what: str) -> AbstractContextManager[None]:
+        return translated(what)
 
     def ping(self) -> None:
         with self._translated("pinging"):

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import redis
-import redis.exceptions
 
-from spawner import errors, names
+from spawner import names
+from spawner.state.redis import translated
 
 __all__ = ["RedisPoolStore"]
 
@@ -37,7 +36,6 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-_REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class RedisPoolStore:
@@ -51,12 +49,8 @@ class RedisPoolStore:
         return cls(redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5,
                                         health_check_interval=15))
 
-    @contextmanager
-    def _translated(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except _REDIS_ERRORS as exc:
-            raise errors.Unavailable(f"Redis cannot be reached while {what} ({type(exc).__name__})") from None
+    def _translated(self, what: str) -> AbstractContextManager[None]:
+        return translated(what)
 
     def want(self, key: str, template: dict[str, Any], *, now: float) -> None:
         """Note that `key` is in use (so the refill keeps it stocked)."""
