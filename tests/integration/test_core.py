@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import pytest
-from celery.exceptions import TimeoutError as CeleryTimeout
 
 from spawner import errors
 from tests.conftest import TEST_RUN_FILTER
