@@ -237,3 +237,18 @@ def test_list_filters_by_state(client):
     idle = client.call("list", state="idle")["agents"]
     assert agent_id in [a["agent_id"] for a in idle]
     assert all(a["state"] == "idle" for a in idle)
+
+
+@pytest.mark.parametrize("command", [["worker", "-P", "threads", "-c", "1", "-Q", "nobody-sends-here"], ["beat"]])
+def test_a_bad_setting_stops_the_worker_and_beat_with_one_line_naming_it(tmp_path, command):
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "SPAWNER_IDLE_TTL_SECONDS": "soon", "SPAWNER_REDIS_URL": "redis://127.0.0.1:1/0"}
+    argv = [sys.executable, "-m", "celery", "-A", "tasks", *command]
+    if command[0] == "beat":
+        argv += ["-s", str(tmp_path / "schedule")]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert done.returncode != 0
+    assert "invalid settings: SPAWNER_IDLE_TTL_SECONDS" in done.stdout + done.stderr
