@@ -37,7 +37,6 @@ result_extended = False
 
 task_default_queue = _queue
 task_queues = {_queue: {}, _turns_queue: {}}
-task_routes = {"spawner.run_turn": {"queue": _turns_queue}}
 task_acks_late = True
 task_reject_on_worker_lost = True
 task_track_started = True

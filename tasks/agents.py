@@ -1,8 +1,9 @@
 """The contract's tasks (CONTRACT §2): validate, call one service method, return JSON.
 
-`spawner.send_command` arrives on the public queue and replaces itself with `spawner.run_turn`
-on the turns queue (same task id, so the producer's AsyncResult gets the turn's result): long
-turns never hold a control-pool slot.
+`spawner.send_command` arrives on the public queue, is validated there, and is forwarded as itself
+(same name, same task id, same links and chain) to the turns queue, where the turns pool runs it:
+long turns never hold a control-pool slot, the producer's AsyncResult gets the turn's result, and
+Flower and the task events show one task under the name the producer sent.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import binascii
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Ignore
 
 from spawner import errors, names
 from spawner.models import parse_config
@@ -36,19 +38,20 @@ def create(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
 @app.task(name="spawner.send_command", **TASK_OPTIONS)
 def send_command(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     req = parse_request(SendCommandRequest, args, kwargs)
-    get_service().check_command(req.agent_id, req.command)
-    command_id = command_id_for(request_id=req.request_id, task_id=self.request.id)
-    turn = run_turn.signature(kwargs={**req.model_dump(), "command_id": command_id},
-                              queue=names.turns_queue(get_settings().queue),
-                              shadow="spawner.send_command")  # events, logs and Flower keep the name producers sent
-    return self.replace(turn)
+    turns_queue = names.turns_queue(get_settings().queue)
+    service = get_service()
+    if arrived_on(self, turns_queue):
+        return service.send_command(req.agent_id, req.command,
+                                    command_id=command_id_for(request_id=req.request_id, task_id=self.request.id),
+                                    timeout_seconds=req.timeout_seconds, request_id=req.request_id)
+    service.check_command(req.agent_id, req.command)
+    # Like Task.retry without the RETRY state: the same message, moved to the turns queue.
+    self.signature_from_request(queue=turns_queue).apply_async()
+    raise Ignore()
 
 
-@app.task(name="spawner.run_turn", **TASK_OPTIONS)
-def run_turn(self: Task, *, agent_id: str, command: str, command_id: str, timeout_seconds: int | None = None,
-             request_id: str | None = None) -> dict[str, Any]:
-    return get_service().send_command(agent_id, command, command_id=command_id,
-                                      timeout_seconds=timeout_seconds, request_id=request_id)
+def arrived_on(task: Task, queue: str) -> bool:
+    return (task.request.delivery_info or {}).get("routing_key") == queue
 
 
 @app.task(name="spawner.send_file", **TASK_OPTIONS)
