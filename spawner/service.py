@@ -35,7 +35,7 @@ from spawner.transcript import CappedText, iso, transcript
 __all__ = ["ServiceOptions", "SpawnerService", "new_agent_id"]
 
 #: Locks and turn leases expire this long after their holder dies (renewed while it lives).
-LOCK_SECONDS = 15.0
+LOCK_SECONDS = 8.0
 COMMAND_IN_EVENT_MAX_CHARS = 4000
 
 

@@ -24,10 +24,10 @@ __all__ = ["ALIVE_TTL_SECONDS"]
 
 log = logging.getLogger(__name__)
 
-ALIVE_TTL_SECONDS = 15
-HEARTBEAT_SECONDS = 5.0
+ALIVE_TTL_SECONDS = 8
+HEARTBEAT_SECONDS = 2.0
 #: A message unacked this long with no live task is a dead worker's.
-ORPHAN_AGE_SECONDS = 15.0
+ORPHAN_AGE_SECONDS = 8.0
 
 _running: set[str] = set()
 _lock = threading.Lock()

@@ -81,8 +81,10 @@ def test_turns_to_one_agent_never_overlap_while_other_agents_run_in_parallel(cli
 
 
 def test_status_answers_quickly_while_twenty_long_turns_run(client):
-    agents = [client.create_shell(name=f"busy-{i}")["agent_id"] for i in range(4)]
-    turns = [client.send("send_command", agent_id=agents[i % 4], command="sleep 3") for i in range(20)]
+    creates = [client.send("create", config={"name": f"busy-{i}", "agent": "shell"}) for i in range(20)]
+    agents = [c.get(timeout=120)["agent_id"] for c in creates]
+    client.created.extend(agents)
+    turns = [client.send("send_command", agent_id=agent_id, command="sleep 3") for agent_id in agents]
     time.sleep(0.5)
     started = time.monotonic()
     status = client.call("status", agent_id=agents[0], timeout=10)
