@@ -34,6 +34,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Long tests first: with `-n 2` they then overlap the short ones instead of running last, alone.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+#: Under pytest-xdist each worker process runs its own session (own Redis, fleet and TEST_RUN
+#: label); log files get the worker's name so two sessions never write into one file.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+
+
 @pytest.fixture(autouse=True)
 def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
@@ -133,7 +143,7 @@ class Fleet:
         return self.env.get("SPAWNER_QUEUE", "spawner")
 
     def _spawn(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
-        log = open(self.logdir / f"{name}.log", "ab")
+        log = open(self.logdir / f"{name}{'-' + XDIST_WORKER if XDIST_WORKER else ''}.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", *argv], cwd=REPO,
                                 env={**self.env, **env},
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

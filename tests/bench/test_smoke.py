@@ -14,6 +14,7 @@ from tests.conftest import REPO
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
 
+@pytest.mark.slow
 def test_the_smoke_benchmark_completes_and_writes_its_files(tmp_path, docker_client):
     done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import OUTPUT_DIR, REPO, Fleet, _free_port
+from tests.conftest import OUTPUT_DIR, REPO, XDIST_WORKER, Fleet, _free_port
 
 SPAWNER = str(Path(sys.executable).with_name("spawner"))
 
@@ -71,7 +71,7 @@ def cli(fleet: Fleet, producer: Any) -> Any:
 class Service:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], url: str) -> None:
         self.url = url
-        self.log = open(OUTPUT_DIR / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.log = open(OUTPUT_DIR / f"{name}{'-' + XDIST_WORKER if XDIST_WORKER else ''}.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 

@@ -46,6 +46,7 @@ def test_compose_file_parses_and_every_service_is_on_the_host_network_or_none():
     assert "--address=127.0.0.1" in config["services"]["flower"]["command"]
 
 
+@pytest.mark.slow
 def test_compose_fleet_serves_create_turn_delete_and_goes_away(tmp_path, docker_client):
     project = "spawner-ci-" + uuid.uuid4().hex[:8]
     worker_image = f"workers-spawner/worker:{project}"

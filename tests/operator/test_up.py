@@ -112,6 +112,7 @@ def fleet_env(redis_url: str, **extra: str) -> dict[str, str]:
     return cli_env(redis_url, SPAWNER_SWEEP_SECONDS="3600", SPAWNER_WARM_POOL_SIZE="0", **extra)
 
 
+@pytest.mark.slow
 def test_readme_first_command_runs_the_fleet_and_ctrl_c_leaves_no_process(tmp_path, docker_client):
     redis_url = f"redis://127.0.0.1:{_free_port()}/0"  # nothing answers there: up starts a private Redis
     # scripts/setup.sh (run by up.sh) must find the venv these tests run in

@@ -45,6 +45,7 @@ def _check_turn_once(chaos, agent_id: str, result: dict[str, Any]) -> None:
     assert chaos.call("status", agent_id=agent_id)["state"] == "idle"
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_whole_node_during_a_turn_loses_nothing(chaos):
     fleet = _start(chaos)
     agent_id = _create(chaos)
@@ -60,6 +61,7 @@ def test_sigkill_of_the_whole_node_during_a_turn_loses_nothing(chaos):
     _check_turn_once(chaos, agent_id, result)
 
 
+@pytest.mark.slow
 def test_sigkill_of_a_pool_child_during_a_turn_loses_nothing(chaos):
     fleet = _start(chaos, pool="prefork")
     agent_id = _create(chaos)
@@ -105,6 +107,7 @@ def _assert_consistent(chaos, timeout: float = 90) -> None:
     pytest.fail("; ".join(problems))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.05, 0.3])
 def test_sigkill_during_create_leaves_no_orphan_and_no_ghost(chaos, delay):
     fleet = _start(chaos)
@@ -119,6 +122,7 @@ def test_sigkill_during_create_leaves_no_orphan_and_no_ghost(chaos, delay):
     assert len([c for c in chaos.containers().values()]) == 1
 
 
+@pytest.mark.slow
 def test_sigkill_during_delete_leaves_no_orphan_and_no_ghost(chaos):
     fleet = _start(chaos)
     agent_id = _create(chaos)

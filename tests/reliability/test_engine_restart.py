@@ -79,6 +79,7 @@ def engine(docker_client) -> Iterator[PrivateEngine]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_engine_restart_marks_dead_agents_failed_and_none_stays_busy(chaos, engine):
     fleet = chaos.fleet(DOCKER_HOST=engine.socket)
     fleet.start_worker("control", "spawner", 8)

@@ -13,6 +13,7 @@ def _status_events(chaos, agent_id: str, state: str) -> list[dict]:
     return [e for e in chaos.events(agent_id) if e["type"] == "status" and e["state"] == state]
 
 
+@pytest.mark.slow
 def test_idle_pause_and_ttl_with_two_beats_for_a_minute(chaos):
     fleet = chaos.fleet(SPAWNER_SWEEP_SECONDS="1")
     fleet.start_worker("control", "spawner", 8)
