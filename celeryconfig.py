@@ -45,7 +45,11 @@ task_send_sent_event = True
 worker_prefetch_multiplier = 1
 worker_pool = os.environ.get("SPAWNER_WORKER_POOL", "threads")
 worker_concurrency = int(os.environ.get("SPAWNER_WORKER_CONCURRENCY", "64"))
-worker_send_task_events = True
+# Task events feed Flower. As in Celery's own default they are off until a monitor asks for them:
+# Flower sends `enable_events` when it starts and every few seconds after, so a fleet with Flower
+# attached (`spawner up`, compose) has them and one without spends no CPU on them (a fifth of a
+# worker's CPU in a burst of turns; docs/benchmarks.md).
+worker_send_task_events = False
 worker_hijack_root_logger = False
 worker_cancel_long_running_tasks_on_connection_loss = False
 

@@ -1,9 +1,8 @@
 """The contract's tasks (CONTRACT §2): validate, call one service method, return JSON.
 
-`spawner.send_command` arrives on the public queue, is validated there, and is forwarded as itself
-(same name, same task id, same links and chain) to the turns queue, where the turns pool runs it:
-long turns never hold a control-pool slot, the producer's AsyncResult gets the turn's result, and
-Flower and the task events show one task under the name the producer sent.
+`spawner.send_command` arrives on the public queue; the control worker's consumer moves it,
+unchanged, to the turns queue (tasks/routing.py), where the turns pool runs it: long turns never
+hold a control-pool slot, and the producer's AsyncResult gets the turn's result.
 """
 
 from __future__ import annotations
@@ -13,9 +12,8 @@ import binascii
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Ignore
 
-from spawner import errors, names
+from spawner import errors
 from spawner.models import parse_config
 from spawner.requests import (
     CreateRequest, DeleteRequest, ListRequest, LogsRequest, ReadFileRequest, SendCommandRequest,
@@ -23,7 +21,7 @@ from spawner.requests import (
 )
 from spawner.service import command_id_for
 from tasks.app import app
-from tasks.deps import get_service, get_settings
+from tasks.deps import get_service
 
 TASK_OPTIONS: dict[str, Any] = {"bind": True, "typing": False, "Request": "tasks.redaction:RedactingRequest"}
 
@@ -35,23 +33,12 @@ def create(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     return get_service().create(config, context=req.context, request_id=req.request_id, task_id=self.request.id)
 
 
-@app.task(name="spawner.send_command", **TASK_OPTIONS)
+@app.task(name="spawner.send_command", Strategy="tasks.routing:forward_to_turns_queue", **TASK_OPTIONS)
 def send_command(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     req = parse_request(SendCommandRequest, args, kwargs)
-    turns_queue = names.turns_queue(get_settings().queue)
-    service = get_service()
-    if arrived_on(self, turns_queue):
-        return service.send_command(req.agent_id, req.command,
-                                    command_id=command_id_for(request_id=req.request_id, task_id=self.request.id),
-                                    timeout_seconds=req.timeout_seconds, request_id=req.request_id)
-    service.check_command(req.agent_id, req.command)
-    # Like Task.retry without the RETRY state: the same message, moved to the turns queue.
-    self.signature_from_request(queue=turns_queue).apply_async()
-    raise Ignore()
-
-
-def arrived_on(task: Task, queue: str) -> bool:
-    return (task.request.delivery_info or {}).get("routing_key") == queue
+    return get_service().send_command(req.agent_id, req.command,
+                                      command_id=command_id_for(request_id=req.request_id, task_id=self.request.id),
+                                      timeout_seconds=req.timeout_seconds, request_id=req.request_id)
 
 
 @app.task(name="spawner.send_file", **TASK_OPTIONS)

@@ -104,6 +104,8 @@ def test_a_canary_secret_never_shows_outside_the_container(client, fleet, produc
             except Exception:  # noqa: BLE001 - the capture ends by timing out
                 pass
 
+    # what Flower does on start: workers send task events only once a monitor asks for them
+    assert len(producer.control.enable_events(reply=True, timeout=2) or []) >= 2
     listener = threading.Thread(target=capture, daemon=True)
     listener.start()
     ready.wait(5)
