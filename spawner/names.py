@@ -54,7 +54,6 @@ __all__ = [
     "image_build_lock_key",
     "KOMBU_UNACKED_KEY",
     "KOMBU_UNACKED_INDEX_KEY",
-    "turn_lease_key",
     "turn_progress_key",
     "turns_queue",
 ]
@@ -165,10 +164,6 @@ def request_result_key(task: str, request_id: str) -> str:
 
 def request_lock_key(task: str, request_id: str) -> str:
     return f"spawner:request-lock:{task}:{request_id}"
-
-
-def turn_lease_key(command_id: str) -> str:
-    return f"spawner:turn-lease:{command_id}"
 
 
 def turn_progress_key(command_id: str) -> str:

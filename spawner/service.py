@@ -282,40 +282,37 @@ class SpawnerService:
         self.store.update_record(agent_id, last_activity_at=self._now())
 
     # ---------------------------------------------------------------------------- turns
-    def check_command(self, agent_id: str, command: str) -> None:
-        """Validate a turn before it is routed to the turns pool."""
-        size = len(command.encode("utf-8", "surrogatepass"))
-        if size > names.COMMAND_MAX_BYTES:
-            raise errors.PayloadTooLarge(f"command is {size} bytes; the limit is {names.COMMAND_MAX_BYTES}")
-        self._live_record(agent_id)
-
     def send_command(self, agent_id: str, command: str, *, command_id: str, timeout_seconds: int | None,
                      request_id: str | None) -> dict[str, Any]:
+        # The request lock that idempotent() holds while the turn runs is the turn's lease: the
+        # key maps one to one to the command id, so two deliveries of one turn never follow it at
+        # once, and a dead follower's lease frees itself within LOCK_SECONDS.
         key = f"request:{request_id}" if request_id else f"command:{command_id}"
         return self.idempotent("send_command", key,
                                lambda: self._send_command(agent_id, command, command_id, timeout_seconds))
 
     def _send_command(self, agent_id: str, command: str, command_id: str, timeout_seconds: int | None) -> dict[str, Any]:
-        self.check_command(agent_id, command)
-        with self._held(names.turn_lease_key(command_id)):  # one follower per turn at a time
-            record = self._live_record(agent_id)
-            container_id = self._ready_container(record)
-            factory = agent_factory(record.agent)
-            plan = factory.plan_turn(session_id=record.session_id)
-            if self.store.turn_started(agent_id, command_id) == 1 or record.state != AgentState.BUSY:
-                self.store.update_record(agent_id, state=AgentState.BUSY.value, reason="turn started",
-                                         last_activity_at=self._now())
-            self.store.publish(agent_id, "status", state=AgentState.BUSY.value, reason="turn started",
-                               command_id=command_id, command=command[:COMMAND_IN_EVENT_MAX_CHARS])
-            try:
-                return self._follow_turn(record, container_id, command, command_id, plan.argv,
-                                         plan.stdin_input, timeout_seconds)
-            finally:
-                if self.store.turn_finished(agent_id, command_id) == 0:
-                    current = self.store.get_record(agent_id)
-                    if current is not None and current.state == AgentState.BUSY:
-                        self._set_state(agent_id, AgentState.IDLE, reason="turn finished",
-                                        last_activity_at=self._now())
+        size = len(command.encode("utf-8", "surrogatepass"))
+        if size > names.COMMAND_MAX_BYTES:
+            raise errors.PayloadTooLarge(f"command is {size} bytes; the limit is {names.COMMAND_MAX_BYTES}")
+        record = self._live_record(agent_id)
+        container_id = self._ready_container(record)
+        factory = agent_factory(record.agent)
+        plan = factory.plan_turn(session_id=record.session_id)
+        if self.store.turn_started(agent_id, command_id) == 1 or record.state != AgentState.BUSY:
+            self.store.update_record(agent_id, state=AgentState.BUSY.value, reason="turn started",
+                                     last_activity_at=self._now())
+        self.store.publish(agent_id, "status", state=AgentState.BUSY.value, reason="turn started",
+                           command_id=command_id, command=command[:COMMAND_IN_EVENT_MAX_CHARS])
+        try:
+            return self._follow_turn(record, container_id, command, command_id, plan.argv,
+                                     plan.stdin_input, timeout_seconds)
+        finally:
+            if self.store.turn_finished(agent_id, command_id) == 0:
+                current = self.store.get_record(agent_id)
+                if current is not None and current.state == AgentState.BUSY:
+                    self._set_state(agent_id, AgentState.IDLE, reason="turn finished",
+                                    last_activity_at=self._now())
 
     def _follow_turn(self, record: AgentRecord, container_id: str, command: str, command_id: str,
                      argv: tuple[str, ...], stdin_input: bool, timeout_seconds: int | None) -> dict[str, Any]:

@@ -8,7 +8,8 @@ Layout (every name from spawner.names):
   spawner:due:create            zset of `creating` agent ids by when their create is overdue
   agents:{id}:events            the agent's event stream (CONTRACT §5); entry id = cursor
   spawner:request:{task}:{rid}  first result of a request id (idempotency)
-  spawner:turn-lease:{cid}      who follows a turn now; spawner:turn-progress:{cid} how far it published
+  spawner:request-lock:{task}:{key}  who runs a request now (for a turn: its lease)
+  spawner:turn-progress:{cid}   how far a turn's output was published
 """
 
 from __future__ import annotations
