@@ -13,7 +13,19 @@ from typing import Any
 
 from orchestrator_cli import catalog
 
-__all__ = ["build_response_event", "format_ts", "send_response"]
+__all__ = ["RedisDenied", "RedisFailed", "RedisUnreachable", "build_response_event", "format_ts", "send_response"]
+
+
+class RedisFailed(Exception):
+    """Raised when Redis answered but did not store the event."""
+
+
+class RedisDenied(RedisFailed):
+    """Raised when Redis refused the agent's credentials or a key outside its ACL."""
+
+
+class RedisUnreachable(RedisFailed):
+    """Raised when Redis cannot be reached in time."""
 
 #: Seconds; an agent's turn should not hang on an unreachable Redis.
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -47,8 +59,22 @@ def send_response(
 
     Stream first, Pub/Sub second (CONTRACT §5): a subscriber that misses the publish can still
     replay the stream from its cursor. Returns the published event (with `id`).
-    Raises redis.RedisError subclasses; the command maps them to CLI errors.
+    Raises RedisDenied, RedisUnreachable or RedisFailed; the text names the command or key,
+    never the password.
     """
+    import redis  # deferred: see the module docstring
+
+    try:
+        return _send(redis_url, agent_id, message, command_id)
+    except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+        raise RedisDenied(str(exc)) from None
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise RedisUnreachable(str(exc)) from None
+    except redis.RedisError as exc:
+        raise RedisFailed(str(exc)) from None
+
+
+def _send(redis_url: str, agent_id: str, message: str, command_id: str | None) -> dict[str, Any]:
     import redis  # deferred: see the module docstring
 
     event = build_response_event(agent_id, message, command_id=command_id, now=datetime.now(UTC))

@@ -99,7 +99,7 @@ class Ctx:
     def client(self) -> Any:
         if self._client is None:
             from spawner.client import SpawnerClient
-            from spawner.state.probe import redis_answers
+            from spawner.state.redis import redis_answers
             s = self.settings
             if (reason := redis_answers(s.redis_url, timeout_seconds=3.0)) is not None:
                 fail("Unavailable", f"no Redis answers at {_safe_url(s.redis_url)} ({reason}); start the fleet "

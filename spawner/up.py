@@ -37,7 +37,7 @@ from typing import IO, Any
 
 from spawner import console, names
 from spawner.fleet import ProcessSpec, UpOptions, plan, private_redis_spec
-from spawner.state.probe import redis_answers
+from spawner.state.redis import redis_answers
 
 __all__ = ["REPO", "StartError", "UpOptions", "run_up"]
 

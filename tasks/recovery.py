@@ -17,7 +17,7 @@ from typing import Any
 from celery import signals
 
 from spawner import errors, names
-from spawner.state.redis import BrokerRecovery
+from spawner.state.broker import BrokerRecovery
 from tasks.deps import get_service, get_settings
 
 __all__ = ["ALIVE_TTL_SECONDS"]

@@ -63,3 +63,23 @@ def test_module_imports_only_the_standard_library(module: str) -> None:
     # interpreter, and `sysconfig` loads its generated `_sysconfigdata_*` module.
     foreign = {m for m in foreign if m != "_distutils_hack" and not m.startswith("_sysconfigdata")}
     assert sorted(foreign) == []
+
+
+#: The thin edges (STYLE §2.1): one module per package talks to Docker, one to Redis.
+EDGES = {"docker": {"spawner/backend/docker.py"},
+         "redis": {"spawner/state/redis.py", "orchestrator_cli/client.py"}}
+
+
+@pytest.mark.parametrize("package", sorted(EDGES))
+def test_only_the_edge_modules_import_docker_or_redis(package: str) -> None:
+    import ast
+
+    importers = set()
+    for path in [ROOT / "celeryconfig.py", *(ROOT / "spawner").rglob("*.py"), *(ROOT / "tasks").rglob("*.py"),
+                 *(ROOT / "orchestrator_cli").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            if any(n == package or n.startswith(package + ".") for n in names):
+                importers.add(str(path.relative_to(ROOT)))
+    assert importers == EDGES[package]

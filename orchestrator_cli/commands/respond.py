@@ -59,15 +59,12 @@ def respond(ctx: click.Context, message: str) -> None:
 def _send(
     redis_url: str, agent_id: str, message: str, command_id: str | None, as_json: bool
 ) -> dict[str, Any]:
-    import redis  # only reached when respond really runs; see orchestrator_cli.client
-
     try:
         return client.send_response(redis_url, agent_id, message, command_id=command_id)
-    except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
-        # Wrong credentials, or a key or channel outside this agent's ACL. The text names the
-        # command or key, never the password.
+    except client.RedisDenied as exc:
+        # Wrong credentials, or a key or channel outside this agent's ACL.
         raise output.RedisDeniedError(f"Redis refused the event: {exc}", as_json=as_json) from None
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except client.RedisUnreachable as exc:
         raise output.UnavailableError(f"cannot reach Redis: {exc}", as_json=as_json) from None
-    except redis.RedisError as exc:
+    except client.RedisFailed as exc:
         raise output.CliError(f"Redis failed to store the event: {exc}", as_json=as_json) from None

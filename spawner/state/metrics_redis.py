@@ -17,9 +17,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-import redis
-
 from spawner import names
+from spawner.state.redis import RedisClient, connect
 
 __all__ = ["MetricsSnapshot", "RedisMetricsSink"]
 
@@ -40,12 +39,12 @@ class MetricsSnapshot:
 
 
 class RedisMetricsSink:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._r = client
 
     @classmethod
     def from_url(cls, url: str) -> RedisMetricsSink:
-        return cls(redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5))
+        return cls(connect(url, socket_connect_timeout=2, socket_timeout=5))
 
     def add(self, metric: str, labels: tuple[str, ...], amount: int = 1) -> None:
         self._r.hincrby(metric_key(metric), json.dumps(list(labels)), amount)

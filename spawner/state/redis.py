@@ -1,4 +1,5 @@
-"""RedisStore: the only module that imports `redis`. Records, indexes, events, idempotency, leases.
+"""RedisStore: the only module that imports `redis`. Records, indexes, events, idempotency, leases;
+and, for the other state modules, the client type, `connect()`, `translated()` and a probe.
 
 Layout (every name from spawner.names):
   spawner:agent:{id}            hash, one JSON-encoded value per AgentRecord field
@@ -29,7 +30,7 @@ from redis.retry import Retry
 from spawner import errors, names
 from spawner.models import AgentRecord
 
-__all__ = ["BrokerRecovery", "RedisStore"]
+__all__ = ["RedisClient", "RedisStore", "connect", "redis_answers", "translated"]
 
 # Append to the stream, then publish the same event with its id: one round trip, and a
 # subscriber can never see an event that a replay from the stream would not also return.
@@ -103,13 +104,6 @@ return flat
 """
 #: A record still `creating` this long after its creation is due for reconcile to fail it.
 CREATE_DEADLINE_SECONDS = 600
-# Requeue one unacked message, unless its worker acked it (or another recovery took it) first.
-_REQUEUE = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('RPUSH', KEYS[3], ARGV[2])
-return 1
-"""
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
@@ -120,6 +114,34 @@ def translated(what: str) -> Iterator[None]:
         yield
     except _REDIS_ERRORS as exc:
         raise errors.Unavailable(f"Redis cannot be reached while {what} ({type(exc).__name__})") from None
+
+
+#: The client type the other state modules hold; they get theirs from `connect()`.
+RedisClient = redis.Redis
+
+
+def connect(url: str, **options: Any) -> RedisClient:
+    """A client with str replies; `options` are redis-py's (timeouts, health checks)."""
+    return redis.Redis.from_url(url, decode_responses=True, **options)
+
+
+def redis_answers(url: str, *, timeout_seconds: float = 1.0) -> str | None:
+    """None if a PING at `url` succeeds, else a short reason (refused, timeout, auth, ...). No
+    retries: for start-up checks and the CLI."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout_seconds, socket_timeout=timeout_seconds,
+                                      retry_on_timeout=False)
+        try:
+            client.ping()
+        finally:
+            client.close()
+        return None
+    except redis.exceptions.AuthenticationError as exc:
+        return f"authentication failed ({exc})"
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        return " ".join(str(exc).split()) or type(exc).__name__
+    except redis.exceptions.RedisError as exc:  # something answers, but not a Redis we can use
+        return f"unexpected answer ({' '.join(str(exc).split())})"
 
 
 def _iso(ts: float) -> str:
@@ -377,57 +399,6 @@ class RedisStore:
     def release(self, key: str, token: str) -> None:
         with self._translated("releasing a lock"):
             self._release(keys=[key], args=[token])
-
-
-class BrokerRecovery:
-    """Gives a dead worker's messages back to the queue at once, not after the visibility timeout.
-
-    Every running spawner task keeps `spawner:task-alive:{task_id}` alive (tasks/recovery.py).
-    A message in kombu's unacked set whose task has no such key, and that was delivered more than
-    `min_age_seconds` ago, belongs to a worker that died: it is requeued at the front. Tasks are
-    idempotent, so requeueing a message whose worker was only slow to start it is harmless.
-    """
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._r = client
-        self._requeue = client.register_script(_REQUEUE)
-
-    @classmethod
-    def from_url(cls, url: str) -> BrokerRecovery:
-        return cls(redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5,
-                                        health_check_interval=15))
-
-    def mark_alive(self, task_ids: list[str], *, ttl_seconds: int) -> None:
-        if not task_ids:
-            return
-        with self._r.pipeline() as pipe:
-            for task_id in task_ids:
-                pipe.set(names.task_alive_key(task_id), "1", ex=ttl_seconds)
-            pipe.execute()
-
-    def clear_alive(self, task_id: str) -> None:
-        self._r.delete(names.task_alive_key(task_id))
-
-    def requeue_orphans(self, *, queues: set[str], now: float, min_age_seconds: float) -> list[str]:
-        """Requeue the messages of dead workers on `queues`; returns their task ids."""
-        requeued = []
-        tags = self._r.zrangebyscore(names.KOMBU_UNACKED_INDEX_KEY, "-inf", now - min_age_seconds)
-        for tag in tags:
-            raw = self._r.hget(names.KOMBU_UNACKED_KEY, tag)
-            if raw is None:
-                continue
-            try:
-                payload, _exchange, routing_key = json.loads(raw)
-                task_id = payload["headers"]["id"]
-            except (ValueError, KeyError, TypeError):
-                continue
-            if routing_key not in queues or self._r.exists(names.task_alive_key(task_id)):
-                continue
-            payload.setdefault("headers", {})["redelivered"] = True
-            if self._requeue(keys=[names.KOMBU_UNACKED_KEY, names.KOMBU_UNACKED_INDEX_KEY, routing_key],
-                             args=[tag, json.dumps(payload)]):
-                requeued.append(task_id)
-        return requeued
 
 
 def _stream_id_lt(a: str, b: str) -> bool:

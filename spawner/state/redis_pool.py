@@ -18,10 +18,8 @@ import uuid
 from contextlib import AbstractContextManager
 from typing import Any
 
-import redis
-
 from spawner import names
-from spawner.state.redis import translated
+from spawner.state.redis import RedisClient, connect, translated
 
 __all__ = ["RedisPoolStore"]
 
@@ -39,14 +37,14 @@ return 0
 
 
 class RedisPoolStore:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._r = client
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
 
     @classmethod
     def from_url(cls, url: str) -> RedisPoolStore:
-        return cls(redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5,
+        return cls(connect(url, socket_connect_timeout=5,
                                         health_check_interval=15))
 
     def _translated(self, what: str) -> AbstractContextManager[None]:

@@ -202,7 +202,7 @@ def test_up_refuses_what_it_cannot_do_in_one_line_and_leaves_nothing(tmp_path):
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1].startswith("error: ImageMissing: workers-spawner/worker:never-built is missing")
     assert "stopping: redis" in done.stderr  # the private Redis it had started is stopped again
-    from spawner.state.probe import redis_answers
+    from spawner.state.redis import redis_answers
     assert redis_answers(f"redis://127.0.0.1:{redis_port}/0") is not None
 
     open_flower = subprocess.run([SPAWNER, "up", "--flower-address", "0.0.0.0", "--data-dir", str(tmp_path / "e")],
