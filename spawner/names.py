@@ -6,6 +6,7 @@ Stdlib only. Nothing else in the project builds a key, channel or label with an 
 from __future__ import annotations
 
 __all__ = [
+    "CREATE_DEADLINE_SECONDS",
     "ALLOWED_FILE_ROOTS",
     "COMMAND_MAX_BYTES",
     "CONTAINER_HOME",
@@ -110,6 +111,10 @@ POOL_CONTAINER_PREFIX = "spawner-pool-"
 
 # --- Celery ---------------------------------------------------------------------------------
 TURNS_QUEUE_SUFFIX = ".turns"
+
+
+#: A record still `creating` this long after its creation is due for reconcile to fail it.
+CREATE_DEADLINE_SECONDS = 600
 
 
 def turns_queue(queue: str) -> str:

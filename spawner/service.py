@@ -10,32 +10,29 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets as secrets_module
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from spawner import errors, names
-from spawner.backend.base import ContainerBackend, ContainerInfo
+from spawner.backend.base import ContainerBackend
 from spawner.factories import (
     build_spec, capability_dockerfile, capability_image_tag, required_capability_packages,
 )
 from spawner.factories.instructions import render_instructions
 from spawner.factories.registry import agent_factory
-from spawner.lifecycle import Action, decide
 from spawner.metrics import NULL_METRICS, Metrics
 from spawner.models import AgentRecord, AgentState, AgentType, WorkerConfig
 from spawner.paths import resolve_path
 from spawner.pool import WarmPool, claim_payload
+from spawner.once import Once
 from spawner.state.base import StateStore
 from spawner.transcript import CappedText, iso, transcript
+from spawner.upkeep import Upkeep
 
 __all__ = ["ServiceOptions", "SpawnerService", "new_agent_id"]
 
-#: Locks and turn leases expire this long after their holder dies (renewed while it lives).
-LOCK_SECONDS = 8.0
 COMMAND_IN_EVENT_MAX_CHARS = 4000
 
 
@@ -84,43 +81,14 @@ class SpawnerService:
         self.options = options
         self._secret_source = secret_source
         self._now = clock
+        self._once = Once(store)
+        self._upkeep = Upkeep(backend=backend, store=store, metrics=metrics, pool=pool, clock=clock,
+                              fleet_id=options.fleet_id, idle_pause_seconds=options.idle_pause_seconds,
+                              idle_ttl_seconds=options.idle_ttl_seconds, fail=self._fail, set_state=self._set_state)
 
-    # ---------------------------------------------------------------------------- idempotency
     def idempotent(self, task: str, key: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """Run once per key (a request id, or the Celery task id so that a redelivery is harmless);
-        a repeat, even a concurrent one, waits for and returns the first result."""
-        cached = self.store.get_request_result(task, key)
-        if cached is not None:
-            return cached
-        with self._held(names.request_lock_key(task, key)):
-            if (cached := self.store.get_request_result(task, key)) is not None:
-                return cached
-            result = run()
-            self.store.save_request_result(task, key, result)
-            return result
-
-    @contextmanager
-    def _held(self, key: str, *, ttl_seconds: float = LOCK_SECONDS) -> Iterator[None]:
-        """Hold a Redis lock, renewed while held; wait while another live holder has it. A holder
-        that dies stops renewing, so its lock frees itself within `ttl_seconds`."""
-        while (token := self.store.acquire(key, ttl_seconds=ttl_seconds)) is None:
-            time.sleep(0.05)
-        stop = threading.Event()
-
-        def renew() -> None:
-            while not stop.wait(ttl_seconds / 3):
-                try:
-                    self.store.renew(key, token, ttl_seconds=ttl_seconds)
-                except errors.Unavailable:
-                    pass
-
-        renewer = threading.Thread(target=renew, daemon=True, name=f"lock-{key[-24:]}")
-        renewer.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            self.store.release(key, token)
+        """Run once per key (a request id, or the Celery task id so that a redelivery is harmless)."""
+        return self._once.run(task, key, run)
 
     # ---------------------------------------------------------------------------- create
     def create(self, config: WorkerConfig, *, context: dict[str, str], request_id: str | None,
@@ -213,7 +181,7 @@ class SpawnerService:
         tag = capability_image_tag(base_id, config.capabilities)
         if self.backend.image_id(tag) is not None:
             return tag
-        with self._held(names.image_build_lock_key(tag)):
+        with self._once.held(names.image_build_lock_key(tag)):
             if self.backend.image_id(tag) is None:
                 self.store.publish(agent_id, "status", state=AgentState.CREATING, reason="building_image",
                                    image=tag, progress=f"building {tag} with {' '.join(wanted)}")
@@ -286,7 +254,7 @@ class SpawnerService:
                      request_id: str | None) -> dict[str, Any]:
         # The request lock that idempotent() holds while the turn runs is the turn's lease: the
         # key maps one to one to the command id, so two deliveries of one turn never follow it at
-        # once, and a dead follower's lease frees itself within LOCK_SECONDS.
+        # once, and a dead follower's lease frees itself within once.LOCK_SECONDS.
         key = f"request:{request_id}" if request_id else f"command:{command_id}"
         return self.idempotent("send_command", key,
                                lambda: self._send_command(agent_id, command, command_id, timeout_seconds))
@@ -444,109 +412,11 @@ class SpawnerService:
 
         return self.idempotent("delete", _idempotency_key(request_id, task_id), run)
 
-
-    # ---------------------------------------------------------------------------- sweep
-    def sweep(self, *, now: float) -> dict[str, Any]:
-        """Pause and expire what is due, then reconcile Docker with Redis. Safe to run twice at once:
-        a short lock makes one of two concurrent sweeps skip, and every action re-reads first."""
-        token = self.store.acquire(names.sweep_lock_key(), ttl_seconds=300)
-        if token is None:
-            return {"skipped": True, "paused": 0, "expired": 0, "adopted": 0, "removed": 0, "failed": 0}
-        try:
-            counts = {"skipped": False, "paused": 0, "expired": 0}
-            due = dict.fromkeys(self.store.due_agents("expire", now=now) + self.store.due_agents("pause", now=now))
-            for agent_id in due:
-                record, running_turns = self.store.get_record_and_turns(agent_id)  # one round trip
-                if record is None:
-                    self.store.forget_if_missing(agent_id)
-                    continue
-                action = decide(record, now=now, running_turns=running_turns)
-                if action == Action.PAUSE and record.container_id:
-                    self.backend.pause(record.container_id)
-                    self._set_state(agent_id, AgentState.PAUSED, reason="idle past its pause limit")
-                    counts["paused"] += 1
-                    self.metrics.sweep_action("pause", "idle")
-                elif action == Action.EXPIRE:
-                    if record.container_id:
-                        self.backend.remove(record.container_id)
-                    self.store.delete_agent_identity(agent_id)
-                    self._set_state(agent_id, AgentState.EXPIRED, reason="idle past its TTL")
-                    counts["expired"] += 1
-                    self.metrics.sweep_action("expire", "idle_ttl")
-            return {**counts, **self.reconcile()}
-        finally:
-            self.store.release(names.sweep_lock_key(), token)
+    # ---------------------------------------------------------------------------- upkeep
+    def sweep(self, *, now: float, reconcile: bool = True) -> dict[str, Any]:
+        """Pause and expire what is due, then reconcile Docker with Redis (spawner/upkeep.py)."""
+        return self._upkeep.sweep(now=now, reconcile=reconcile)
 
     def reconcile(self) -> dict[str, int]:
         """Make Docker and Redis agree, by label: adopt, remove, or mark failed."""
-        counts = {"adopted": 0, "removed": 0, "failed": 0}
-        if self.pool is not None:  # free pool containers first (spawner/pool.py); claimed ones are agents
-            counts.update(self.pool.reconcile())
-        containers = {c.agent_id: c for c in self.backend.list_managed(fleet=self.options.fleet_id or None)
-                      if c.agent_id or names.LABEL_POOL not in c.labels}
-        # A live record with a live container, and no create overdue, needs nothing: skip its read
-        # (at 10,000 agents, reading every record made a sweep take seconds; docs/benchmarks.md).
-        live = self.store.live_agent_ids()
-        overdue = set(self.store.due_agents("create", now=self._now()))
-        for agent_id, info in containers.items():
-            if agent_id in live and agent_id not in overdue and info.state not in ("exited", "dead"):
-                continue
-            record = self.store.get_record(agent_id)
-            if record is None:
-                if self._adopt(info):
-                    counts["adopted"] += 1
-                    self.metrics.reconcile_action("adopt", "record_missing")
-                else:
-                    self.backend.remove(info.container_id)
-                    counts["removed"] += 1
-                    self.metrics.reconcile_action("remove", "no_record")
-            elif record.state.is_terminal:
-                self.backend.remove(info.container_id)
-                counts["removed"] += 1
-                self.metrics.reconcile_action("remove", "record_ended")
-            elif record.state == AgentState.CREATING and self._now() - record.created_at > 600:
-                self._fail(record, "create never finished")
-                counts["failed"] += 1
-                self.metrics.reconcile_action("fail", "create_never_finished")
-            elif info.state in ("exited", "dead"):
-                self._fail(record, f"container {info.state}")
-                counts["failed"] += 1
-                self.metrics.reconcile_action("fail", f"container_{info.state}")
-        for agent_id in self.store.list_agent_ids():
-            if agent_id in containers:
-                continue
-            record = self.store.get_record(agent_id)
-            if record is None:
-                self.store.forget_if_missing(agent_id)
-            elif not record.state.is_terminal and record.container_id is not None:
-                if record.state == AgentState.CREATING and agent_id not in overdue:
-                    continue  # its create is still running: it may have made the container after we listed
-                if self.backend.inspect_state(record.container_id) in ("running", "paused"):
-                    continue  # made (or claimed from the pool) after we listed: not gone
-                self._fail(record, "container disappeared")
-                counts["failed"] += 1
-                self.metrics.reconcile_action("fail", "container_disappeared")
-        return counts
-
-    def _adopt(self, info: ContainerInfo) -> bool:
-        """Rebuild the record of a live labelled container whose record was lost (e.g. a flush)."""
-        if info.state not in ("running", "paused"):
-            return False
-        labels = info.labels
-        if names.LABEL_CONFIG not in labels and self.pool is not None:  # a claimed pool container
-            labels = self.pool.adoption_labels(info) or labels
-        try:
-            config = WorkerConfig.model_validate_json(labels[names.LABEL_CONFIG])
-            created_at = float(labels[names.LABEL_CREATED_AT])
-        except (KeyError, ValueError):
-            return False
-        now = self._now()
-        self.store.save_record(AgentRecord(
-            agent_id=info.agent_id, state=AgentState.PAUSED if info.state == "paused" else AgentState.IDLE,
-            reason="adopted by reconcile", container_id=info.container_id, image=info.image,
-            agent=config.agent, config=config.redacted(), created_at=created_at, last_activity_at=now,
-            idle_pause_seconds=config.idle_pause_seconds or self.options.idle_pause_seconds,
-            idle_ttl_seconds=config.idle_ttl_seconds or self.options.idle_ttl_seconds,
-        ))
-        self.store.publish(info.agent_id, "status", state="idle", reason="adopted by reconcile")
-        return True
+        return self._upkeep.reconcile()

@@ -102,8 +102,7 @@ if ARGV[6] ~= '' then
 end
 return flat
 """
-#: A record still `creating` this long after its creation is due for reconcile to fail it.
-CREATE_DEADLINE_SECONDS = 600
+CREATE_DEADLINE_SECONDS = names.CREATE_DEADLINE_SECONDS
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 

@@ -1,0 +1,64 @@
+"""Run-once and mutual exclusion over the state store: what makes every mutating task idempotent.
+
+Celery on Redis delivers at least once, so every mutating use case runs through `Once.run`:
+keyed by the producer's request id (or the Celery task id), a repeat returns the first result,
+and a concurrent repeat waits for it. Locks are leases: renewed while their holder lives, so
+one that dies frees its lock within LOCK_SECONDS.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from spawner import errors, names
+from spawner.state.base import StateStore
+
+__all__ = ["LOCK_SECONDS", "Once"]
+
+#: Locks expire this long after their holder dies (renewed every third of it while it lives).
+LOCK_SECONDS = 8.0
+#: How often a waiter looks again at a lock someone else holds.
+WAIT_SECONDS = 0.05
+
+
+class Once:
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    def run(self, task: str, key: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """`work()` once per (task, key); a repeat, even a concurrent one, gets the first result."""
+        cached = self.store.get_request_result(task, key)
+        if cached is not None:
+            return cached
+        with self.held(names.request_lock_key(task, key)):
+            if (cached := self.store.get_request_result(task, key)) is not None:
+                return cached
+            result = work()
+            self.store.save_request_result(task, key, result)
+            return result
+
+    @contextmanager
+    def held(self, key: str, *, ttl_seconds: float = LOCK_SECONDS) -> Iterator[None]:
+        """Hold a lock, renewed while held; wait while another live holder has it."""
+        while (token := self.store.acquire(key, ttl_seconds=ttl_seconds)) is None:
+            time.sleep(WAIT_SECONDS)
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(ttl_seconds / 3):
+                try:
+                    self.store.renew(key, token, ttl_seconds=ttl_seconds)
+                except errors.Unavailable:
+                    pass  # Redis is back within the TTL, or the lock is lost either way
+
+        renewer = threading.Thread(target=renew, daemon=True, name=f"lock-{key[-24:]}")
+        renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            self.store.release(key, token)
