@@ -16,6 +16,7 @@ __all__ = [
     "ENV_ALLOWED_TOOLS",
     "ENV_COMMAND_ID",
     "ENV_REDIS_URL",
+    "ENV_RESPONSE_FILE",
     "EVENT_STREAM_MAXLEN",
     "EXIT_CONFIG",
     "EXIT_FAILURE",
@@ -39,6 +40,9 @@ ENV_REDIS_URL = "ORCHESTRATOR_REDIS_URL"
 ENV_ALLOWED_TOOLS = "ORCHESTRATOR_ALLOWED_TOOLS"
 #: Set by the in-container runner while a turn runs, so a `respond` is tied to that turn.
 ENV_COMMAND_ID = "SPAWNER_COMMAND_ID"
+#: Set by the in-container runner for each turn: where `respond` appends when it has no Redis
+#: (an agent on network `none`); the runner relays each line as a `response` event.
+ENV_RESPONSE_FILE = "SPAWNER_RESPONSE_FILE"
 
 # --- exit codes (the non-zero ones follow sysexits.h where one fits) -------------------------
 EXIT_OK = 0

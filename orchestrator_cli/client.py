@@ -8,12 +8,16 @@ never load it.
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator_cli import catalog
 
-__all__ = ["RedisDenied", "RedisFailed", "RedisUnreachable", "build_response_event", "format_ts", "send_response"]
+__all__ = [
+    "RedisDenied", "RedisFailed", "RedisUnreachable", "build_response_event", "format_ts", "relay_response",
+    "send_response",
+]
 
 
 class RedisFailed(Exception):
@@ -101,3 +105,15 @@ def _send(redis_url: str, agent_id: str, message: str, command_id: str | None) -
     finally:
         client.close()
     return published
+
+
+def relay_response(path: str, message: str) -> None:
+    """Append the message to the turn's relay file (catalog.ENV_RESPONSE_FILE), one JSON line in
+    one write; the in-container runner publishes it with the turn's output. The file must exist
+    (the runner made it): nothing else is ever created or followed through a link."""
+    line = json.dumps({"message": message}, ensure_ascii=False).encode("utf-8") + b"\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)

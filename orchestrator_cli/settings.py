@@ -18,6 +18,8 @@ class CliSettings:
     allowed: Allowed = field(default_factory=Allowed)
     #: The turn this invocation belongs to, when the in-container runner started it.
     command_id: str | None = None
+    #: The turn's relay file, when the runner started this invocation (catalog.ENV_RESPONSE_FILE).
+    response_file: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> CliSettings:
@@ -29,4 +31,5 @@ class CliSettings:
             redis_url=get(catalog.ENV_REDIS_URL),
             allowed=parse_allowed(environ.get(catalog.ENV_ALLOWED_TOOLS)),
             command_id=get(catalog.ENV_COMMAND_ID),
+            response_file=get(catalog.ENV_RESPONSE_FILE),
         )

@@ -298,6 +298,11 @@ class SpawnerService:
                 break
             if "n" not in rec:
                 continue
+            if rec["s"] == "response":  # `orchestrator respond` relayed through the runner
+                if rec["n"] > published:
+                    self.store.publish_turn_record(agent_id, rec["n"], "response",
+                                                   {"command_id": command_id, "message": rec["d"]})
+                continue
             output.add(rec["d"])
             if rec["s"] == "stdout":
                 stdout.add(rec["d"])

@@ -38,6 +38,8 @@ TURN_LOCK = os.path.join(SPAWNER_DIR, "turn.lock")
 WORKSPACE = "/workspace"
 ALLOWED_ROOTS = ("/workspace", "/home/worker", "/tmp")
 LOG_MAX_BYTES = 64 * 1024 * 1024
+#: A line `orchestrator respond` appends to the turn's responses file; longer lines are dropped.
+RESPONSE_LINE_MAX_BYTES = 2 * 1024 * 1024
 FOLLOW_POLL_SECONDS = 0.004
 #: With inotify a follower sleeps until the turn's folder changes, checking the supervisor this often.
 FOLLOW_ALIVE_CHECK_SECONDS = 0.25
@@ -184,7 +186,7 @@ def cmd_init() -> None:
 
 
 # ------------------------------------------------------------------------------ turns
-def _turn_env(command_id: str) -> dict[str, str]:
+def _turn_env(command_id: str, responses: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     try:
         with open(SECRETS_FILE) as fh:
@@ -192,6 +194,10 @@ def _turn_env(command_id: str) -> dict[str, str]:
     except FileNotFoundError:
         pass
     env.update(HOME="/home/worker", USER="worker", SPAWNER_COMMAND_ID=command_id)
+    if responses:
+        # `orchestrator respond` appends here when it has no Redis to write to (network none):
+        # the supervisor moves each line into the turn's log, whose follower publishes it
+        env["SPAWNER_RESPONSE_FILE"] = responses
     env.pop("SPAWNER_DIR", None)
     return env
 
@@ -224,6 +230,36 @@ class _Log:
         self.size += len(data)
         self.seq += 1
 
+    def write_response(self, message: str) -> None:
+        """A relayed `orchestrator respond`: a record of its own kind, numbered with the output."""
+        self.fh.write(json.dumps({"n": self.seq, "s": "response", "d": message}).encode() + b"\n")
+        self.seq += 1
+
+
+class _Responses:
+    """The turn's responses file: complete JSON lines `{"message": ...}` appended by the agent's
+    `orchestrator respond`, moved into the log as they come (checked on every loop, <= 50 ms)."""
+
+    def __init__(self, path: str, log: _Log) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        self.fh = os.fdopen(fd, "rb", buffering=0)
+        self.log = log
+        self.pending = b""
+
+    def pump(self) -> None:
+        while chunk := self.fh.read(65536):
+            self.pending += chunk
+        *lines, self.pending = self.pending.split(b"\n")
+        if len(self.pending) > RESPONSE_LINE_MAX_BYTES:
+            self.pending = b""
+        for line in lines:
+            try:
+                message = json.loads(line)["message"]
+            except (ValueError, KeyError, TypeError):
+                continue  # not written by `orchestrator respond`: nothing to relay
+            if isinstance(message, str) and message.strip() and len(line) <= RESPONSE_LINE_MAX_BYTES:
+                self.log.write_response(message)
+
 
 def _kill_group(pgid: int, sig: int) -> None:
     try:
@@ -241,12 +277,15 @@ def _supervise(turn_dir: str, spec: dict) -> None:
     input_path = os.path.join(turn_dir, "input")
     argv = [a.replace("{input}", input_path) for a in spec["argv"]]
     log = _Log(os.path.join(turn_dir, "log"))
+    responses_path = os.path.join(turn_dir, "responses")
+    responses = _Responses(responses_path, log)
     started = time.time()
     stdin = open(input_path, "rb") if spec.get("stdin_input") else subprocess.DEVNULL
     timed_out = False
     try:
         proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                cwd=WORKSPACE, env=_turn_env(spec["command_id"]), start_new_session=True)
+                                cwd=WORKSPACE, env=_turn_env(spec["command_id"], responses_path),
+                                start_new_session=True)
     except OSError as exc:
         log.write("stderr", f"spawner-runner: cannot start {argv[0]!r}: {exc.strerror}\n".encode(), True)
         _write_json_atomic(os.path.join(turn_dir, "exit"), {"exit_code": 127, "timed_out": False,
@@ -278,8 +317,10 @@ def _supervise(turn_dir: str, spec: dict) -> None:
                 log.write(key.data, chunk)
             else:
                 sel.unregister(key.fileobj)
+        responses.pump()
     for stream in ("stdout", "stderr"):
         log.write(stream, b"", True)
+    responses.pump()
     code = proc.wait()
     _kill_group(proc.pid, signal.SIGKILL)  # nothing of the turn outlives it
     exit_code = 128 - code if code < 0 else code

@@ -21,7 +21,8 @@ def respond(ctx: click.Context, message: str) -> None:
     """Send MESSAGE to whoever drives this agent (use - to read it from stdin).
 
     The message becomes a `response` event on the agent's event stream and channel, tied to
-    the current turn when there is one.
+    the current turn when there is one. Without a Redis to write to (an agent on network
+    `none`), it is relayed through the current turn and published as the turn's output is.
     """
     settings = ctx.find_object(CliSettings) or CliSettings()
     as_json = output.is_json(ctx)
@@ -34,6 +35,11 @@ def respond(ctx: click.Context, message: str) -> None:
             f"is above the limit of {catalog.RESPONSE_MAX_BYTES} bytes", param_hint="MESSAGE"
         )
     agent_id, redis_url = settings.agent_id, settings.redis_url
+    if (not agent_id or not redis_url) and settings.response_file:
+        _relay(settings.response_file, message, as_json)
+        output.emit(ctx, {"agent_id": agent_id, "id": None, "command_id": settings.command_id, "relayed": True},
+                    "response relayed through the current turn")
+        return
     if not agent_id or not redis_url:
         missing = [
             name
@@ -45,7 +51,7 @@ def respond(ctx: click.Context, message: str) -> None:
         ]
         raise output.ConfigError(
             f"{' and '.join(missing)} not set: respond works only inside an agent container "
-            "started by the spawner",
+            "started by the spawner (with Redis, or during a turn)",
             as_json=as_json,
         )
     event = _send(redis_url, agent_id, message, settings.command_id, as_json)
@@ -68,3 +74,11 @@ def _send(
         raise output.UnavailableError(f"cannot reach Redis: {exc}", as_json=as_json) from None
     except client.RedisFailed as exc:
         raise output.CliError(f"Redis failed to store the event: {exc}", as_json=as_json) from None
+
+
+def _relay(path: str, message: str, as_json: bool) -> None:
+    try:
+        client.relay_response(path, message)
+    except OSError as exc:
+        raise output.CliError(f"cannot relay the response through the turn: {exc.strerror or exc}",
+                              as_json=as_json) from None

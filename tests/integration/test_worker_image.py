@@ -109,6 +109,41 @@ def test_orchestrator_respond_reaches_pubsub_and_the_stream_with_the_agents_own_
     assert f"agent-{allowed}" not in redis_client.execute_command("ACL", "USERS")
 
 
+def test_on_network_none_respond_is_relayed_through_the_turn_once_and_in_order(client, redis_client):
+    """No Redis is reachable from network `none`: the runner carries `respond` to the follower."""
+    agent_id = client.create_shell(allowed_tools=["respond"])["agent_id"]
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(f"agents:{agent_id}:response")
+    pubsub.get_message(timeout=2)
+    turn = client.call("send_command", agent_id=agent_id, command=(
+        "echo before; orchestrator respond 'first answer' --json; sleep 0.2; "
+        "printf 'second\\nanswer' | orchestrator respond -; echo after"))
+    assert turn["exit_code"] == 0, turn["output"]
+    printed = json.loads(turn["output"].splitlines()[1])
+    assert printed["relayed"] is True and printed["command_id"] == turn["command_id"]
+    assert "first answer" not in turn["output"]  # an answer, not output
+    live = []
+    deadline = time.monotonic() + 10
+    while len(live) < 2 and time.monotonic() < deadline:
+        msg = pubsub.get_message(timeout=0.5)
+        if msg and msg["type"] == "message":
+            live.append(json.loads(msg["data"]))
+    events = [json.loads(f["data"]) for _, f in redis_client.xrange(f"agents:{agent_id}:events")]
+    responses = [e for e in events if e["type"] == "response"]
+    # the two relayed answers, then the turn's own final answer (for a shell agent, its output)
+    assert [e["message"] for e in responses] == ["first answer", "second\nanswer", turn["output"]]
+    assert all(e["command_id"] == turn["command_id"] for e in responses)
+    assert [e["message"] for e in live] == ["first answer", "second\nanswer"]
+    # in the stream between the output printed before and after each respond
+    kinds = [(e["type"], e.get("data", e.get("message"))) for e in events if e["type"] in ("output", "response")]
+    assert kinds.index(("response", "first answer")) > kinds.index(("output", "before\n"))
+    assert kinds.index(("response", "second\nanswer")) < kinds.index(("output", "after\n"))
+    # outside a turn nothing relays: the CLI says where respond can work
+    outside = client.call("send_command", agent_id=agent_id,
+                          command="env -u SPAWNER_RESPONSE_FILE orchestrator respond hi --json; echo rc=$?")
+    assert "rc=0" not in outside["output"] and "during a turn" in outside["output"]
+
+
 def test_real_claude_code_answers_its_version_with_no_network(docker_client):
     out = docker_client.containers.run("workers-spawner/worker:latest", ["claude", "--version"], user="worker",
                                        network_mode="none", remove=True)
