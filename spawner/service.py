@@ -34,6 +34,8 @@ from spawner.upkeep import Upkeep
 __all__ = ["ServiceOptions", "SpawnerService", "new_agent_id"]
 
 COMMAND_IN_EVENT_MAX_CHARS = 4000
+#: How long a redelivered create waits for Docker to finish removing what the dead one left.
+DEAD_CREATE_CLEAR_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,7 @@ class SpawnerService:
                 secret_values: dict[str, str], key: str) -> dict[str, Any]:
         agent_id = new_agent_id(key)
         if (earlier := self.store.get_record(agent_id)) is not None and earlier.state == AgentState.CREATING:
-            # an earlier delivery of this request died mid-create: clear what it left, start over
-            self.backend.remove(earlier.container_id or names.container_name(agent_id))
+            self._clear_dead_create(agent_id, earlier.container_id)
         now = self._now()
         record = AgentRecord(
             agent_id=agent_id, state=AgentState.CREATING, image=self.options.worker_image,
@@ -164,6 +165,17 @@ class SpawnerService:
             self.store.update_record(agent_id, image=image)
         return {"agent_id": agent_id, "state": AgentState.IDLE.value, "container_id": container_id,
                 "image": image, "created_at": iso(now)}
+
+    def _clear_dead_create(self, agent_id: str, container_id: str | None) -> None:
+        """An earlier delivery of this create died midway: remove what it left, by id and by name
+        (it may have died before recording the id), and wait until Docker has let go of the name
+        (a removal Docker reports as already in progress has not finished yet)."""
+        name = names.container_name(agent_id)
+        for ref in dict.fromkeys(filter(None, (container_id, name))):
+            self.backend.remove(ref)
+        deadline = time.monotonic() + DEAD_CREATE_CLEAR_SECONDS
+        while self.backend.inspect_state(name) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def _image_for(self, config: WorkerConfig, agent_id: str) -> str:
         """The worker image, or the capability image for what it lacks (built once per set: a
