@@ -26,13 +26,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class RedisServerError(RuntimeError):
+    """Raised when the private redis-server is missing or does not answer."""
+
+
 class RedisServer:
-    """redis-server on a free loopback port, no persistence, its own folder."""
+    """redis-server on a free loopback port, no persistence, its own folder. Shared with the
+    test suite (tests/conftest.py), which restarts it on the same port for its chaos tests."""
 
     def __init__(self, workdir: Path) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise SystemExit("redis-server is not installed; run scripts/setup.sh")
+            raise RedisServerError("redis-server is not installed; run scripts/setup.sh")
         self.binary = binary
         self.port = free_port()
         self.workdir = workdir
@@ -53,7 +58,7 @@ class RedisServer:
                 return
             except redis.exceptions.ConnectionError:
                 time.sleep(0.02)
-        raise SystemExit(f"redis-server did not answer on 127.0.0.1:{self.port}")
+        raise RedisServerError(f"redis-server did not answer on 127.0.0.1:{self.port}")
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -1,5 +1,7 @@
 """Shared fixtures: a private Redis, the real Docker engine, real Celery worker processes.
 
+The private redis-server is bench/fleet.py's, so the suite and the benchmark start it one way.
+
 Nothing here is mocked. A missing Docker engine, redis-server or worker image fails the run
 (it never skips): scripts/setup.sh provides all three.
 """
@@ -7,8 +9,6 @@ Nothing here is mocked. A missing Docker engine, redis-server or worker image fa
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +19,9 @@ from typing import Any
 
 import pytest
 
+from bench.fleet import RedisServer
+from bench.fleet import free_port as _free_port  # noqa: F401 - the test modules import it from here
+
 REPO = Path(__file__).resolve().parents[1]
 TEST_IMAGE = os.environ.get("SPAWNER_TEST_IMAGE", "workers-spawner/worker-test:latest")
 OUTPUT_DIR = REPO / "test-output"
@@ -26,12 +29,6 @@ OUTPUT_DIR = REPO / "test-output"
 #: counting and cleaning up never touches containers of anything else on the same engine.
 TEST_RUN = uuid.uuid4().hex[:12]
 TEST_RUN_FILTER = {"label": f"spawner.test-run={TEST_RUN}"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -49,41 +46,6 @@ def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith(("SPAWNER_", "ORCHESTRATOR_")) and key not in ("SPAWNER_TEST_IMAGE",):
             monkeypatch.delenv(key, raising=False)
-
-
-class RedisServer:
-    """A private redis-server on a free loopback port, with its own data folder."""
-
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed; run scripts/setup.sh")
-        self.binary = binary
-        self.port = _free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), "--maxmemory-policy", "noeviction"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import redis
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                redis.Redis(port=self.port).ping()
-                return
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.05)
-        pytest.fail(f"redis-server did not answer on 127.0.0.1:{self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
 
 
 @pytest.fixture(scope="session")
