@@ -78,7 +78,7 @@ def test_flower_api_lists_every_task_sent_by_name_with_state_success(flower_with
     for name, task_id in ids.items():
         assert tasks[task_id]["name"] == name.removeprefix("bare ")
         assert tasks[task_id]["state"] == "SUCCESS"
-    # the turn ran in the turns pool (as spawner.run_turn, under the same id and shown by the name sent)
+    # the turn ran in the turns pool: moved there by the control consumer, same id, same name
     assert tasks[ids["spawner.send_command"]]["worker"].startswith("turns")
     assert tasks[ids["spawner.create"]]["worker"].startswith("control")
     created = tasks[ids["spawner.create"]]
