@@ -26,6 +26,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_all(procs: dict[str, subprocess.Popen[bytes]], *, timeout: float) -> None:
+    """SIGTERM every process, wait for each (a worker finishes its tasks first), then SIGKILL the
+    process group of any still running after `timeout` seconds; `procs` is emptied."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+    procs.clear()
+
+
 class RedisServerError(RuntimeError):
     """Raised when the private redis-server is missing or does not answer."""
 
@@ -116,16 +131,7 @@ class Fleet:
         return {name: _tree_rss(proc.pid) for name, proc in self.procs.items()}
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait()
-        self.procs.clear()
+        stop_all(self.procs, timeout=30)
 
     def cleanup(self, docker_client: Any) -> None:
         """Remove this fleet's containers: its agents (by this Redis) and its pool (by owner)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from bench.fleet import RedisServer
+from bench.fleet import RedisServer, stop_all
 from bench.fleet import free_port as _free_port  # noqa: F401 - the test modules import it from here
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,16 +136,7 @@ class Fleet:
         proc.wait()
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait()
-        self.procs.clear()
+        stop_all(self.procs, timeout=20)
 
 
 @pytest.fixture(scope="session")
