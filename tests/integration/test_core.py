@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -224,6 +225,25 @@ def test_a_missing_image_is_a_clear_error_and_leaves_no_container(producer, make
     message = _fails_with(result, errors.Unavailable, "no-such-image")
     assert "setup" in message
     assert _managed_count(docker_client) == before
+
+
+def test_one_plain_worker_with_no_option_serves_every_task_turns_included(producer, make_fleet, docker_client):
+    """CONTRACT §2: `celery -A tasks worker` with no option consumes both queues; a turn it moves
+    from the public queue to the turns queue comes back to it and runs."""
+    other = make_fleet({"SPAWNER_QUEUE": "spawner-single"})
+    other._spawn("worker-single", ["worker", "-n", f"single-{uuid.uuid4().hex[:6]}@%h", "-l", "INFO"])
+
+    def call(name: str, **kwargs: Any) -> Any:
+        return producer.send_task(f"spawner.{name}", kwargs=kwargs, queue="spawner-single").get(timeout=120)
+
+    agent_id = call("create", config={"name": "single", "agent": "shell"})["agent_id"]
+    try:
+        turn = call("send_command", agent_id=agent_id, command="echo one worker")
+        assert turn["exit_code"] == 0 and turn["output"] == "one worker\n"
+        assert call("status", agent_id=agent_id)["state"] == "idle"
+    finally:
+        assert call("delete", agent_id=agent_id)["deleted"] is True
+    assert not docker_client.api.containers(all=True, filters={"label": f"spawner.agent_id={agent_id}"})
 
 
 def test_unavailable_when_docker_cannot_be_reached(producer, make_fleet):
