@@ -13,6 +13,8 @@ __all__ = [
     "CONTAINER_USER",
     "EVENT_STREAM_MAXLEN",
     "FILE_MAX_BYTES",
+    "FLEET_DIR",
+    "FLEET_KEPT_PATHS",
     "LABEL_AGENT_ID",
     "LABEL_AGENT_TYPE",
     "LABEL_CONFIG",
@@ -31,6 +33,7 @@ __all__ = [
     "RUNNER_PATH",
     "RUNNER_SOCKET_DIR",
     "RUNNER_SOCKET_NAME",
+    "SECRETS_FILE",
     "SPAWNER_DIR",
     "TERMINAL_RECORD_TTL_SECONDS",
     "TURNS_QUEUE_SUFFIX",
@@ -57,6 +60,16 @@ __all__ = [
     "KOMBU_UNACKED_INDEX_KEY",
     "turn_progress_key",
     "turns_queue",
+    "BRIDGE_GROUP",
+    "COMMANDS_STREAM",
+    "FLEET_EVENTS_CHANNEL",
+    "FLEET_EVENTS_KEY",
+    "FLEET_EVENTS_MAXLEN",
+    "RESPONSES_STREAM",
+    "RESPONSES_STREAM_MAXLEN",
+    "USER_MESSAGES_STREAM",
+    "USER_MESSAGES_STREAM_MAXLEN",
+    "bridge_agents_key",
 ]
 
 # --- inside the container -------------------------------------------------------------------
@@ -65,6 +78,12 @@ CONTAINER_USER = "worker"
 CONTAINER_HOME = "/home/worker"
 #: Where the in-container runner keeps turn logs, exit files, the secrets file and the turn lock.
 SPAWNER_DIR = "/home/worker/.spawner"
+#: What the fleet keeps for an agent where the agent cannot write: root-owned, written at create
+#: through Docker's archive API (never by anything inside). The runner reads the secrets file.
+FLEET_DIR = "/etc/spawner"
+SECRETS_FILE = f"{FLEET_DIR}/env.json"
+#: Paths producers may never read or write with read_file/send_file (the runner's turn folders).
+FLEET_KEPT_PATHS = (SPAWNER_DIR, FLEET_DIR)
 #: The runner shipped in the worker image (worker_image/spawner_runner.py).
 RUNNER_PATH = "/usr/local/bin/spawner-runner"
 #: The runner's daemon (worker_image/spawner_runnerd.py), the image's main process.
@@ -216,3 +235,26 @@ def pool_refill_lock_key(key: str) -> str:
 
 def agent_acl_user(agent_id: str) -> str:
     return f"agent-{agent_id}"
+
+
+# --- Redis: the predecessor's stream protocol (CONTRACT §8.6) and the fleet stream (§8.7) -----
+#: Producers append `{"data": <JSON command>}` here; bridges read it as BRIDGE_GROUP.
+COMMANDS_STREAM = "cli-agent:commands"
+#: Replies `{"data": <JSON reply>}`, matched by the producer through `request_id`.
+RESPONSES_STREAM = "cli-agent:responses"
+#: `orchestrator respond` of agents made through the bridge, in flat fields.
+USER_MESSAGES_STREAM = "cli-agent:user-messages"
+BRIDGE_GROUP = "workers-spawner"
+#: Approximate caps (XADD MAXLEN ~) of the two streams the bridge writes.
+RESPONSES_STREAM_MAXLEN = 10_000
+USER_MESSAGES_STREAM_MAXLEN = 10_000
+#: Every agent's `status` events (and engine state changes), with `agent_id` or `engine`: a
+#: capped stream and a Pub/Sub channel of the same name.
+FLEET_EVENTS_KEY = "spawner:events"
+FLEET_EVENTS_CHANNEL = "spawner:events"
+FLEET_EVENTS_MAXLEN = 100_000
+
+
+def bridge_agents_key() -> str:
+    """Hash: agent id (made through the bridge) -> id of its last event relayed to the users."""
+    return "spawner:bridge:agents"
