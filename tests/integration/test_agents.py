@@ -38,14 +38,46 @@ def test_agent_turns_parse_the_answer_and_resume_the_session(client, agent, cli,
     assert failed["response"], "an error turn still carries the CLI's error text"
     assert failed["timed_out"] is False
 
-    calls = client.call("read_file", agent_id=agent_id, path="/home/worker/.standin-calls")["content"]
-    argvs = [json.loads(line)["argv"] for line in calls.splitlines() if json.loads(line)["cli"] == cli]
-    assert argvs, "the agent CLI was never called"
-    assert all(PROMPT not in " ".join(argv) for argv in argvs), "the prompt travelled in argv"
+    if agent == "claude-code":  # the real claude refuses input of whitespace only: a failed turn
+        blank = client.call("send_command", agent_id=agent_id, command="  \n")
+        assert blank["exit_code"] == 1 and "Input contained only whitespace" in blank["output"], blank
+        assert blank["response"] is None
+
+    argvs = _standin_argvs(client, agent_id, cli)
+    assert len(argvs) >= 3, "the agent CLI was not called for every turn"
+    assert not [argv for argv in argvs if any("Summarise" in arg or "FAIL" in arg for arg in argv)], \
+        "the prompt travelled in argv"
 
     instructions = client.call("read_file", agent_id=agent_id, path=instruction_file)["content"]
     assert instructions.startswith("Be brief.")
     assert "orchestrator respond" in instructions
+
+
+def _standin_argvs(client, agent_id: str, cli: str) -> list[list[str]]:
+    """Every argv the stand-in `cli` was called with in this agent's container, as given."""
+    calls = client.call("read_file", agent_id=agent_id, path="/home/worker/.standin-calls")["content"]
+    return [json.loads(line)["argv"] for line in calls.splitlines() if json.loads(line)["cli"] == cli]
+
+
+def test_the_stand_ins_log_a_prompt_given_in_argv_and_refuse_what_the_real_clis_refuse(client):
+    """What makes the "never in argv" check above able to fail: a prompt passed as an argument
+    is in the call log. And the stand-ins are no more lenient than the real parsers."""
+    agent_id = client.create_shell()["agent_id"]
+    marker = "argv-marker-0f3c"
+    turn = client.call("send_command", agent_id=agent_id, command=(
+        f"claude -p --output-format json '{marker}' >/dev/null; echo claude=$?; "
+        f"droid exec '{marker}' >/dev/null; echo droid=$?; "
+        f"codex exec --skip-git-repo-check '{marker}' >/dev/null; echo codex=$?; "
+        # `exec resume` takes only exec's global options: --sandbox and --cd are refused (clap: exit 2)
+        "codex exec resume --sandbox danger-full-access any-id - </dev/null 2>/dev/null; echo resume-sandbox=$?; "
+        "codex exec resume --cd /workspace any-id - </dev/null 2>/dev/null; echo resume-cd=$?; "
+        # no input, or whitespace only, is refused by the real claude with exit 1
+        "claude -p </dev/null 2>/dev/null; echo claude-empty=$?; "
+        "echo '   ' | claude -p 2>/dev/null; echo claude-blank=$?"))
+    assert turn["output"].split() == ["claude=0", "droid=0", "codex=0", "resume-sandbox=2", "resume-cd=2",
+                                      "claude-empty=1", "claude-blank=1"], turn["output"]
+    for cli in ("claude", "droid", "codex"):
+        assert [argv for argv in _standin_argvs(client, agent_id, cli) if marker in argv], cli
 
 
 def test_agent_create_fails_cleanly_when_its_cli_is_missing(producer, make_fleet, docker_client):
