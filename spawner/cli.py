@@ -306,6 +306,19 @@ def up(obj: Ctx, /, **options: Any) -> None:
     sys.exit(run_up(obj.settings, opts))
 
 
+# ------------------------------------------------------------------------------------------ gateway
+@cli.command()
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address of /health and /metrics.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port of /health and /metrics [default: SPAWNER_GATEWAY_PORT, 9810].")
+@pass_ctx
+def gateway(obj: Ctx, address: str, port: int | None) -> None:
+    """Run this Docker host's model gateway until Ctrl-C: one Unix socket per agent with a
+    `model`, the real keys put on the way out, usage metered, budgets enforced (docs/gateway.md)."""
+    from spawner.gateway.server import main as run_gateway
+    sys.exit(run_gateway(obj.settings, address=address, port=port))
+
+
 def main() -> None:
     try:
         cli.main(prog_name="spawner")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator_cli import catalog
 from spawner import errors
@@ -21,6 +21,7 @@ __all__ = [
     "AgentType",
     "Capability",
     "ContainerSpec",
+    "ModelConfig",
     "Resources",
     "SpecFile",
     "TurnPlan",
@@ -88,6 +89,27 @@ class Resources(_Frozen):
     pids: Annotated[int, Field(ge=16, le=1_000_000, strict=True)] = 512
 
 
+#: Which provider each agent CLI speaks to (CONTRACT §8.1); other agents have no `model`.
+MODEL_PROVIDERS = {AgentType.CLAUDE_CODE: "anthropic", AgentType.CODEX: "openai"}
+
+
+class ModelConfig(_Frozen):
+    """The agent's model, reached through the fleet's model gateway (CONTRACT §8.1)."""
+
+    provider: Literal["anthropic", "openai"]
+    #: NAME of the fleet's environment variable holding the real credential (never the value).
+    key: Annotated[str, Field(min_length=1, max_length=128)]
+    model: Annotated[str | None, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")] = None
+    budget_usd: Annotated[float | None, Field(gt=0, allow_inf_nan=False)] = None
+
+    @field_validator("key")
+    @classmethod
+    def _check_key_name(cls, value: str) -> str:
+        if not ENV_NAME_RE.match(value):
+            raise ValueError("must be the name of an environment variable of the fleet ([A-Z_][A-Z0-9_]*)")
+        return value
+
+
 class WorkerConfig(_Frozen):
     """What a producer asks for; `extra="forbid"` so a misspelled key is an error, not a no-op."""
 
@@ -102,6 +124,18 @@ class WorkerConfig(_Frozen):
     idle_ttl_seconds: Annotated[int | None, Field(ge=1, strict=True)] = None
     resources: Resources = Resources()
     network: str | None = None
+    model: ModelConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_model_provider(self) -> WorkerConfig:
+        if self.model is not None:
+            wanted = MODEL_PROVIDERS.get(self.agent)
+            if wanted is None:
+                raise ValueError(f"model: agent {self.agent.value} cannot use the model gateway "
+                                 f"(only {', '.join(a.value for a in MODEL_PROVIDERS)})")
+            if self.model.provider != wanted:
+                raise ValueError(f"model.provider: agent {self.agent.value} speaks to {wanted}, not {self.model.provider}")
+        return self
 
     @field_validator("capabilities")
     @classmethod

@@ -17,6 +17,7 @@ from typing import Any
 
 from spawner import errors, names
 from spawner.backend.base import ContainerBackend
+from spawner.gateway.core import ModelGateway, turn_usage
 from spawner.factories import (
     build_spec, capability_dockerfile, capability_image_tag, required_capability_packages,
 )
@@ -75,9 +76,11 @@ def command_id_for(*, request_id: str | None, task_id: str) -> str:
 class SpawnerService:
     def __init__(self, *, backend: ContainerBackend, store: StateStore, options: ServiceOptions,
                  secret_source: Mapping[str, str], clock: Callable[[], float] = time.time,
-                 metrics: Metrics = NULL_METRICS, pool: WarmPool | None = None) -> None:
+                 metrics: Metrics = NULL_METRICS, pool: WarmPool | None = None,
+                 gateway: ModelGateway | None = None) -> None:
         self.backend = backend
         self.pool = pool
+        self.gateway = gateway
         self.metrics = metrics
         self.store = store
         self.options = options
@@ -97,6 +100,7 @@ class SpawnerService:
                task_id: str) -> dict[str, Any]:
         network = self._network_for(config)
         secret_values = self._resolve_secrets(config)
+        self._check_model(config)
         key = _idempotency_key(request_id, task_id)
         return self.idempotent("create", key, lambda: self._create(config, context, network, secret_values, key))
 
@@ -143,6 +147,7 @@ class SpawnerService:
             pooled = container_id is not None
             if container_id is None:
                 container_id = self.backend.create(spec)
+            self._register_model(agent_id, container_id, config)
             self.store.update_record(agent_id, container_id=container_id)
             payload = {
                 "secret_env": spec.secret_env,
@@ -215,6 +220,29 @@ class SpawnerService:
                 f"config.network: this fleet does not allow per-agent networks (it uses "
                 f"{self.options.agent_network!r}); leave network unset")
         return config.network
+
+    def _check_model(self, config: WorkerConfig) -> None:
+        if config.model is None:
+            return
+        if self.gateway is None:
+            raise errors.InvalidRequest("config.model: this fleet runs no model gateway")
+        self.gateway.check(config.model)
+
+    def _register_model(self, agent_id: str, container_id: str, config: WorkerConfig) -> None:
+        """The gateway binds the agent's socket in its run folder (docs/gateway.md)."""
+        if config.model is None or self.gateway is None:
+            return
+        attrs = self.backend.inspect(container_id) or {}  # type: ignore[attr-defined]
+        run_path = ((attrs.get("Config") or {}).get("Labels") or {}).get(names.LABEL_RUN_DIR)
+        self.gateway.register(agent_id, run_path, config.model)
+
+    def _model_usage(self, record: AgentRecord) -> dict[str, Any] | None:
+        if self.gateway is None or not record.config.get("model"):
+            return None
+        try:
+            return self.gateway.usage(record.agent_id)
+        except errors.Unavailable:
+            return None
 
     def _resolve_secrets(self, config: WorkerConfig) -> dict[str, str]:
         missing = [name for name in config.secrets if name not in self._secret_source]
@@ -298,6 +326,7 @@ class SpawnerService:
                      argv: tuple[str, ...], stdin_input: bool, timeout_seconds: int | None) -> dict[str, Any]:
         agent_id = record.agent_id
         published = self.store.turn_progress(command_id)
+        usage_before = self._model_usage(record)
         request = {"command_id": command_id, "argv": list(argv), "stdin_input": stdin_input, "input": command,
                    "timeout_seconds": timeout_seconds or self.options.command_timeout_seconds,
                    "from_seq": 0}
@@ -347,7 +376,8 @@ class SpawnerService:
             self.store.publish(agent_id, "response", message=response[:names.OUTPUT_MAX_BYTES], command_id=command_id)
         return {"agent_id": agent_id, "command_id": command_id, "exit_code": exit_code, "output": output.text,
                 "response": response, "session_id": session_id or record.session_id, "duration_ms": duration_ms,
-                "timed_out": timed_out, "output_truncated": output.truncated or bool(end.get("truncated"))}
+                "timed_out": timed_out, "output_truncated": output.truncated or bool(end.get("truncated")),
+                **turn_usage(usage_before, self._model_usage(record) if usage_before is not None else None)}
 
     # ---------------------------------------------------------------------------- files
     def send_file(self, agent_id: str, path: str, content: bytes, *, mode: int, request_id: str | None,

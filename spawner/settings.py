@@ -44,6 +44,13 @@ class SpawnerSettings(BaseSettings):
     #: "Runner socket"); empty turns the socket off (every runner call is then a docker exec).
     run_dir: str = Field(default="/run/workers-spawner", max_length=60)
 
+    #: The model gateway (CONTRACT §8.1, docs/gateway.md): `provider=base URL,...`, the only places
+    #: model traffic may go; a price table file replacing the built-in one ("" = built in); the
+    #: loopback port of the gateway's /health and /metrics.
+    model_upstreams: str = "anthropic=https://api.anthropic.com,openai=https://api.openai.com/v1"
+    model_prices: str = ""
+    gateway_port: int = Field(default=9810, ge=1, le=65535)
+
     #: Extra labels on every agent container, as `key=value,key=value`.
     extra_labels: str = Field(default="", pattern=r"^([A-Za-z0-9._/-]+=[^,]*(,[A-Za-z0-9._/-]+=[^,]*)*)?$")
 
@@ -58,6 +65,18 @@ class SpawnerSettings(BaseSettings):
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis:// , rediss:// or unix:// URL")
         return value
+
+    @field_validator("model_upstreams")
+    @classmethod
+    def _check_upstreams(cls, value: str) -> str:
+        from spawner.gateway.core import parse_upstreams  # pure, stdlib only
+        parse_upstreams(value)
+        return value
+
+    @property
+    def model_upstream_map(self) -> dict[str, str]:
+        from spawner.gateway.core import parse_upstreams
+        return parse_upstreams(self.model_upstreams)
 
     @field_validator("run_dir")
     @classmethod

@@ -10,11 +10,13 @@ import threading
 
 from spawner.backend.docker import DockerBackend
 from spawner.factories import build_spec
+from spawner.gateway.client import GatewayClient
 from spawner.metrics import Metrics
 from spawner.models import AgentType, WorkerConfig
 from spawner.pool import PoolTemplate, WarmPool, pool_owner
 from spawner.service import ServiceOptions, SpawnerService
 from spawner.settings import SpawnerSettings, load_settings
+from spawner.state.gateway import GatewayStore
 from spawner.state.metrics_redis import RedisMetricsSink
 from spawner.state.redis import RedisStore
 from spawner.state.redis_pool import RedisPoolStore
@@ -47,7 +49,9 @@ def _build() -> tuple[SpawnerService, SpawnerSettings]:
     service = SpawnerService(backend=backend, store=RedisStore.from_url(settings.redis_url),
                              options=options, secret_source=dict(os.environ),
                              metrics=Metrics(RedisMetricsSink.from_url(settings.redis_url)),
-                             pool=_build_pool(settings, backend))
+                             pool=_build_pool(settings, backend),
+                             gateway=GatewayClient(GatewayStore.from_url(settings.redis_url),
+                                                   upstreams=settings.model_upstream_map, environ=os.environ))
     return service, settings
 
 

@@ -35,6 +35,8 @@ import time
 SOCKET_DIR = "/run/spawner"
 SOCKET_PATH = os.path.join(SOCKET_DIR, "runner.sock")
 RUNNER_PATH = "/usr/local/bin/spawner-runner"
+#: The model gateway's loopback forwarder (worker_image/spawner_model_forward.py), kept running beside.
+MODEL_FORWARD_PATH = "/usr/local/bin/spawner-model-forward"
 ACK = b"\x06"
 REAP_SECONDS = 2.0
 
@@ -141,9 +143,26 @@ def serve() -> None:
         conn.close()
 
 
+def _keep_running(argv: list[str]) -> None:
+    """Run `argv` in a supervised child of its own, restarted if it exits."""
+    if os.fork() != 0:
+        return
+    while True:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.execv(argv[0], argv)
+            finally:
+                os._exit(1)
+        os.waitpid(pid, 0)
+        time.sleep(0.5)
+
+
 def main() -> None:
     if not (os.path.isdir(SOCKET_DIR) and os.access(SOCKET_DIR, os.W_OK | os.X_OK)):
         os.execvp("sleep", ["sleep", "infinity"])
+    if os.path.exists(MODEL_FORWARD_PATH):
+        _keep_running([sys.executable, "-IS", MODEL_FORWARD_PATH])
     while True:
         pid = os.fork()
         if pid == 0:

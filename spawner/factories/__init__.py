@@ -57,6 +57,8 @@ def build_spec(
     env: dict[str, str] = dict(agent.env())
     for capability in config.capabilities:
         env.update(capability_factory(capability).env())
+    if config.model is not None:  # only agents with model_env pass WorkerConfig's check
+        env.update(agent.model_env(config.model))  # type: ignore[attr-defined]
     env.update(orchestrator_env)
     # Set last, so nothing above can widen the allow-list or change the agent's identity.
     env[catalog.ENV_ALLOWED_TOOLS] = ",".join(config.allowed_tools)

@@ -40,8 +40,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from spawner import names
+from spawner.gateway import core as gateway
 from spawner.factories.base import check_session_id, result_turn_reply
-from spawner.models import AgentType, TurnPlan, TurnReply
+from spawner.models import AgentType, ModelConfig, TurnPlan, TurnReply
 
 __all__ = ["ClaudeCodeFactory"]
 
@@ -61,6 +62,19 @@ class ClaudeCodeFactory:
             # The CLI is pinned in the image; a self-update would change it under a running fleet.
             "DISABLE_AUTOUPDATER": "1",
         }
+
+    def model_env(self, model: ModelConfig) -> dict[str, str]:
+        """The CLI talks to the fleet's model gateway through the loopback forwarder, holding a
+        placeholder key (the gateway puts the real one on each request; docs/gateway.md)."""
+        env = {
+            "ANTHROPIC_BASE_URL": gateway.LOOPBACK_BASE_URL,
+            "ANTHROPIC_API_KEY": gateway.PLACEHOLDER_KEY,
+            # no telemetry, error reports or update checks: on network none they could only hang
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        }
+        if model.model:
+            env["ANTHROPIC_MODEL"] = model.model
+        return env
 
     def plan_turn(self, *, session_id: str | None) -> TurnPlan:
         argv: tuple[str, ...] = ("claude", "-p", "--output-format", "json", "--dangerously-skip-permissions")

@@ -42,8 +42,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spawner import names
+from spawner.gateway import core as gateway
 from spawner.factories.base import check_session_id, clean_session_id, iter_json_objects, raw_reply
-from spawner.models import AgentType, TurnPlan, TurnReply
+from spawner.models import AgentType, ModelConfig, TurnPlan, TurnReply
 
 __all__ = ["CodexFactory"]
 
@@ -65,6 +66,14 @@ class CodexFactory:
     def env(self) -> dict[str, str]:
         # Config, login and session rollouts (what `resume` reads) all live here.
         return {"CODEX_HOME": CODEX_HOME}
+
+    def model_env(self, model: ModelConfig) -> dict[str, str]:
+        """The built-in `openai` provider of codex reads OPENAI_BASE_URL; the Responses path
+        (`/responses`) is appended to it, and the gateway appends it to the upstream's `/v1`.
+        The key is a placeholder: the gateway holds the real one. `model.model` is not passed
+        (codex takes its model from `-m` or config.toml; not wired yet)."""
+        return {"OPENAI_BASE_URL": gateway.LOOPBACK_BASE_URL, "CODEX_API_KEY": gateway.PLACEHOLDER_KEY,
+                "OPENAI_API_KEY": gateway.PLACEHOLDER_KEY}
 
     def plan_turn(self, *, session_id: str | None) -> TurnPlan:
         session_id = check_session_id(session_id)

@@ -1,0 +1,111 @@
+"""A fleet with a model gateway, the worker image's REAL `claude`, and the model stand-in.
+
+The worker image is what scripts/setup.sh builds (Claude Code baked in); these tests fail, never
+skip, when it lacks `claude`. The fleet gets its own queue, run folder and gateway, so nothing
+here touches the session's fleet; the stand-in is the only upstream (127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.fleet import free_port, stop_all
+from spawner import names
+from tests.conftest import REPO, TEST_RUN, Fleet
+from tests.support.model_standin import ModelStandin
+
+WORKER_IMAGE = os.environ.get("SPAWNER_WORKER_IMAGE_UNDER_TEST", "workers-spawner/worker:latest")
+KEY_VAR = "GATEWAY_TEST_ANTHROPIC_KEY"
+
+
+class GatewayFleet:
+    def __init__(self, fleet: Fleet, standin: ModelStandin, app: Any, key: str, logdir: Path) -> None:
+        self.fleet, self.standin, self.app, self.key, self.logdir = fleet, standin, app, key, logdir
+        self.created: list[str] = []
+
+    def call(self, name: str, timeout: float = 180, **kwargs: Any) -> Any:
+        result = self.app.send_task(f"spawner.{name}", kwargs=kwargs, queue=self.fleet.queue).get(timeout=timeout)
+        if name == "create":
+            self.created.append(result["agent_id"])
+        return result
+
+    def create_claude(self, **model: Any) -> dict[str, Any]:
+        config = {"name": "gw-claude", "agent": "claude-code",
+                  "model": {"provider": "anthropic", "key": KEY_VAR, "model": "claude-sonnet-4-5", **model}}
+        return self.call("create", config=config)
+
+    def logs_text(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.logdir.glob("*.log")))
+
+
+@pytest.fixture(scope="module")
+def docker_api() -> Any:
+    import docker
+    client = docker.from_env()
+    try:
+        client.images.get(WORKER_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"image {WORKER_IMAGE} is missing; run scripts/setup.sh")
+    return client
+
+
+@pytest.fixture(scope="module")
+def gateway_fleet(redis_server: Any, docker_api: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayFleet]:
+    logdir = tmp_path_factory.mktemp("gateway-fleet")
+    standin = ModelStandin().start()
+    key = "sk-ant-real-" + uuid.uuid4().hex
+    queue = "gw-" + uuid.uuid4().hex[:8]
+    run_dir = f"/run/wsgw-{uuid.uuid4().hex[:8]}"
+    env = {
+        "SPAWNER_QUEUE": queue,
+        "SPAWNER_WORKER_IMAGE": WORKER_IMAGE,
+        "SPAWNER_RUN_DIR": run_dir,
+        "SPAWNER_MODEL_UPSTREAMS": f"anthropic={standin.url}",
+        "SPAWNER_READY_TIMEOUT_SECONDS": "60",
+        KEY_VAR: key,
+    }
+    fleet = Fleet(redis_server.url, logdir, extra_env=env)
+    port = free_port()
+    gateway = subprocess.Popen([sys.executable, "-m", "spawner.cli", "gateway", "--port", str(port)], cwd=REPO,
+                               env=fleet.env, stdout=open(logdir / "gateway.log", "ab"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    fleet.procs["gateway"] = gateway
+    fleet.start()
+    from celery import Celery
+    app = Celery(broker=redis_server.url, backend=redis_server.url)
+    app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
+    deadline = time.monotonic() + 60
+    health = None
+    while time.monotonic() < deadline and health is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
+                health = json.load(answer)
+        except OSError:
+            time.sleep(0.1)
+    assert health is not None and health["ok"], f"the gateway did not answer; see {logdir}/gateway.log"
+    while time.monotonic() < deadline and len(app.control.ping(timeout=1.0) or []) < 2:
+        pass
+    gf = GatewayFleet(fleet, standin, app, key, logdir)
+    yield gf
+    for agent_id in gf.created:
+        try:
+            gf.call("delete", agent_id=agent_id, timeout=60)
+        except Exception:  # noqa: BLE001 - best effort; the containers are removed below anyway
+            pass
+    stop_all(fleet.procs, timeout=20)
+    for c in docker_api.api.containers(all=True, filters={"label": f"spawner.test-run={TEST_RUN}"}):
+        if c["Labels"].get(names.LABEL_RUN_DIR, "").startswith(run_dir):
+            docker_api.api.remove_container(c["Id"], force=True, v=True)
+    standin.stop()
+    subprocess.run(["rm", "-rf", run_dir], check=False)

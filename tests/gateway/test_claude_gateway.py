@@ -1,0 +1,121 @@
+"""The real `claude` CLI on network none, through the forwarder and the model gateway, against
+the model stand-in (CONTRACT §8.1, §8.2 usage; docs/gateway.md)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from spawner import errors, names
+from spawner.gateway import core
+from tests.gateway.conftest import KEY_VAR, GatewayFleet
+from tests.support.model_standin import Text, ToolUse
+
+pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_script(gateway_fleet: GatewayFleet) -> None:
+    gateway_fleet.standin.clear_script()
+
+
+def _exec(docker_api: Any, container_id: str, argv: list[str], user: str = "root") -> str:
+    result = docker_api.containers.get(container_id).exec_run(argv, user=user)
+    return result.output.decode("utf-8", "replace")
+
+
+def _events(redis_client: Any, agent_id: str) -> str:
+    return json.dumps(redis_client.xrange(names.agent_events_key(agent_id)))
+
+
+def test_a_real_claude_turn_runs_a_tool_and_answers_through_the_gateway(
+        gateway_fleet: GatewayFleet, docker_api: Any, redis_client: Any) -> None:
+    gf = gateway_fleet
+    created = gf.create_claude()
+    agent_id = created["agent_id"]
+    first = len(gf.standin.model_requests())
+    gf.standin.script(
+        ToolUse("Bash", {"command": "echo gateway-was-here > /workspace/proof.txt", "description": "write the proof"},
+                input_tokens=120, output_tokens=30),
+        Text("The proof file is written.", input_tokens=180, output_tokens=12),
+    )
+
+    result = gf.call("send_command", agent_id=agent_id, command="Write the proof file, please.", timeout=240)
+
+    requests = gf.standin.model_requests()[first:]
+    assert result["exit_code"] == 0, result["output"][-2000:]
+    assert result["response"] == "The proof file is written."
+    proof = gf.call("read_file", agent_id=agent_id, path="proof.txt")
+    assert proof["content"] == "gateway-was-here\n"
+    # the second request carried the tool's result back to the model
+    assert len(requests) == 2
+    assert "tool_result" in json.dumps(requests[1].body)
+    # the stand-in got the real key, and never the placeholder
+    assert [r.headers.get("x-api-key") for r in requests] == [gf.key, gf.key]
+    assert core.PLACEHOLDER_KEY not in json.dumps([r.headers for r in requests])
+    assert "authorization" not in requests[0].headers
+    # usage and cost: exactly what the stand-in reported, priced by the table (claude-sonnet-4 prefix)
+    usage = result["usage"]
+    assert usage["source"] == "gateway"
+    assert (usage["input_tokens"], usage["output_tokens"], usage["requests"]) == (300, 42, 2)
+    price = core.price_for(core.default_prices(), "claude-sonnet-4-5")
+    assert price is not None
+    assert usage["cost_usd"] == pytest.approx(price.cost(core.Usage(input_tokens=300, output_tokens=42)))
+    assert result["budget_exhausted"] is False
+
+    # the real key is nowhere the agent (or a producer) can see
+    container_id = created["container_id"]
+    inspected = docker_api.api.inspect_container(container_id)
+    assert gf.key not in json.dumps(inspected)
+    assert inspected["HostConfig"]["NetworkMode"] == "none"
+    # every process in the container runs as the agent's user, who can read all their environments
+    environs = _exec(docker_api, container_id, ["sh", "-c", "for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; "
+                                                            "echo; done"], user=names.CONTAINER_USER)
+    assert environs.count("ANTHROPIC_BASE_URL=") >= 3  # tini, the runner daemon, the forwarder, this shell
+    assert gf.key not in environs
+    files = _exec(docker_api, container_id, ["grep", "-rlsF", "--", gf.key, "/home", "/workspace", "/tmp", "/etc",
+                                             "/run", "/var", "/opt", "/root"], user=names.CONTAINER_USER)
+    assert files.strip() == ""
+    assert gf.key not in json.dumps(result)
+    assert gf.key not in _events(redis_client, agent_id)
+    assert gf.key not in gf.logs_text()
+
+
+def test_a_budget_stops_the_next_model_request(gateway_fleet: GatewayFleet) -> None:
+    gf = gateway_fleet
+    agent_id = gf.create_claude(budget_usd=0.000001)["agent_id"]
+    first = len(gf.standin.model_requests())
+    gf.standin.script(
+        ToolUse("Bash", {"command": "echo one > /workspace/one.txt", "description": "first step"}),
+        Text("never sent: the budget is spent"),
+    )
+
+    result = gf.call("send_command", agent_id=agent_id, command="Do two steps.", timeout=240)
+
+    # the first request was answered (and spent the budget); the second never reached the model
+    assert len(gf.standin.model_requests()) - first == 1
+    assert result["budget_exhausted"] is True
+    assert result["usage"]["requests"] == 1
+    assert "budget" in (result["response"] or "") + result["output"]
+    status = gf.call("status", agent_id=agent_id)
+    assert status["state"] in ("idle", "busy")
+    # the next turn is refused at once as well
+    again = gf.call("send_command", agent_id=agent_id, command="Try again.", timeout=240)
+    assert again["budget_exhausted"] is True
+    assert len(gf.standin.model_requests()) - first == 1
+
+
+@pytest.mark.parametrize(("model", "field"), [
+    ({"provider": "anthropic", "key": "NOT_SET_IN_THE_FLEET_XYZ"}, "model.key"),
+    ({"provider": "anthropic", "key": KEY_VAR, "budget_usd": 0}, "model.budget_usd"),
+    ({"provider": "openai", "key": KEY_VAR}, "model.provider"),
+])
+def test_a_model_the_fleet_cannot_serve_is_refused_naming_the_field(
+        gateway_fleet: GatewayFleet, model: dict[str, Any], field: str) -> None:
+    with pytest.raises(errors.InvalidRequest, match=field.replace(".", r"\.")) as caught:
+        gateway_fleet.call("create", config={"name": "bad-model", "agent": "claude-code", "model": model})
+    assert gateway_fleet.key not in str(caught.value)
+
+
