@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import shelve
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+
+from bench.fleet import stop_all
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
 
 def _status_events(chaos, agent_id: str, state: str) -> list[dict]:
     return [e for e in chaos.events(agent_id) if e["type"] == "status" and e["state"] == state]
+
+
+def _wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _sweeps_sent(schedule: Path) -> int:
+    """How many sweeps a stopped beat sent, from its schedule file (celery's shelve)."""
+    with shelve.open(str(schedule), flag="r") as store:
+        return store["entries"]["spawner-sweep"].total_run_count
 
 
 @pytest.mark.slow
@@ -33,24 +51,39 @@ def test_idle_pause_and_ttl_with_two_beats_for_a_minute(chaos):
     resumed = create(2, 40)
     started = time.monotonic()
 
-    # a busy agent is never paused mid-turn, however long past its pause limit the turn runs
-    turn = chaos.send("send_command", agent_id=busy, command="sleep 6; echo done")
-    time.sleep(4)
+    # a busy agent is never paused mid-turn, however long past its pause limit the turn runs: the
+    # turn lasts until the test writes /workspace/go, which it does once an agent created after
+    # the turn began has been paused (so a sweep ran past the busy agent's limit too)
+    turn = chaos.send("send_command", agent_id=busy,
+                      command="echo started; until [ -e /workspace/go ]; do sleep 0.1; done; echo done")
+    _wait_for("the busy agent's turn to start", lambda: any(
+        e["type"] == "output" and "started\n" in e["data"] for e in chaos.events(busy)))
+    later = create(2, 40)
+    _wait_for("an agent created after the turn began to be paused",
+              lambda: chaos.call("status", agent_id=later)["state"] == "paused")
     assert chaos.call("status", agent_id=busy)["state"] == "busy"
     assert chaos.docker.containers.get(chaos.containers()[busy].id).status == "running"
-    assert turn.get(timeout=60)["output"] == "done\n"
+    chaos.call("send_file", agent_id=busy, path="go", content="")
+    assert turn.get(timeout=60)["output"] == "started\ndone\n"
 
     # a paused agent answers the next turn, transparently resumed
-    deadline = time.monotonic() + 20
-    while chaos.call("status", agent_id=resumed)["state"] != "paused":
-        assert time.monotonic() < deadline, "agent was never paused"
-        time.sleep(0.5)
+    _wait_for("the agent to be paused", lambda: chaos.call("status", agent_id=resumed)["state"] == "paused")
     assert chaos.containers()[resumed].status == "paused"
     assert chaos.call("send_command", agent_id=resumed, command="echo awake")["output"] == "awake\n"
     assert chaos.call("status", agent_id=resumed)["state"] == "idle"
 
-    # idle agents: paused once, then removed once their TTL passes; both beats ran all along
+    # idle agents: paused once, then removed once their TTL passes
+    _wait_for("the idle agents to expire",
+              lambda: all(chaos.call("status", agent_id=a)["state"] == "expired" for a in idle))
+    # the beats go on until the minute is over: a sweep of one beat repeating the other's work
+    # would show as a second pause or expiry below
     time.sleep(max(0.0, 60 - (time.monotonic() - started)))
+    beats = {name: fleet.procs.pop(name) for name in ("beat-one", "beat-two")}
+    assert all(proc.poll() is None for proc in beats.values()), "a beat died"
+    stop_all(beats, timeout=20)  # SIGTERM: each beat writes its schedule file as it stops
+    sent = {name: _sweeps_sent(chaos.workdir / f"schedule-{name}") for name in ("one", "two")}
+    # both beats sent sweeps all along (one a second each; a slow machine may lag behind that)
+    assert min(sent.values()) >= 20, sent
     for agent_id in idle:
         status = chaos.call("status", agent_id=agent_id)
         assert status["state"] == "expired", status
