@@ -132,10 +132,12 @@ def test_a_canary_secret_never_shows_outside_the_container(client, fleet, produc
         assert secret not in seen
 
 
-# ------------------------------------------------------------------------------ bad requests
+# ------------------------------------------------------------------------------ generated requests
+# Every generated case carries the outcome the contract gives it: "ok", or the name of the error.
 NAMED = (errors.InvalidRequest, errors.AgentNotFound, errors.AgentGone, errors.InvalidPath, errors.PayloadTooLarge)
 CONFIG_FIELDS = {"name", "agent", "capabilities", "allowed_tools", "instructions", "env_vars", "secrets",
                  "idle_pause_seconds", "idle_ttl_seconds", "resources", "network"}
+STATES = ["creating", "idle", "busy", "paused", "deleted", "expired", "failed"]
 junk = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20),
                  st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
 bad_config = st.one_of(
@@ -153,50 +155,92 @@ bad_config = st.one_of(
                            "env_vars": st.dictionaries(st.from_regex(r"[a-z0-9 -]{1,8}", fullmatch=True), st.text(),
                                                        min_size=1, max_size=2)}),
 )
-missing_agent = st.from_regex(r"ag-[0-9a-f]{16}", fullmatch=True)
+missing_agent = st.from_regex(r"ag-[0-9a-f]{16}", fullmatch=True)  # well-formed, never created
 bad_agent_id = st.one_of(junk.filter(lambda v: not isinstance(v, str)), st.text(min_size=65, max_size=80),
                          st.from_regex(r"[a-z]{1,5} [a-z]{1,5}", fullmatch=True))
-bad_request = st.one_of(
-    st.tuples(st.just("create"), st.fixed_dictionaries({"config": bad_config})),
-    st.tuples(st.just("create"), st.fixed_dictionaries({"config": st.just({"name": "x", "agent": "shell"}),
-                                                        "request_id": st.text(min_size=129, max_size=130)})),
+request_id = st.from_regex(r"fuzz-[0-9a-f]{12}", fullmatch=True)
+inside = st.from_regex(r"(/workspace/|/tmp/)?[a-z]{1,8}(/[a-z]{1,8})?", fullmatch=True)
+outside = st.one_of(st.just(""), st.builds(lambda d: f"/{d}/x", st.sampled_from(["etc", "proc", "root", "var"])),
+                    st.builds(lambda n: "../" * n + "etc/passwd", st.integers(1, 4)), st.just("a\x00b"))
+encoding = st.sampled_from(["utf-8", "base64"])
+tail = st.integers(min_value=0, max_value=100_000)
+
+
+def case(name: str, kwargs: st.SearchStrategy, expected: str) -> st.SearchStrategy:
+    return st.tuples(st.just(name), kwargs, st.just(expected))
+
+
+generated_request = st.one_of(
+    # valid requests: they succeed, or name the agent that is not there
+    case("delete", st.fixed_dictionaries({"agent_id": missing_agent}, optional={"request_id": request_id}), "ok"),
+    case("list", st.fixed_dictionaries({}, optional={"state": st.sampled_from(STATES)}), "ok"),
+    case("status", st.fixed_dictionaries({"agent_id": missing_agent}), "AgentNotFound"),
+    case("logs", st.fixed_dictionaries({"agent_id": missing_agent}, optional={"tail": tail}), "AgentNotFound"),
+    case("send_command", st.fixed_dictionaries({"agent_id": missing_agent, "command": st.text(min_size=1)}),
+         "AgentNotFound"),
+    case("read_file", st.fixed_dictionaries({"agent_id": missing_agent, "path": inside}, optional={"encoding": encoding}),
+         "AgentNotFound"),
+    case("send_file", st.fixed_dictionaries({"agent_id": missing_agent, "path": inside,
+                                             "content": st.text(max_size=10)}), "AgentNotFound"),
+    # well-formed, but the path leaves the allowed roots: refused before the agent is looked up
+    case("read_file", st.fixed_dictionaries({"agent_id": missing_agent, "path": outside}), "InvalidPath"),
+    case("send_file", st.fixed_dictionaries({"agent_id": missing_agent, "path": outside,
+                                             "content": st.text(max_size=10)}), "InvalidPath"),
+    # malformed requests
+    case("create", st.fixed_dictionaries({"config": bad_config}), "InvalidRequest"),
+    case("create", st.fixed_dictionaries({"config": st.just({"name": "x", "agent": "shell"}),
+                                          "request_id": st.text(min_size=129, max_size=130)}), "InvalidRequest"),
     st.tuples(st.sampled_from(["send_command", "status", "logs", "delete", "read_file", "send_file"]),
-              st.fixed_dictionaries({"agent_id": bad_agent_id})),
-    st.tuples(st.just("send_command"), st.fixed_dictionaries({"agent_id": missing_agent, "command": st.text(min_size=1)})),
-    st.tuples(st.just("send_command"), st.fixed_dictionaries({"agent_id": missing_agent, "command": junk.filter(
-        lambda v: not isinstance(v, str) or v == "")})),
-    st.tuples(st.just("send_file"), st.fixed_dictionaries({"agent_id": missing_agent, "path": st.text(max_size=20),
-                                                           "content": st.text(max_size=10)})),
-    st.tuples(st.just("read_file"), st.fixed_dictionaries({"agent_id": missing_agent, "path": st.text(max_size=20),
-                                                           "encoding": st.text(max_size=6)})),
-    st.tuples(st.just("logs"), st.fixed_dictionaries({"agent_id": missing_agent, "tail": junk})),
-    st.tuples(st.just("list"), st.fixed_dictionaries({"state": junk.filter(lambda v: v is not None)})),
-    st.tuples(st.sampled_from(["status", "delete", "list"]), st.fixed_dictionaries({"unexpected": junk})),
+              st.fixed_dictionaries({"agent_id": bad_agent_id}), st.just("InvalidRequest")),
+    case("send_command", st.fixed_dictionaries({"agent_id": missing_agent, "command": junk.filter(
+        lambda v: not isinstance(v, str) or v == "")}), "InvalidRequest"),
+    case("read_file", st.fixed_dictionaries({"agent_id": missing_agent, "path": inside,
+                                             "encoding": st.text(max_size=6).filter(lambda e: e not in ("utf-8", "base64"))}),
+         "InvalidRequest"),
+    case("logs", st.fixed_dictionaries({"agent_id": missing_agent, "tail": junk.filter(
+        lambda v: type(v) is not int or not 0 <= v <= 100_000)}), "InvalidRequest"),
+    case("list", st.fixed_dictionaries({"state": junk.filter(lambda v: v is not None and v not in STATES)}),
+         "InvalidRequest"),
+    st.tuples(st.sampled_from(["status", "delete", "list"]), st.fixed_dictionaries({"unexpected": junk}),
+              st.just("InvalidRequest")),
 )
 
 
-def test_two_hundred_generated_bad_requests_get_named_errors_and_leave_nothing(client, docker_client, redis_client):
+def _check_ok(name: str, kwargs: dict[str, Any], value: Any) -> None:
+    if name == "delete":  # nothing to delete: said so, not an error
+        assert value == {"agent_id": kwargs["agent_id"], "deleted": False}, (kwargs, value)
+    else:
+        assert isinstance(value["agents"], list), value
+        if "state" in kwargs:
+            assert {a["state"] for a in value["agents"]} <= {kwargs["state"]}, (kwargs, value)
+
+
+def test_two_hundred_generated_requests_get_their_outcome_and_leave_nothing(client, docker_client, redis_client):
     containers = len(docker_client.api.containers(all=True, filters=TEST_RUN_FILTER))
     records = redis_client.zcard("spawner:agents")
+    listed = {a["agent_id"] for a in client.call("list", timeout=30)["agents"]}
     outcomes: list[str] = []
 
-    @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    @given(bad_request)
-    def run(case: tuple[str, dict[str, Any]]) -> None:
-        name, kwargs = case
-        result = client.send(name, **kwargs)
+    @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+              derandomize=True)
+    @given(generated_request)
+    def run(generated: tuple[str, dict[str, Any], str]) -> None:
+        name, kwargs, expected = generated
         try:
-            value = result.get(timeout=60)
+            value = client.send(name, **kwargs).get(timeout=60)
         except NAMED as exc:
-            outcomes.append(type(exc).__name__)
             assert str(exc), "an error without a message"
-            return
-        # a few generated cases are valid after all (e.g. delete of an unknown id succeeds)
-        assert name in ("delete", "list") or (name == "read_file" and False), (name, kwargs, value)
-        outcomes.append("ok")
+            outcome = type(exc).__name__
+        else:
+            _check_ok(name, kwargs, value)
+            outcome = "ok"
+        assert outcome == expected, (name, kwargs, outcome)
+        outcomes.append(outcome)
 
     run()
     assert len(outcomes) >= 200
+    assert set(outcomes) == {"ok", "AgentNotFound", "InvalidPath", "InvalidRequest"}, sorted(set(outcomes))
     assert len(docker_client.api.containers(all=True, filters=TEST_RUN_FILTER)) == containers
     assert redis_client.zcard("spawner:agents") == records
-    assert client.call("list", timeout=10)["agents"] is not None  # the worker still answers
+    # the worker still answers, and knows the same agents as before
+    assert {a["agent_id"] for a in client.call("list", timeout=30)["agents"]} == listed
