@@ -81,19 +81,24 @@ def test_turns_to_one_agent_never_overlap_while_other_agents_run_in_parallel(cli
     assert latest_start < earliest_end, "turns of different agents did not run in parallel"
 
 
-def test_status_answers_quickly_while_twenty_long_turns_run(client):
+def test_status_answers_while_twenty_turns_run(client):
+    """Status is not queued behind turns: it answers for every agent while all twenty are busy.
+    (How fast it answers under load is the benchmark's to measure: python -m bench.)"""
     creates = [client.send("create", config={"name": f"busy-{i}", "agent": "shell"}) for i in range(20)]
     agents = [c.get(timeout=120)["agent_id"] for c in creates]
     client.created.extend(agents)
-    turns = [client.send("send_command", agent_id=agent_id, command="sleep 3") for agent_id in agents]
-    time.sleep(0.5)
-    started = time.monotonic()
-    status = client.call("status", agent_id=agents[0], timeout=10)
-    elapsed = time.monotonic() - started
-    assert status["state"] == "busy"
-    assert elapsed < 1.0, f"status took {elapsed:.2f}s while turns ran"
-    for t in turns:
-        t.get(timeout=120)
+    # each turn lasts until the test writes its agent's /workspace/go (or 120 s pass)
+    hold = "for i in $(seq 1200); do [ -e /workspace/go ] && break; sleep 0.1; done; echo released"
+    turns = [client.send("send_command", agent_id=agent_id, command=hold) for agent_id in agents]
+    pending = set(agents)
+    deadline = time.monotonic() + 120
+    while pending:
+        assert time.monotonic() < deadline, f"{len(pending)} agents never showed busy"
+        pending = {a for a in pending if client.call("status", agent_id=a, timeout=30)["state"] != "busy"}
+    assert all(not t.ready() for t in turns), "a turn ended before it was released"
+    for agent_id in agents:
+        client.call("send_file", agent_id=agent_id, path="go", content="")
+    assert [t.get(timeout=120)["output"] for t in turns] == ["released\n"] * 20
 
 
 def test_timed_out_turn_is_killed_with_its_whole_process_group(client):
@@ -144,7 +149,12 @@ def test_events_arrive_live_on_pubsub_and_replay_from_the_stream_in_order(client
     before = redis_client.xrevrange(f"agents:{agent_id}:events", count=1)[0][0]
     turn = client.call("send_command", agent_id=agent_id,
                        command="for i in $(seq 1 50); do echo line-$i; done; sleep 0.2; echo tail >&2")
-    time.sleep(0.5)
+    # wait until what arrived live is what the stream holds (the turn's last events come last)
+    deadline = time.monotonic() + 30
+    while [e["id"] for e in live] != [eid for eid, _ in redis_client.xrange(f"agents:{agent_id}:events",
+                                                                          "(" + before, "+")]:
+        assert time.monotonic() < deadline, "live and replayed events differ"
+        time.sleep(0.05)
     done.set()
     listener.join()
     entries = redis_client.xrange(f"agents:{agent_id}:events", "(" + before, "+")
