@@ -107,7 +107,12 @@ class SpawnerService:
     def _create(self, config: WorkerConfig, context: dict[str, str], network: str,
                 secret_values: dict[str, str], key: str) -> dict[str, Any]:
         agent_id = new_agent_id(key)
-        if (earlier := self.store.get_record(agent_id)) is not None and earlier.state == AgentState.CREATING:
+        earlier = self.store.get_record(agent_id)
+        if earlier is not None and not earlier.state.is_terminal and earlier.state != AgentState.CREATING:
+            # get-or-create: the stored result is gone (its TTL, or a save that failed), the agent
+            # is not; it is the answer, never overwritten
+            return self._create_result(earlier)
+        if earlier is not None and earlier.state == AgentState.CREATING:
             self._clear_dead_create(agent_id, earlier.container_id)
         now = self._now()
         record = AgentRecord(
@@ -148,28 +153,47 @@ class SpawnerService:
             if container_id is None:
                 container_id = self.backend.create(spec)
             self._register_model(agent_id, container_id, config)
-            self.store.update_record(agent_id, container_id=container_id)
-            payload = {
-                "secret_env": spec.secret_env,
-                "files": [{"path": f.path, "mode": f.mode, "content_b64": base64.b64encode(f.content).decode()}
-                          for f in spec.files],
-                "ready_argv": list(spec.ready_argv),
-                "ready_timeout": self.options.ready_timeout_seconds,
-            }
-            self.backend.init_agent(container_id, claim_payload(spec, payload) if pooled else payload)
+            current = self.store.update_record(agent_id, container_id=container_id)
+            if current is not None and not current.state.is_terminal:
+                payload = {
+                    "secret_env": spec.secret_env,
+                    "files": [{"path": f.path, "mode": f.mode, "content_b64": base64.b64encode(f.content).decode()}
+                              for f in spec.files],
+                    "ready_argv": list(spec.ready_argv),
+                    "ready_timeout": self.options.ready_timeout_seconds,
+                }
+                self.backend.init_agent(container_id, claim_payload(spec, payload) if pooled else payload)
         except errors.SpawnerError as exc:
             if container_id is not None:
                 self.backend.remove(container_id)
             self.store.delete_agent_identity(agent_id)
-            self._set_state(agent_id, AgentState.FAILED, reason=f"create could not finish: {exc}")
             self.metrics.create_finished(config.agent.value, self._now() - now, ok=False)
+            if (current := self.store.get_record(agent_id)) is None or current.state.is_terminal:
+                raise self._ended_while_created(agent_id, current) from None
+            self._set_state(agent_id, AgentState.FAILED, reason=f"create could not finish: {exc}")
             raise errors.Unavailable(f"agent {agent_id} could not be created: {exc}") from None
+        # a delete, or reconcile failing a create past its deadline, ended the agent meanwhile:
+        # a terminal state is never left (the store drops the write), and its container goes
+        ready = None
+        if current is not None and not current.state.is_terminal:
+            ready = self._set_state(agent_id, AgentState.IDLE, reason="ready", image=image)
+        if ready is None or ready.state != AgentState.IDLE:
+            self.backend.remove(container_id)
+            self.store.delete_agent_identity(agent_id)
+            self.metrics.create_finished(config.agent.value, self._now() - now, ok=False)
+            raise self._ended_while_created(agent_id, ready or current)
         self.metrics.create_finished(config.agent.value, self._now() - now, ok=True)
-        self._set_state(agent_id, AgentState.IDLE, reason="ready")
-        if image != record.image:
-            self.store.update_record(agent_id, image=image)
-        return {"agent_id": agent_id, "state": AgentState.IDLE.value, "container_id": container_id,
-                "image": image, "created_at": iso(now)}
+        return self._create_result(ready)
+
+    @staticmethod
+    def _ended_while_created(agent_id: str, record: AgentRecord | None) -> errors.AgentGone:
+        what = "gone" if record is None else record.state.value + (f" ({record.reason})" if record.reason else "")
+        return errors.AgentGone(f"agent {agent_id} was {what} while it was being created; create a new one")
+
+    @staticmethod
+    def _create_result(record: AgentRecord) -> dict[str, Any]:
+        return {"agent_id": record.agent_id, "state": record.state.value, "container_id": record.container_id,
+                "image": record.image, "created_at": iso(record.created_at)}
 
     def _clear_dead_create(self, agent_id: str, container_id: str | None) -> None:
         """An earlier delivery of this create died midway: remove what it left, by id and by name
@@ -282,8 +306,9 @@ class SpawnerService:
         self.store.delete_agent_identity(record.agent_id)
         self._set_state(record.agent_id, AgentState.FAILED, reason=reason)
 
-    def _set_state(self, agent_id: str, state: AgentState, *, reason: str, **extra: Any) -> None:
-        self.store.update_and_publish(agent_id, "status", {"state": state.value, "reason": reason},
+    def _set_state(self, agent_id: str, state: AgentState, *, reason: str, **extra: Any) -> AgentRecord | None:
+        """Write the state and publish it; returns the record as stored (a terminal one unchanged)."""
+        return self.store.update_and_publish(agent_id, "status", {"state": state.value, "reason": reason},
                                       state=state.value, reason=reason, **extra)
 
     def _touch(self, agent_id: str) -> None:

@@ -1,36 +1,48 @@
-"""Upkeep: the beat's sweep and the reconcile of Docker with Redis (ARCHITECTURE §7).
+"""Upkeep: the beat's sweep and the reconcile of Docker with Redis (ARCHITECTURE §7, §12).
+
+Every decision is made by spawner/reconcile.py (pure: containers, records, now in; steps out);
+this module reads what it needs, executes the steps, and counts them. Reconcile runs first, so a
+container that died or was removed is seen before the sweep would pause or expire its agent. One
+agent's exception is that agent's problem: it is logged with the agent id, counted in the result
+(`errors`) and in the metrics (kind `error`), and the loop goes on; the next sweep tries again.
+A failure to read the fleet itself (Docker or Redis unreachable) still fails the task.
 
 The sweep pauses and expires what its due indexes say is due, so its cost grows with the number
 of agents due, not with all of them; a short lock makes a second concurrent sweep (two beats)
-skip. Reconcile walks the fleet's labelled containers and the live records: it adopts a live
-container whose record was lost, removes a container whose record has ended, and marks a record
-whose container is gone `failed`. The service wires it (spawner/service.py) and hands it the
-two state changes it shares with the use cases.
+skip. The service wires it (spawner/service.py) and hands it the two state changes it shares
+with the use cases.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from spawner import names
+from spawner import errors, names
 from spawner.backend.base import ContainerBackend, ContainerInfo
-from spawner.lifecycle import Action, decide
 from spawner.metrics import Metrics
 from spawner.models import AgentRecord, AgentState, WorkerConfig
 from spawner.pool import WarmPool
+from spawner.reconcile import Kind, Step, plan_due, plan_reconcile, records_to_read, to_inspect
 from spawner.state.base import StateStore
 
 __all__ = ["Upkeep"]
 
+log = logging.getLogger(__name__)
+
 SWEEP_LOCK_SECONDS = 300
+#: The result key each executed step counts in.
+_COUNTED = {Kind.ADOPT: "adopted", Kind.REMOVE: "removed", Kind.FAIL: "failed", Kind.PAUSE: "paused",
+            Kind.EXPIRE: "expired"}
 
 
 class Upkeep:
     def __init__(self, *, backend: ContainerBackend, store: StateStore, metrics: Metrics, pool: WarmPool | None,
                  fleet_id: str, idle_pause_seconds: int, idle_ttl_seconds: int,
-                 fail: Callable[[AgentRecord, str], None], set_state: Callable[..., None],
+                 fail: Callable[[AgentRecord, str], None], set_state: Callable[..., Any],
                  clock: Callable[[], float] = time.time) -> None:
         self.backend = backend
         self.store = store
@@ -44,92 +56,101 @@ class Upkeep:
         self._now = clock
 
     def sweep(self, *, now: float, reconcile: bool = True) -> dict[str, Any]:
-        """Pause and expire what is due, then reconcile Docker with Redis. Safe to run twice at once:
-        a short lock makes one of two concurrent sweeps skip, and every action re-reads first.
+        """Reconcile Docker with Redis, then pause and expire what is due. Safe to run twice at
+        once: a short lock makes one of two concurrent sweeps skip, and every step re-reads first.
         `reconcile=False` does the due part only (the benchmark times it alone)."""
+        counts: dict[str, Any] = {"skipped": False, "paused": 0, "expired": 0, "adopted": 0, "removed": 0,
+                                  "failed": 0, "errors": 0}
         token = self.store.acquire(names.sweep_lock_key(), ttl_seconds=SWEEP_LOCK_SECONDS)
         if token is None:
-            return {"skipped": True, "paused": 0, "expired": 0, "adopted": 0, "removed": 0, "failed": 0}
+            return {**counts, "skipped": True}
         try:
-            counts = {"skipped": False, "paused": 0, "expired": 0}
+            if reconcile:
+                counts.update(self.reconcile())
             due = dict.fromkeys(self.store.due_agents("expire", now=now) + self.store.due_agents("pause", now=now))
             for agent_id in due:
-                record, running_turns = self.store.get_record_and_turns(agent_id)  # one round trip
-                if record is None:
-                    self.store.forget_if_missing(agent_id)
-                    continue
-                action = decide(record, now=now, running_turns=running_turns)
-                if action == Action.PAUSE and record.container_id:
-                    self.backend.pause(record.container_id)
-                    self.set_state(agent_id, AgentState.PAUSED, reason="idle past its pause limit")
-                    counts["paused"] += 1
-                    self.metrics.sweep_action("pause", "idle")
-                elif action == Action.EXPIRE:
-                    if record.container_id:
-                        self.backend.remove(record.container_id)
-                    self.store.delete_agent_identity(agent_id)
-                    self.set_state(agent_id, AgentState.EXPIRED, reason="idle past its TTL")
-                    counts["expired"] += 1
-                    self.metrics.sweep_action("expire", "idle_ttl")
-            return {**counts, **(self.reconcile() if reconcile else {})}
+                with self._one_agent(agent_id, "sweep", counts):
+                    record, running_turns = self.store.get_record_and_turns(agent_id)  # one round trip
+                    step = plan_due(agent_id, record, running_turns=running_turns, now=now)
+                    if step is not None:
+                        self._execute(step, record, None, counts)
+            return counts
         finally:
             self.store.release(names.sweep_lock_key(), token)
 
     def reconcile(self) -> dict[str, int]:
-        """Make Docker and Redis agree, by label: adopt, remove, or mark failed."""
-        counts = {"adopted": 0, "removed": 0, "failed": 0}
+        """Make Docker and Redis agree, by label: adopt, remove, or mark failed (spawner/reconcile.py)."""
+        counts = {"adopted": 0, "removed": 0, "failed": 0, "errors": 0}
         if self.pool is not None:  # free pool containers first (spawner/pool.py); claimed ones are agents
-            counts.update(self.pool.reconcile())
-        containers = {c.agent_id: c for c in self.backend.list_managed(fleet=self.fleet_id or None)
-                      if c.agent_id or names.LABEL_POOL not in c.labels}
-        # A live record with a live container, and no create overdue, needs nothing: skip its read
-        # (at 10,000 agents, reading every record made a sweep take seconds; docs/benchmarks.md).
-        live = self.store.live_agent_ids()
+            with self._one_agent("(warm pool)", "reconcile", counts):
+                counts.update(self.pool.reconcile())
+        infos = {c.agent_id: c for c in self.backend.list_managed(fleet=self.fleet_id or None)
+                 if c.agent_id or names.LABEL_POOL not in c.labels}
+        containers = {agent_id: info.state for agent_id, info in infos.items()}
         overdue = set(self.store.due_agents("create", now=self._now()))
-        for agent_id, info in containers.items():
-            if agent_id in live and agent_id not in overdue and info.state not in ("exited", "dead"):
-                continue
-            record = self.store.get_record(agent_id)
-            if record is None:
-                if self._adopt(info):
-                    counts["adopted"] += 1
-                    self.metrics.reconcile_action("adopt", "record_missing")
-                else:
-                    self.backend.remove(info.container_id)
-                    counts["removed"] += 1
-                    self.metrics.reconcile_action("remove", "no_record")
-            elif record.state.is_terminal:
-                self.backend.remove(info.container_id)
-                counts["removed"] += 1
-                self.metrics.reconcile_action("remove", "record_ended")
-            elif record.state == AgentState.CREATING and self._now() - record.created_at > names.CREATE_DEADLINE_SECONDS:
-                self.fail(record, "create never finished")
-                counts["failed"] += 1
-                self.metrics.reconcile_action("fail", "create_never_finished")
-            elif info.state in ("exited", "dead"):
-                self.fail(record, f"container {info.state}")
-                counts["failed"] += 1
-                self.metrics.reconcile_action("fail", f"container_{info.state}")
-        for agent_id in self.store.list_agent_ids():
-            if agent_id in containers:
-                continue
-            record = self.store.get_record(agent_id)
-            if record is None:
-                self.store.forget_if_missing(agent_id)
-            elif not record.state.is_terminal and record.container_id is not None:
-                if record.state == AgentState.CREATING and agent_id not in overdue:
-                    continue  # its create is still running: it may have made the container after we listed
-                if self.backend.inspect_state(record.container_id) in ("running", "paused"):
-                    continue  # made (or claimed from the pool) after we listed: not gone
-                self.fail(record, "container disappeared")
-                counts["failed"] += 1
-                self.metrics.reconcile_action("fail", "container_disappeared")
+        wanted = records_to_read(containers, live=self.store.live_agent_ids(), overdue=overdue,
+                                 indexed=self.store.list_agent_ids())
+        records: dict[str, AgentRecord | None] = {}
+        for agent_id in wanted:
+            with self._one_agent(agent_id, "reconcile", counts):
+                records[agent_id] = self.store.get_record(agent_id)
+        inspected: dict[str, str | None] = {}
+        for agent_id, container_id in to_inspect(containers, records, overdue=overdue).items():
+            with self._one_agent(agent_id, "reconcile", counts):
+                inspected[agent_id] = self.backend.inspect_state(container_id)
+        listed = {agent_id: (info.container_id, info.state) for agent_id, info in infos.items()}
+        for step in plan_reconcile(listed, records, inspected=inspected, overdue=overdue):
+            with self._one_agent(step.agent_id, "reconcile", counts):
+                self._execute(step, records.get(step.agent_id), infos.get(step.agent_id), counts)
         return counts
+
+    @contextmanager
+    def _one_agent(self, agent_id: str, loop: str, counts: dict[str, Any]) -> Iterator[None]:
+        """Around one agent's work: an exception is logged with the agent id, counted in
+        `counts["errors"]` and the metrics (kind `error`), and swallowed: the loop goes on."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 - one agent's problem, whatever it is (ARCHITECTURE §12)
+            counts["errors"] = counts.get("errors", 0) + 1
+            count = self.metrics.sweep_action if loop == "sweep" else self.metrics.reconcile_action
+            count("error", type(exc).__name__)
+            log.warning("%s: agent %s: %s: %s (the loop goes on; tried again next time)", loop, agent_id,
+                        type(exc).__name__, exc, exc_info=not isinstance(exc, errors.SpawnerError))
+
+    def _execute(self, step: Step, record: AgentRecord | None, info: ContainerInfo | None,
+                 counts: dict[str, Any]) -> None:
+        """Carry out one step; the loop around it counts an exception as this agent's error."""
+        kind, reason = step.kind, step.reason
+        if kind == Kind.FORGET:
+            self.store.forget_if_missing(step.agent_id)
+            return
+        if kind == Kind.ADOPT:
+            assert info is not None
+            if not self._adopt(info):  # its labels do not say how to rebuild the record
+                kind, reason = Kind.REMOVE, "no_record"
+        if kind == Kind.REMOVE:
+            assert step.container_id is not None
+            self.backend.remove(step.container_id)
+        elif kind == Kind.FAIL:
+            assert record is not None
+            self.fail(record, step.detail)
+        elif kind == Kind.PAUSE:
+            assert step.container_id is not None
+            self.backend.pause(step.container_id)
+            self.set_state(step.agent_id, AgentState.PAUSED, reason=step.detail)
+        elif kind == Kind.EXPIRE:
+            if step.container_id:
+                self.backend.remove(step.container_id)
+            self.store.delete_agent_identity(step.agent_id)
+            self.set_state(step.agent_id, AgentState.EXPIRED, reason=step.detail)
+        counts[_COUNTED[kind]] = counts.get(_COUNTED[kind], 0) + 1
+        if kind in (Kind.PAUSE, Kind.EXPIRE):
+            self.metrics.sweep_action(kind.value, reason)
+        else:
+            self.metrics.reconcile_action(kind.value, reason)
 
     def _adopt(self, info: ContainerInfo) -> bool:
         """Rebuild the record of a live labelled container whose record was lost (e.g. a flush)."""
-        if info.state not in ("running", "paused"):
-            return False
         labels = info.labels
         if names.LABEL_CONFIG not in labels and self.pool is not None:  # a claimed pool container
             labels = self.pool.adoption_labels(info) or labels

@@ -53,7 +53,8 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# Write a record (ARGV[2] 'save': all of it; 'update': some fields, only if it exists), bring
+# Write a record (ARGV[2] 'save': all of it; 'update': some fields, only if it exists and is not
+# terminal, or to mark a failed or expired one deleted; a dropped update publishes nothing), bring
 # the due indexes in line with it, and optionally append and publish an event, as _PUBLISH
 # does: one round trip for any state change. The ONLY place the index rules live:
 #   creating          -> due:create at created_at + ARGV[4] (reconcile fails a create never finished)
@@ -66,6 +67,15 @@ return 0
 _WRITE = """
 local key, id = KEYS[1], ARGV[1]
 local flat = false
+local was = redis.call('HGET', key, 'state')
+if ARGV[2] ~= 'save' and (was == '"deleted"' or was == '"expired"' or was == '"failed"') then
+  -- terminal states are terminal: an update is dropped (event too), but a delete may follow the rest
+  local to_deleted = false
+  for i = 7, #ARGV - 1, 2 do
+    if ARGV[i] == 'state' and ARGV[i + 1] == '"deleted"' then to_deleted = true end
+  end
+  if was == '"deleted"' or not to_deleted then return redis.call('HGETALL', key) end
+end
 if ARGV[2] == 'save' or redis.call('EXISTS', key) == 1 then
   if #ARGV >= 7 then redis.call('HSET', key, unpack(ARGV, 7)) end
   flat = redis.call('HGETALL', key)
@@ -186,7 +196,8 @@ class RedisStore:
                            **fields: Any) -> AgentRecord | None:
         """`update_record`, then `publish(agent_id, event_type, **event)`, in one round trip
         instead of five. The event is published even if the record is gone, as a separate
-        `publish` would."""
+        `publish` would, but not when the record is terminal and the update was dropped (a
+        terminal state is never left: see _WRITE); the record returned then is the stored one."""
         return self._update_record(agent_id, fields, event=(event_type, event))
 
     def _update_record(self, agent_id: str, fields: dict[str, Any],

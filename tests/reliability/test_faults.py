@@ -1,0 +1,173 @@
+"""Faults at the worst moment (issue 15, ARCHITECTURE §12): one dead container, one corrupt record,
+one race or one lost result never wedges, undoes or duplicates anything.
+
+Each test runs its own redis-server and worker nodes (tests/reliability/conftest.py) and calls
+`spawner.sweep` itself (no beat), so what a sweep sees is exactly what the test arranged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from spawner import names
+from spawner.factories import capability_image_tag
+from spawner.service import new_agent_id
+
+pytestmark = [pytest.mark.docker, pytest.mark.redis]
+
+WAIT_SECONDS = 60
+
+
+def _start(chaos) -> None:
+    fleet = chaos.fleet()
+    fleet.start_worker("control", "spawner", 8)
+    fleet.start_worker("turns", "spawner.turns", 8)
+    chaos.wait_workers(2)
+
+
+def _create(chaos, **config: Any) -> str:
+    request_id = config.pop("request_id", None)
+    agent_id = chaos.call("create", config={"name": "fault", "agent": "shell", **config},
+                          **({"request_id": request_id} if request_id else {}))["agent_id"]
+    chaos.known.add(agent_id)
+    return agent_id
+
+
+def _wait_until_due(chaos, action: str, agent_ids: list[str]) -> None:
+    """Wait (with a deadline) until every agent's `action` is due by the sweep's clock."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        scores = [chaos.client.zscore(names.due_key(action), a) for a in agent_ids]
+        if all(s is not None and s < time.time() for s in scores):
+            return
+        assert time.monotonic() < deadline, f"{action} never fell due: {scores}"
+        time.sleep(0.2)
+
+
+def _state(chaos, agent_id: str) -> str:
+    return chaos.call("status", agent_id=agent_id)["state"]
+
+
+def _wait_state(chaos, agent_id: str, wanted: str) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while (state := _state(chaos, agent_id)) != wanted:
+        assert time.monotonic() < deadline, f"{agent_id} stayed {state}, never {wanted}"
+        time.sleep(0.2)
+
+
+def _status_events(chaos, agent_id: str, state: str) -> list[dict[str, Any]]:
+    return [e for e in chaos.events(agent_id) if e["type"] == "status" and e.get("state") == state]
+
+
+def test_a_container_removed_when_its_pause_falls_due_never_stops_the_sweep(chaos):
+    """The headline of issue 15: `docker rm -f` at the moment the pause falls due made every later
+    sweep fail with AgentGone, so no other agent was paused or expired again."""
+    _start(chaos)
+    gone = _create(chaos, idle_pause_seconds=1, idle_ttl_seconds=3600)  # first in the due index
+    others = [_create(chaos, idle_pause_seconds=1, idle_ttl_seconds=3600) for _ in range(2)]
+    _wait_until_due(chaos, "pause", [gone, *others])
+    container_id = chaos.containers()[gone].id
+    chaos.docker.api.remove_container(container_id, force=True, v=True)
+
+    first = chaos.call("sweep")
+    assert first["paused"] == 2 and first["failed"] == 1 and first["errors"] == 0, first
+    assert [_state(chaos, a) for a in others] == ["paused", "paused"]
+    assert chaos.call("status", agent_id=gone)["reason"] == "container disappeared"
+
+    expiring = _create(chaos, idle_pause_seconds=3600, idle_ttl_seconds=1)
+    _wait_until_due(chaos, "expire", [expiring])
+    second = chaos.call("sweep")  # and every later sweep goes on with the rest of the fleet
+    assert second["expired"] == 1 and second["errors"] == 0, second
+    assert _state(chaos, expiring) == "expired"
+    assert expiring not in chaos.containers()
+    assert len(_status_events(chaos, gone, "failed")) == 1
+
+
+def test_one_corrupt_record_is_counted_and_the_sweep_goes_on(chaos):
+    """An exception for one agent (here a record no release could read) is that agent's problem:
+    counted in the sweep's result, and every other agent is still paused."""
+    _start(chaos)
+    agents = [_create(chaos, idle_pause_seconds=1, idle_ttl_seconds=3600) for _ in range(2)]
+    broken = "ag-corrupt000000000"
+    chaos.client.hset(names.agent_key(broken), mapping={"agent_id": json.dumps(broken), "state": "{not json"})
+    for action in ("pause", "expire"):
+        chaos.client.zadd(names.due_key(action), {broken: 0})
+    chaos.client.zadd(names.agents_index_key(), {broken: 0})
+    _wait_until_due(chaos, "pause", agents)
+
+    result = chaos.call("sweep")
+    assert result["paused"] == 2 and result["errors"] >= 1, result
+    assert [_state(chaos, a) for a in agents] == ["paused", "paused"]
+    again = chaos.call("sweep")  # still counted, still not in the way
+    assert again["errors"] >= 1 and not again["skipped"], again
+
+
+def _capability_tag(chaos, capabilities: list[str]) -> str:
+    """The tag a create with `capabilities` waits for (the worker image lacks their packages)."""
+    base = chaos.docker.images.get(chaos.fleets[0].env["SPAWNER_WORKER_IMAGE"])
+    return capability_image_tag(base.id, capabilities)
+
+
+def test_a_delete_or_a_reconcile_failure_during_a_create_is_never_undone(chaos):
+    """Terminal states are terminal: the create's last writes (container id, `idle`) must not bring
+    back an agent deleted while it was created, nor one reconcile failed as overdue."""
+    _start(chaos)
+    capabilities = ["github"]
+    tag = _capability_tag(chaos, capabilities)
+    assert chaos.client.set(names.image_build_lock_key(tag), "held-by-the-test", nx=True, px=120_000)
+    base = chaos.fleets[0].env["SPAWNER_WORKER_IMAGE"]
+    try:
+        config = {"name": "slow", "agent": "shell", "capabilities": capabilities}
+        deleted_create = chaos.send("create", config=config, request_id="fault-delete-during-create")
+        failed_create = chaos.send("create", config=config, request_id="fault-fail-during-create")
+        deleted = new_agent_id("request:fault-delete-during-create")
+        failed = new_agent_id("request:fault-fail-during-create")
+        chaos.known.update((deleted, failed))
+        deadline = time.monotonic() + WAIT_SECONDS
+        # both creates wait for the image build lock the test holds
+        while [chaos.client.hget(names.agent_key(a), "state") for a in (deleted, failed)] != ['"creating"'] * 2:
+            assert time.monotonic() < deadline, "the creates never started"
+            time.sleep(0.1)
+        assert chaos.call("delete", agent_id=deleted)["deleted"] is True
+        chaos.client.zadd(names.due_key("create"), {failed: 0})  # its create is overdue now
+        assert chaos.call("sweep")["failed"] >= 1
+        assert _state(chaos, failed) == "failed"
+        chaos.docker.api.tag(base, *tag.rsplit(":", 1))  # the "build" is done: let them go on
+        chaos.client.delete(names.image_build_lock_key(tag))
+        for pending in (deleted_create, failed_create):
+            with pytest.raises(Exception) as info:
+                pending.get(timeout=120)
+            assert type(info.value).__name__ == "AgentGone", f"{type(info.value).__name__}: {info.value}"
+    finally:
+        chaos.client.delete(names.image_build_lock_key(tag))
+        try:
+            chaos.docker.api.remove_image(tag, noprune=True)
+        except Exception:  # noqa: BLE001 - the tag was never made
+            pass
+    assert _state(chaos, deleted) == "deleted"
+    assert _state(chaos, failed) == "failed"
+    assert deleted not in chaos.containers() and failed not in chaos.containers(), "a container was left behind"
+    assert not [e for a in (deleted, failed) for e in _status_events(chaos, a, "idle")]
+
+
+def test_a_repeated_create_after_its_stored_result_is_gone_returns_the_live_agent(chaos):
+    """get-or-create by request id: once the stored result is gone (24 h, or a save that failed),
+    the same request id must still find the live agent, never overwrite, fail or remove it."""
+    _start(chaos)
+    agent_id = _create(chaos, request_id="user-42")
+    first = chaos.call("status", agent_id=agent_id)
+    chaos.call("send_file", agent_id=agent_id, path="keep.txt", content="still here")
+    assert chaos.client.delete(names.request_result_key("create", "request:user-42")) == 1
+
+    again = chaos.call("create", config={"name": "fault", "agent": "shell"}, request_id="user-42")
+    assert again["agent_id"] == agent_id and again["container_id"] == first["container_id"], again
+    assert again["state"] == "idle"
+    status = chaos.call("status", agent_id=agent_id)
+    assert status["state"] == "idle" and status["container_state"] == "running", status
+    assert chaos.call("read_file", agent_id=agent_id, path="keep.txt")["content"] == "still here"
+    assert chaos.call("send_command", agent_id=agent_id, command="echo alive")["output"] == "alive\n"
+    assert not _status_events(chaos, agent_id, "failed")
