@@ -36,6 +36,8 @@ class UpOptions:
     turns_concurrency: int = 64
     stop_timeout: float = 10.0
     build: bool = True
+    #: /health and /metrics of the model gateway (SPAWNER_GATEWAY_PORT)
+    gateway_port: int = 9810
 
     def __post_init__(self) -> None:
         # Flower's API can run any task (POST /api/task/async-apply); without credentials it is
@@ -81,6 +83,8 @@ def plan(opts: UpOptions, *, python: str, queue: str, turns_queue: str) -> list[
         ProcessSpec("metrics", (python, "-m", "spawner.exporter", "--address", opts.metrics_address,
                                 "--port", str(opts.metrics_port)), {},
                     f"http://{_host(opts.metrics_address)}:{opts.metrics_port}/metrics"),
+        ProcessSpec("gateway", (python, "-m", "spawner.cli", "gateway", "--port", str(opts.gateway_port)), {},
+                    f"spawner gateway (model traffic of agents with a `model`; http://127.0.0.1:{opts.gateway_port}/health)"),
     ]
 
 

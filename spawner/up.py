@@ -7,8 +7,9 @@
 3. Docker: the engine must answer; build SPAWNER_WORKER_IMAGE from worker_image/Dockerfile if it
    is missing (progress shown, full log in `<data-dir>/logs/build.log`).
 4. Start the processes of spawner.fleet.plan() (two worker pools, beat, Flower, the metrics
-   exporter), each in its own process group, logging to `<data-dir>/logs/<name>.log`, and wait
-   until each answers (Celery ping by node name, Flower /healthcheck, /metrics).
+   exporter, the model gateway), each in its own process group, logging to
+   `<data-dir>/logs/<name>.log`, and wait until each answers (Celery ping by node name, Flower
+   /healthcheck, /metrics, the gateway's /health).
 5. Supervise: a process that dies stops the fleet with exit code 1 and the tail of its log.
 6. On Ctrl-C / SIGTERM / SIGHUP: SIGTERM every group (workers shut down warm), SIGQUIT then
    SIGKILL what is left after --stop-timeout, Redis last. Children also get SIGTERM if this
@@ -102,7 +103,7 @@ class Fleet:
 
     def __init__(self, settings: Any, opts: UpOptions) -> None:
         self.settings = settings
-        self.opts = opts
+        self.opts = replace(opts, gateway_port=settings.gateway_port)
         self.logs = opts.data_dir / "logs"
         self.redis_url = settings.redis_url
         self.redis_note = ""
@@ -127,7 +128,8 @@ class Fleet:
         self.ensure_image()
         python = sys.executable
         specs = plan(self.opts, python=python, queue=self.settings.queue, turns_queue=names.turns_queue(self.settings.queue))
-        for port, what in ((self.opts.flower_port, "--flower-port"), (self.opts.metrics_port, "--metrics-port")):
+        for port, what in ((self.opts.flower_port, "--flower-port"), (self.opts.metrics_port, "--metrics-port"),
+                           (self.opts.gateway_port, "SPAWNER_GATEWAY_PORT")):
             if not _port_free(port):
                 raise StartError("PortInUse", f"port {port} is taken (another fleet, or another program); "
                                               f"pick another with {what}")
@@ -269,7 +271,8 @@ class Fleet:
         nodes = {f"control@{host}", f"turns@{host}"}
         flower = f"http://{_connect_host(self.opts.flower_address)}:{self.opts.flower_port}/healthcheck"
         metrics = f"http://{_connect_host(self.opts.metrics_address)}:{self.opts.metrics_port}/metrics"
-        pending = {"control", "turns", "flower", "metrics"}
+        gateway = f"http://127.0.0.1:{self.opts.gateway_port}/health"
+        pending = {"control", "turns", "flower", "metrics", "gateway"}
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         try:
             with console.Spinner("waiting for the fleet") as spinner:
@@ -293,6 +296,9 @@ class Fleet:
                     if "metrics" in pending and _http_ok(metrics):
                         pending.discard("metrics")
                         self.step("metrics endpoint answers")
+                    if "gateway" in pending and _http_ok(gateway):
+                        pending.discard("gateway")
+                        self.step("model gateway answers")
                     spinner.update(f"waiting for {', '.join(sorted(pending))}")
                     time.sleep(0.2)
         finally:

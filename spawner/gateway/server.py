@@ -150,7 +150,9 @@ class Gateway:
     async def sync(self) -> None:
         """Bind a socket for every registered agent, and drop those no longer registered."""
         async with self._sync_lock:
-            wanted = await asyncio.to_thread(self._store.registrations)
+            # several gateways (one per Docker host) may share a Redis: each serves its own run folders
+            wanted = {agent_id: raw for agent_id, raw in (await asyncio.to_thread(self._store.registrations)).items()
+                      if os.path.dirname(str(raw.get("run_path", ""))) == self._run_root}
             for agent_id in [a for a in self._agents if a not in wanted]:
                 await self._unbind(agent_id)
             for agent_id, raw in wanted.items():

@@ -109,7 +109,8 @@ def assert_all_gone(up: Up) -> None:
 
 def fleet_env(redis_url: str, **extra: str) -> dict[str, str]:
     # A sweep interval longer than the test: this fleet shares the Docker engine with the session's.
-    return cli_env(redis_url, SPAWNER_SWEEP_SECONDS="3600", SPAWNER_WARM_POOL_SIZE="0", **extra)
+    return cli_env(redis_url, SPAWNER_SWEEP_SECONDS="3600", SPAWNER_WARM_POOL_SIZE="0",
+                   SPAWNER_GATEWAY_PORT=str(_free_port()), **extra)
 
 
 @pytest.mark.slow
@@ -147,7 +148,7 @@ def test_readme_first_command_runs_the_fleet_and_ctrl_c_leaves_no_process(tmp_pa
 
         assert up.stop(signal.SIGINT) == 0
         assert_all_gone(up)
-        assert "stopped; 6 processes gone" in up.output()[1]
+        assert "stopped; 7 processes gone" in up.output()[1]  # with redis and the model gateway
     finally:
         up.kill()
 

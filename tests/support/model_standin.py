@@ -150,7 +150,7 @@ def openai_events(answer: Text, *, model: str) -> list[bytes]:
 class ModelStandin:
     """Start with `start()` (or as a context manager); `url` is its base URL."""
 
-    def __init__(self, *, model: str = "claude-sonnet-4-5") -> None:
+    def __init__(self, *, model: str = "claude-sonnet-4-5", port: int = 0) -> None:
         self.model = model
         self.requests: list[Recorded] = []
         self._script: deque[Answer] = deque()
@@ -158,7 +158,7 @@ class ModelStandin:
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
-        self.port = 0
+        self.port = port
 
     # ------------------------------------------------------------------ test side
     @property
@@ -217,7 +217,7 @@ class ModelStandin:
         app.router.add_route("*", "/{tail:.*}", self._other)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
         await site.start()
         server = site._server  # noqa: SLF001 - aiohttp keeps the bound socket here
         assert server is not None

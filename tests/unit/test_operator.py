@@ -15,7 +15,8 @@ from spawner.metrics import CREATE_SECONDS, Metrics, bucket_index
 
 def test_plan_runs_plain_celery_commands_for_both_pools_beat_flower_and_the_exporter():
     specs = {s.name: s for s in plan(UpOptions(Path("/d")), python="py", queue="q", turns_queue="q.turns")}
-    assert list(specs) == ["control", "turns", "beat", "flower", "metrics"]
+    assert list(specs) == ["control", "turns", "beat", "flower", "metrics", "gateway"]
+    assert specs["gateway"].argv == ("py", "-m", "spawner.cli", "gateway", "--port", "9810")
     assert specs["control"].argv[:6] == ("py", "-m", "celery", "-A", "tasks", "worker")
     assert ("-Q", "q") == specs["control"].argv[6:8] and "threads" in specs["control"].argv
     assert ("-Q", "q.turns") == specs["turns"].argv[6:8]
