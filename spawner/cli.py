@@ -294,6 +294,7 @@ def rm(obj: Ctx, agent_ids: tuple[str, ...]) -> None:
 @click.option("--stop-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds each process gets to stop on Ctrl-C before it is killed.")
 @click.option("--build/--no-build", default=True, show_default=True, help="Build the worker image if it is missing.")
+@click.option("--bridge", is_flag=True, help="Also run `spawner bridge` (the predecessor's stream protocol).")
 @pass_ctx
 def up(obj: Ctx, /, **options: Any) -> None:
     """Run the whole fleet on this machine until Ctrl-C: Redis (if none answers), the control and
@@ -304,6 +305,24 @@ def up(obj: Ctx, /, **options: Any) -> None:
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     sys.exit(run_up(obj.settings, opts))
+
+
+# ------------------------------------------------------------------------------------------ bridge
+@cli.command()
+@click.option("--max-in-flight", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Commands this bridge runs at once.")
+@click.option("--claim-idle-seconds", type=click.FloatRange(min=0.5), default=30.0, show_default=True,
+              help="Take over a command another bridge left unanswered this long (it died).")
+@click.option("--stop-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds to finish the commands in hand on Ctrl-C / SIGTERM before leaving them to others.")
+@pass_ctx
+def bridge(obj: Ctx, max_in_flight: int, claim_idle_seconds: float, stop_timeout: float) -> None:
+    """Serve the predecessor's protocol: commands from cli-agent:commands (consumer group
+    workers-spawner) run as tasks, replies on cli-agent:responses. Runs until Ctrl-C; start as
+    many as you like (docs/migration.md)."""
+    from spawner.bridge.server import BridgeOptions, run_bridge
+    sys.exit(run_bridge(obj.settings, BridgeOptions(max_in_flight=max_in_flight, claim_idle_seconds=claim_idle_seconds,
+                                                    stop_timeout_seconds=stop_timeout)))
 
 
 # ------------------------------------------------------------------------------------------ gateway

@@ -38,6 +38,7 @@ class UpOptions:
     build: bool = True
     #: /health and /metrics of the model gateway (SPAWNER_GATEWAY_PORT)
     gateway_port: int = 9810
+    bridge: bool = False
 
     def __post_init__(self) -> None:
         # Flower's API can run any task (POST /api/task/async-apply); without credentials it is
@@ -68,6 +69,8 @@ def plan(opts: UpOptions, *, python: str, queue: str, turns_queue: str) -> list[
         flower_env["FLOWER_BASIC_AUTH"] = opts.flower_basic_auth
     else:  # bound to loopback (checked in UpOptions): the API may answer without credentials
         flower_env["FLOWER_UNAUTHENTICATED_API"] = "true"
+    bridge = [ProcessSpec("bridge", (python, "-m", "spawner.cli", "bridge"), {},
+                          "spawner bridge (cli-agent:commands -> tasks -> cli-agent:responses)")] if opts.bridge else []
     return [
         ProcessSpec("control", (*celery, "worker", "-Q", queue, "-P", "threads", "-c", str(opts.control_concurrency),
                                 "-n", "control@%h", "-l", "INFO"), {},
@@ -85,6 +88,7 @@ def plan(opts: UpOptions, *, python: str, queue: str, turns_queue: str) -> list[
                     f"http://{_host(opts.metrics_address)}:{opts.metrics_port}/metrics"),
         ProcessSpec("gateway", (python, "-m", "spawner.cli", "gateway", "--port", str(opts.gateway_port)), {},
                     f"spawner gateway (model traffic of agents with a `model`; http://127.0.0.1:{opts.gateway_port}/health)"),
+        *bridge,
     ]
 
 

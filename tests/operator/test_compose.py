@@ -17,7 +17,7 @@ from tests.operator.conftest import http_get, require_tool
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
-SERVICES = {"redis", "worker-image", "control", "turns", "beat", "flower", "metrics"}
+SERVICES = {"redis", "worker-image", "control", "turns", "beat", "flower", "metrics", "bridge"}
 
 
 def compose(*args: str, env_file: Path | None = None, project: str | None = None,

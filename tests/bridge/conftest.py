@@ -1,0 +1,56 @@
+"""Bridge processes (`spawner bridge`, as an operator starts it) over the suite's Redis and fleet."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import OUTPUT_DIR, REPO, XDIST_WORKER
+
+
+class Bridges:
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        OUTPUT_DIR.mkdir(exist_ok=True)
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SPAWNER_", "ORCHESTRATOR_"))},
+               "SPAWNER_REDIS_URL": self.redis_url, "PYTHONUNBUFFERED": "1", "CELERY_TRACE_APP": "1"}
+        log = open(OUTPUT_DIR / f"bridge-{len(self.procs)}{'-' + XDIST_WORKER if XDIST_WORKER else ''}.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "spawner.cli", "bridge", *args], cwd=REPO, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def bridges(fleet: Any, producer: Any) -> Iterator[Bridges]:
+    """Start bridges with `bridges.start(*args)`; all are stopped after the test."""
+    made = Bridges(fleet.redis_url)
+    yield made
+    made.stop()
+
+
+@pytest.fixture
+def old_redis(redis_server: Any) -> Any:
+    import redis
+    return redis.Redis.from_url(redis_server.url, decode_responses=True)
