@@ -186,6 +186,10 @@ def json_usage(provider: str, body: Any) -> tuple[Usage, str | None]:
     return _openai_usage(body.get("usage")), name
 
 
+#: The event that ends an answer: Anthropic's `message_stop`, OpenAI Responses' terminal events.
+_FINAL_EVENTS = frozenset({"message_stop", "response.completed", "response.incomplete", "response.failed"})
+
+
 class SseUsageReader:
     """Reads the usage a provider reports in a server-sent event stream, fed as it passes through.
 
@@ -198,6 +202,8 @@ class SseUsageReader:
         self.provider = provider
         self.usage = Usage()
         self.model: str | None = None
+        #: the provider's last event of an answer went by (its usage is final)
+        self.done = False
         self._max_line = max_line
         self._buf = bytearray()
         self._skipping = False
@@ -234,6 +240,8 @@ class SseUsageReader:
         except (ValueError, RecursionError):
             return
         self.usage, self.model = event_usage(self.provider, event, self.usage, self.model)
+        if isinstance(event, dict) and event.get("type") in _FINAL_EVENTS:
+            self.done = True
 
 
 # ------------------------------------------------------------------------------ prices and budgets

@@ -262,21 +262,36 @@ class Gateway:
         await response.prepare(request)
         streaming = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
         reader = core.SseUsageReader(provider) if streaming else None
-        kept = bytearray()
+        # A JSON answer is held (up to a limit) and sent once metered; a stream is metered when its
+        # final event arrives, before that event is passed on. Either way the agent cannot see the
+        # end of an answer before its usage is in Redis, so a turn's totals are complete when it ends.
+        kept: bytearray | None = None if streaming else bytearray()
         outcome = "ok" if upstream.status < 400 else f"http_{upstream.status}"
+        metered = False
         try:
             async for chunk in upstream.content.iter_any():
                 if reader is not None:
                     reader.feed(chunk)
-                elif len(kept) + len(chunk) <= JSON_METER_MAX_BYTES:
-                    kept += chunk
+                    if reader.done and not metered:
+                        metered = True
+                        await self._meter(agent_id, provider, reader, b"", body, outcome)
+                elif kept is not None:
+                    if len(kept) + len(chunk) <= JSON_METER_MAX_BYTES:
+                        kept += chunk
+                        continue
+                    await response.write(bytes(kept))  # too big to hold: passed on unmetered
+                    kept = None
                 await response.write(chunk)
+            if not metered:
+                metered = True
+                await self._meter(agent_id, provider, reader, bytes(kept or b""), body, outcome)
+            if kept:
+                await response.write(bytes(kept))
             await response.write_eof()
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionResetError) as exc:
-            outcome = "broken"
             log.warning("agent %s: stream broken (%s)", agent_id, type(exc).__name__)
-        finally:
-            await self._meter(agent_id, provider, reader, bytes(kept), body, outcome)
+            if not metered:
+                await self._meter(agent_id, provider, reader, bytes(kept or b""), body, "broken")
         return response
 
     async def _meter(self, agent_id: str, provider: str, reader: core.SseUsageReader | None, kept: bytes,

@@ -30,8 +30,10 @@ KEY_VAR = "GATEWAY_TEST_ANTHROPIC_KEY"
 
 
 class GatewayFleet:
-    def __init__(self, fleet: Fleet, standin: ModelStandin, app: Any, key: str, logdir: Path) -> None:
+    def __init__(self, fleet: Fleet, standin: ModelStandin, app: Any, key: str, logdir: Path, run_dir: str,
+                 gateway_port: int) -> None:
         self.fleet, self.standin, self.app, self.key, self.logdir = fleet, standin, app, key, logdir
+        self.run_dir, self.gateway_port = run_dir, gateway_port
         self.created: list[str] = []
 
     def call(self, name: str, timeout: float = 180, **kwargs: Any) -> Any:
@@ -71,7 +73,7 @@ def gateway_fleet(redis_server: Any, docker_api: Any, tmp_path_factory: pytest.T
         "SPAWNER_QUEUE": queue,
         "SPAWNER_WORKER_IMAGE": WORKER_IMAGE,
         "SPAWNER_RUN_DIR": run_dir,
-        "SPAWNER_MODEL_UPSTREAMS": f"anthropic={standin.url}",
+        "SPAWNER_MODEL_UPSTREAMS": f"anthropic={standin.url},openai={standin.url}/v1",
         "SPAWNER_READY_TIMEOUT_SECONDS": "60",
         KEY_VAR: key,
     }
@@ -96,7 +98,7 @@ def gateway_fleet(redis_server: Any, docker_api: Any, tmp_path_factory: pytest.T
     assert health is not None and health["ok"], f"the gateway did not answer; see {logdir}/gateway.log"
     while time.monotonic() < deadline and len(app.control.ping(timeout=1.0) or []) < 2:
         pass
-    gf = GatewayFleet(fleet, standin, app, key, logdir)
+    gf = GatewayFleet(fleet, standin, app, key, logdir, run_dir, port)
     yield gf
     for agent_id in gf.created:
         try:
@@ -107,5 +109,5 @@ def gateway_fleet(redis_server: Any, docker_api: Any, tmp_path_factory: pytest.T
     for c in docker_api.api.containers(all=True, filters={"label": f"spawner.test-run={TEST_RUN}"}):
         if c["Labels"].get(names.LABEL_RUN_DIR, "").startswith(run_dir):
             docker_api.api.remove_container(c["Id"], force=True, v=True)
-    standin.stop()
+    gf.standin.stop()
     subprocess.run(["rm", "-rf", run_dir], check=False)

@@ -119,3 +119,17 @@ def test_a_model_the_fleet_cannot_serve_is_refused_naming_the_field(
     assert gateway_fleet.key not in str(caught.value)
 
 
+
+
+def test_the_model_down_ends_the_turn_with_a_clear_error(gateway_fleet: GatewayFleet) -> None:
+    gf = gateway_fleet
+    agent_id = gf.create_claude()["agent_id"]
+    gf.standin.stop()
+    try:
+        result = gf.call("send_command", agent_id=agent_id, command="Anyone there?", timeout_seconds=120, timeout=240)
+    finally:
+        gf.standin.start()
+    assert result["timed_out"] is False
+    assert result["exit_code"] != 0
+    assert "cannot reach the anthropic upstream" in (result["response"] or "") + result["output"]
+    assert result["usage"]["requests"] == 0  # nothing reached a model, nothing is counted

@@ -137,3 +137,17 @@ def test_turn_usage_is_the_difference_of_the_agents_totals() -> None:
     assert core.turn_usage(None, None) == {"usage": {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0,
                                                      "cache_write_tokens": 0, "cost_usd": 0.0, "requests": 0,
                                                      "source": "none"}, "budget_exhausted": False}
+
+
+def test_the_reader_knows_when_the_answer_is_complete() -> None:
+    events = anthropic_events(Text("hi"), model="m")
+    reader = core.SseUsageReader("anthropic")
+    for event in events[:-1]:
+        reader.feed(event)
+    assert not reader.done
+    reader.feed(events[-1])
+    assert reader.done
+    openai = core.SseUsageReader("openai")
+    for event in openai_events(Text("hi"), model="gpt-5"):
+        openai.feed(event)
+    assert openai.done
