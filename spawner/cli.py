@@ -12,6 +12,7 @@ import base64
 import json
 import sys
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,8 @@ def _resume_hint(obj: Ctx, verb: str, agent_id: str, cursor: str | None, until: 
 
 
 def _follow(obj: Ctx, agent_id: str, since: str | None, *, until: str | None, forever: bool,
-            renderer: console.TranscriptRenderer | None, pending: Any = None, verb: str = "logs") -> str | None:
+            renderer: console.TranscriptRenderer | None, pending: Any = None, verb: str = "logs",
+            read: Any = None) -> str | None:
     """Print events after `since` as they come, each once, in order.
 
     Ends after `until`'s command_exit; with `pending` (the turn's task: `send --follow`) only that
@@ -98,7 +100,7 @@ def _follow(obj: Ctx, agent_id: str, since: str | None, *, until: str | None, fo
     with interrupt.deferred():
         while not interrupt.requested:
             try:
-                batch = obj.client.events(agent_id, since=cursor, block_ms=250)
+                batch = (read or partial(obj.client.events, agent_id))(since=cursor, block_ms=250)
             except Exception as exc:  # noqa: BLE001
                 fail(*describe(exc, obj.settings.redis_url))
             for event in batch:
@@ -251,14 +253,24 @@ def logs(obj: Ctx, agent_id: str, tail: int, follow: bool, since: str | None, un
 
 
 @cli.command()
-@click.argument("agent_id")
+@click.argument("agent_id", required=False)
+@click.option("--fleet", is_flag=True, help="Every agent's status events (stream spawner:events) instead.")
 @click.option("--since", default=None, metavar="CURSOR", help="Cursor (event id) to continue after.")
 @click.option("-f", "--follow", "follow", is_flag=True, help="Keep waiting for new events (Ctrl-C stops).")
 @click.option("--until", default=None, metavar="COMMAND_ID", help="Stop after this turn's command_exit.")
 @pass_ctx
-def events(obj: Ctx, agent_id: str, since: str | None, follow: bool, until: str | None) -> None:
-    """Print an agent's events after a cursor (every kept event without one)."""
-    cursor = _follow(obj, agent_id, since, until=until, forever=follow, renderer=None, verb="events")
+def events(obj: Ctx, agent_id: str | None, fleet: bool, since: str | None, follow: bool, until: str | None) -> None:
+    """Print an agent's events (or with --fleet the whole fleet's) after a cursor (every kept
+    event without one)."""
+    if fleet == bool(agent_id):
+        raise click.UsageError("give either AGENT or --fleet")
+    read = None
+    if fleet:
+        from spawner.state.fleet_events import FleetEvents
+        obj.client  # noqa: B018 - fails with one line if no Redis answers
+        read = FleetEvents.from_url(obj.settings.redis_url).wait
+    cursor = _follow(obj, agent_id or "--fleet", since, until=until, forever=follow, renderer=None, verb="events",
+                     read=read)
     if not obj.as_json:
         click.echo(f"(cursor {cursor})" if cursor else "(no events)", err=True)
 

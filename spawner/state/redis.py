@@ -32,11 +32,23 @@ from spawner.models import AgentRecord
 
 __all__ = ["RedisClient", "RedisStore", "connect", "redis_answers", "translated"]
 
+# Prefix of every script that appends agent events; its last key is the fleet stream (CONTRACT
+# §8.7): a `status` event appended to an agent's stream as `event_id` is also appended there (with
+# `agent_event_id`) and published on the channel of the same name, in the same round trip.
+_MIRROR = """
+local function mirror(event_id, data)
+  if string.sub(data, 1, 16) ~= '{"type":"status"' then return end
+  local body = '"agent_event_id":"' .. event_id .. '",' .. string.sub(data, 2)
+  local fid = redis.call('XADD', KEYS[#KEYS], 'MAXLEN', '~', '%d', '*', 'data', '{' .. body)
+  redis.call('PUBLISH', KEYS[#KEYS], '{"id":"' .. fid .. '",' .. body)
+end
+""" % names.FLEET_EVENTS_MAXLEN
 # Append to the stream, then publish the same event with its id: one round trip, and a
 # subscriber can never see an event that a replay from the stream would not also return.
-_PUBLISH = """
+_PUBLISH = _MIRROR + """
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[2])
 redis.call('PUBLISH', KEYS[2], '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2))
+mirror(id, ARGV[2])
 return id
 """
 # The same, for a turn's output record number ARGV[3]: published only if no delivery of the
@@ -62,9 +74,10 @@ return 0
 #   paused            -> out of due:pause; due:expire at last_activity_at + idle_ttl_seconds
 #   idle/busy         -> due:pause at last_activity_at + idle_pause_seconds; due:expire as above
 # (so due:expire holds every agent whose record is not terminal). Field values are JSON.
-# KEYS: record, agents index, due:pause, due:expire, due:create, event stream, event channel.
-# ARGV: agent id, mode, terminal TTL, create deadline, stream maxlen, event JSON or '', fields...
-_WRITE = """
+# KEYS: record, agents index, due:pause, due:expire, due:create, event stream, event channel,
+# fleet stream. ARGV: agent id, mode, terminal TTL, create deadline, stream maxlen, event JSON or
+# '', fields...
+_WRITE = _MIRROR + """
 local key, id = KEYS[1], ARGV[1]
 local flat = false
 local was = redis.call('HGET', key, 'state')
@@ -109,6 +122,7 @@ end
 if ARGV[6] ~= '' then
   local eid = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[5], '*', 'data', ARGV[6])
   redis.call('PUBLISH', KEYS[7], '{"id":"' .. eid .. '",' .. string.sub(ARGV[6], 2))
+  mirror(eid, ARGV[6])
 end
 return flat
 """
@@ -213,7 +227,8 @@ class RedisStore:
                       event: tuple[str, dict[str, Any]] | None) -> Any:
         event_type, event_json = (event[0], self._event_json(event[0], agent_id, event[1])) if event else ("status", "")
         keys = [names.agent_key(agent_id), names.agents_index_key(), names.due_key("pause"), names.due_key("expire"),
-                names.due_key("create"), names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type)]
+                names.due_key("create"), names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type),
+                names.FLEET_EVENTS_KEY]
         args: list[Any] = [agent_id, "save" if save else "update", names.TERMINAL_RECORD_TTL_SECONDS,
                            CREATE_DEADLINE_SECONDS, names.EVENT_STREAM_MAXLEN, event_json]
         args += [part for k, v in fields.items() for part in (k, json.dumps(v))]
@@ -289,7 +304,8 @@ class RedisStore:
         """Append an event to the agent's stream, then publish it. Returns its id (the cursor)."""
         with self._translated("publishing an event"):
             return str(self._publish(
-                keys=[names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type)],
+                keys=[names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type),
+                      names.FLEET_EVENTS_KEY],
                 args=[names.EVENT_STREAM_MAXLEN, self._event_json(event_type, agent_id, fields)],
             ))
 
