@@ -58,6 +58,7 @@ __all__ = [
     "image_build_lock_key",
     "KOMBU_UNACKED_KEY",
     "KOMBU_UNACKED_INDEX_KEY",
+    "turn_once_key",
     "turn_progress_key",
     "turns_queue",
     "BRIDGE_GROUP",
@@ -193,6 +194,11 @@ def request_lock_key(task: str, request_id: str) -> str:
 def turn_progress_key(command_id: str) -> str:
     """How many runner records of a turn were already published as events."""
     return f"spawner:turn-progress:{command_id}"
+
+
+def turn_once_key(command_id: str, what: str) -> str:
+    """Set when a turn's one-time event `what` (started, exit, response) was published."""
+    return f"spawner:turn-once:{command_id}:{what}"
 
 
 def sweep_lock_key() -> str:

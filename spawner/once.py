@@ -3,7 +3,8 @@
 Celery on Redis delivers at least once, so every mutating use case runs through `Once.run`:
 keyed by the producer's request id (or the Celery task id), a repeat returns the first result,
 and a concurrent repeat waits for it. Locks are leases: renewed while their holder lives, so
-one that dies frees its lock within LOCK_SECONDS.
+one that dies frees its lock within LOCK_SECONDS. A holder that stalled past that learns it from
+its `Lease` and stops writing (fencing): renewal is one atomic check-and-extend in the store.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from spawner import errors, names
 from spawner.state.base import StateStore
 
-__all__ = ["LOCK_SECONDS", "Once"]
+__all__ = ["LOCK_SECONDS", "Lease", "Once"]
 
 #: Locks expire this long after their holder dies (renewed every third of it while it lives).
 LOCK_SECONDS = 8.0
@@ -31,34 +33,55 @@ class Once:
 
     def run(self, task: str, key: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """`work()` once per (task, key); a repeat, even a concurrent one, gets the first result."""
+        return self.run_leased(task, key, lambda _lease: work())
+
+    def run_leased(self, task: str, key: str, work: Callable[[Lease], dict[str, Any]]) -> dict[str, Any]:
+        """`run`, handing `work` its lease, for work that must stop writing once it lost it."""
         cached = self.store.get_request_result(task, key)
         if cached is not None:
             return cached
-        with self.held(names.request_lock_key(task, key)):
+        with self.held(names.request_lock_key(task, key)) as lease:
             if (cached := self.store.get_request_result(task, key)) is not None:
                 return cached
-            result = work()
-            self.store.save_request_result(task, key, result)
+            result = work(lease)
+            if lease.held:  # a holder that lost its lease writes nothing more (the new holder will)
+                self.store.save_request_result(task, key, result)
             return result
 
     @contextmanager
-    def held(self, key: str, *, ttl_seconds: float = LOCK_SECONDS) -> Iterator[None]:
-        """Hold a lock, renewed while held; wait while another live holder has it."""
+    def held(self, key: str, *, ttl_seconds: float = LOCK_SECONDS) -> Iterator[Lease]:
+        """Hold a lock, renewed while held; wait while another live holder has it. The lease
+        says when it was lost (its renewal found another holder): renewal stops then."""
         while (token := self.store.acquire(key, ttl_seconds=ttl_seconds)) is None:
             time.sleep(WAIT_SECONDS)
         stop = threading.Event()
+        lease = Lease(key)
 
         def renew() -> None:
             while not stop.wait(ttl_seconds / 3):
                 try:
-                    self.store.renew(key, token, ttl_seconds=ttl_seconds)
+                    if not self.store.renew(key, token, ttl_seconds=ttl_seconds):
+                        lease.lost.set()
+                        return
                 except errors.Unavailable:
-                    pass  # Redis is back within the TTL, or the lock is lost either way
+                    pass  # Redis is back within the TTL, or the next renewal finds the lease lost
 
         renewer = threading.Thread(target=renew, daemon=True, name=f"lock-{key[-24:]}")
         renewer.start()
         try:
-            yield
+            yield lease
         finally:
             stop.set()
-            self.store.release(key, token)
+            self.store.release(key, token)  # only if still ours (token-checked)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A held lock; `held` turns False for good once a renewal finds someone else holds it."""
+
+    key: str
+    lost: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def held(self) -> bool:
+        return not self.lost.is_set()

@@ -27,7 +27,7 @@ from spawner.metrics import NULL_METRICS, Metrics
 from spawner.models import AgentRecord, AgentState, AgentType, WorkerConfig
 from spawner.paths import resolve_path
 from spawner.pool import WarmPool, claim_payload
-from spawner.once import Once
+from spawner.once import Lease, Once
 from spawner.state.base import StateStore
 from spawner.transcript import CappedText, iso, transcript
 from spawner.upkeep import Upkeep
@@ -319,12 +319,14 @@ class SpawnerService:
                      request_id: str | None) -> dict[str, Any]:
         # The request lock that idempotent() holds while the turn runs is the turn's lease: the
         # key maps one to one to the command id, so two deliveries of one turn never follow it at
-        # once, and a dead follower's lease frees itself within once.LOCK_SECONDS.
+        # once, and a dead follower's lease frees itself within once.LOCK_SECONDS; one that
+        # stalled past its lease stops writing (Lease.held).
         key = f"request:{request_id}" if request_id else f"command:{command_id}"
-        return self.idempotent("send_command", key,
-                               lambda: self._send_command(agent_id, command, command_id, timeout_seconds))
+        return self._once.run_leased("send_command", key, lambda lease: self._send_command(
+            agent_id, command, command_id, timeout_seconds, lease))
 
-    def _send_command(self, agent_id: str, command: str, command_id: str, timeout_seconds: int | None) -> dict[str, Any]:
+    def _send_command(self, agent_id: str, command: str, command_id: str, timeout_seconds: int | None,
+                      lease: Lease) -> dict[str, Any]:
         size = len(command.encode("utf-8", "surrogatepass"))
         if size > names.COMMAND_MAX_BYTES:
             raise errors.PayloadTooLarge(f"command is {size} bytes; the limit is {names.COMMAND_MAX_BYTES}")
@@ -335,20 +337,25 @@ class SpawnerService:
         if self.store.turn_started(agent_id, command_id) == 1 or record.state != AgentState.BUSY:
             self.store.update_record(agent_id, state=AgentState.BUSY.value, reason="turn started",
                                      last_activity_at=self._now())
-        self.store.publish(agent_id, "status", state=AgentState.BUSY.value, reason="turn started",
-                           command_id=command_id, command=command[:COMMAND_IN_EVENT_MAX_CHARS])
+        # once per command id: a re-attached delivery of the turn publishes none of its one-time events again
+        self.store.publish_once(agent_id, names.turn_once_key(command_id, "started"), "status",
+                                state=AgentState.BUSY.value, reason="turn started",
+                                command_id=command_id, command=command[:COMMAND_IN_EVENT_MAX_CHARS])
         try:
             return self._follow_turn(record, container_id, command, command_id, plan.argv,
-                                     plan.stdin_input, timeout_seconds)
+                                     plan.stdin_input, timeout_seconds, lease)
         finally:
-            if self.store.turn_finished(agent_id, command_id) == 0:
+            if lease.held and self.store.turn_finished(agent_id, command_id) == 0:
                 current = self.store.get_record(agent_id)
                 if current is not None and current.state == AgentState.BUSY:
                     self._set_state(agent_id, AgentState.IDLE, reason="turn finished",
                                     last_activity_at=self._now())
 
     def _follow_turn(self, record: AgentRecord, container_id: str, command: str, command_id: str,
-                     argv: tuple[str, ...], stdin_input: bool, timeout_seconds: int | None) -> dict[str, Any]:
+                     argv: tuple[str, ...], stdin_input: bool, timeout_seconds: int | None,
+                     lease: Lease) -> dict[str, Any]:
+        """Follow the turn to its end and publish what no delivery published yet; once the lease
+        is lost (another delivery follows the turn now), read on to the end but write nothing."""
         agent_id = record.agent_id
         published = self.store.turn_progress(command_id)
         usage_before = self._model_usage(record)
@@ -365,17 +372,17 @@ class SpawnerService:
             if "n" not in rec:
                 continue
             if rec["s"] == "response":  # `orchestrator respond` relayed through the runner
-                if rec["n"] > published:
+                if rec["n"] > published and lease.held:
                     self.store.publish_turn_record(agent_id, rec["n"], "response",
                                                    {"command_id": command_id, "message": rec["d"]})
                 continue
             output.add(rec["d"])
             if rec["s"] == "stdout":
                 stdout.add(rec["d"])
-            if rec["n"] > published:
+            if rec["n"] > published and lease.held:
                 self.store.publish_turn_record(agent_id, rec["n"], "output",
                                                {"command_id": command_id, "stream": rec["s"], "data": rec["d"]})
-            if time.monotonic() - last_touch > 5:  # output is activity; keep it cheap
+            if time.monotonic() - last_touch > 5 and lease.held:  # output is activity; keep it cheap
                 self._touch(agent_id)
                 last_touch = time.monotonic()
         exit_code = end.get("exit_code")
@@ -386,7 +393,9 @@ class SpawnerService:
         else:
             reply = factory.parse_reply(stdout=stdout.text, exit_code=exit_code)
             response, session_id = reply.response, reply.session_id
-        if session_id:
+        if not lease.held:
+            pass  # the delivery that holds the lease now writes the session and the end events
+        elif session_id:
             self.store.update_record(agent_id, session_id=session_id)
         elif exit_code not in (0, None) and record.session_id:
             # a failed turn that names no session (e.g. the stored one is unknown to the CLI):
@@ -395,10 +404,13 @@ class SpawnerService:
             record = record.model_copy(update={"session_id": None})
         duration_ms = int(end.get("duration_ms") or 0)
         self.metrics.turn_finished(record.agent.value, duration_ms / 1000, exit_code=exit_code, timed_out=timed_out)
-        self.store.publish(agent_id, "command_exit", command_id=command_id, exit_code=exit_code,
-                           duration_ms=duration_ms, timed_out=timed_out)
-        if response:
-            self.store.publish(agent_id, "response", message=response[:names.OUTPUT_MAX_BYTES], command_id=command_id)
+        if lease.held:
+            self.store.publish_once(agent_id, names.turn_once_key(command_id, "exit"), "command_exit",
+                                    command_id=command_id, exit_code=exit_code, duration_ms=duration_ms,
+                                    timed_out=timed_out)
+        if response and lease.held:
+            self.store.publish_once(agent_id, names.turn_once_key(command_id, "response"), "response",
+                                    message=response[:names.OUTPUT_MAX_BYTES], command_id=command_id)
         return {"agent_id": agent_id, "command_id": command_id, "exit_code": exit_code, "output": output.text,
                 "response": response, "session_id": session_id or record.session_id, "duration_ms": duration_ms,
                 "timed_out": timed_out, "output_truncated": output.truncated or bool(end.get("truncated")),

@@ -61,6 +61,26 @@ redis.call('PUBLISH', KEYS[2], '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2)
 redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
 return id
 """
+# The same, once per key KEYS[3]: a turn's start, exit and response are each published by the
+# first delivery of the turn that gets there, never by a re-attached one again.
+_PUBLISH_ONCE_PER_KEY = _MIRROR + """
+if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[3]) then return false end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[2])
+redis.call('PUBLISH', KEYS[2], '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2))
+mirror(id, ARGV[2])
+return id
+"""
+# Extend a lease still ours; take it again if it is gone and nobody took it (a flush, or an
+# expiry while its holder stalled: nobody else wrote meanwhile); 0 if another holder has it.
+_RENEW = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -178,6 +198,8 @@ class RedisStore:
         self._r = client
         self._publish = client.register_script(_PUBLISH)
         self._publish_once = client.register_script(_PUBLISH_ONCE)
+        self._publish_once_per_key = client.register_script(_PUBLISH_ONCE_PER_KEY)
+        self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._write = client.register_script(_WRITE)
 
@@ -321,6 +343,17 @@ class RedisStore:
                       names.REQUEST_RESULT_TTL_SECONDS],
             ))
 
+    def publish_once(self, agent_id: str, once_key: str, event_type: str, **fields: Any) -> bool:
+        """`publish`, unless an event was published under `once_key` before (kept as long as a
+        request's result). True if published now."""
+        with self._translated("publishing an event"):
+            return bool(self._publish_once_per_key(
+                keys=[names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type), once_key,
+                      names.FLEET_EVENTS_KEY],
+                args=[names.EVENT_STREAM_MAXLEN, self._event_json(event_type, agent_id, fields),
+                      names.REQUEST_RESULT_TTL_SECONDS],
+            ))
+
     def turn_progress(self, command_id: str) -> int:
         """Number of the last record of this turn already published, -1 if none."""
         with self._translated("reading turn progress"):
@@ -417,10 +450,10 @@ class RedisStore:
         return token if ok else None
 
     def renew(self, key: str, token: str, *, ttl_seconds: float) -> bool:
+        """Extend a lease if `token` still holds it, or take it back if nobody does (one atomic
+        step); False if another holder has it: the lease is lost."""
         with self._translated("renewing a lease"):
-            if self._r.get(key) != token:
-                return False
-            return bool(self._r.pexpire(key, int(ttl_seconds * 1000)))
+            return bool(self._renew(keys=[key], args=[token, int(ttl_seconds * 1000)]))
 
     def release(self, key: str, token: str) -> None:
         with self._translated("releasing a lock"):

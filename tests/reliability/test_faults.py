@@ -171,3 +171,25 @@ def test_a_repeated_create_after_its_stored_result_is_gone_returns_the_live_agen
     assert chaos.call("read_file", agent_id=agent_id, path="keep.txt")["content"] == "still here"
     assert chaos.call("send_command", agent_id=agent_id, command="echo alive")["output"] == "alive\n"
     assert not _status_events(chaos, agent_id, "failed")
+
+
+def test_a_turn_delivered_again_publishes_its_start_exit_and_response_once(chaos):
+    """Exactly once per command id, as `output` already is: a second delivery of a finished turn
+    (here: the same request id after its stored result is gone) re-attaches to it and must not
+    publish `status` busy, `command_exit` or `response` again (a chat bot would answer twice)."""
+    _start(chaos)
+    agent_id = _create(chaos)
+    command = "echo run >> /workspace/runs; echo answer"
+    first = chaos.call("send_command", agent_id=agent_id, command=command, request_id="turn-once")
+    assert chaos.client.delete(names.request_result_key("send_command", "request:turn-once")) == 1
+    again = chaos.call("send_command", agent_id=agent_id, command=command, request_id="turn-once")
+    assert again["command_id"] == first["command_id"] and again["output"] == "answer\n", again
+
+    events = [e for e in chaos.events(agent_id) if e.get("command_id") == first["command_id"]]
+    started = [e for e in events if e["type"] == "status" and e["state"] == "busy"]
+    assert len(started) == 1, started
+    assert len([e for e in events if e["type"] == "command_exit"]) == 1
+    assert len([e for e in events if e["type"] == "response"]) == 1
+    assert "".join(e["data"] for e in events if e["type"] == "output") == "answer\n"
+    assert chaos.call("read_file", agent_id=agent_id, path="runs")["content"] == "run\n", "the turn ran twice"
+    assert _state(chaos, agent_id) == "idle"
