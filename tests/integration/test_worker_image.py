@@ -19,13 +19,20 @@ def _status_events(redis_client, agent_id: str) -> list[dict[str, Any]]:
             if json.loads(f["data"])["type"] == "status"]
 
 
-def test_a_new_capability_set_is_built_once_and_reused(client, docker_client, redis_client):
+def test_a_new_capability_set_is_built_once_and_reused(client, docker_client, redis_client, fleet):
+    from spawner.exporter import serve
     from spawner.factories import capability_image_tag
     from spawner.models import Capability
+    from tests.conftest import _free_port
+    from tests.operator.test_metrics import grew, scrape
 
     base_id = docker_client.images.get("workers-spawner/worker-test:latest").id
     tag = capability_image_tag(base_id, [Capability.GITHUB, Capability.GIT])
     subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+    port = _free_port()
+    exporter = serve(fleet.redis_url, address="127.0.0.1", port=port)
+    url = f"http://127.0.0.1:{port}/metrics"
+    before = scrape(url)
     config = {"name": "caps", "agent": "shell", "capabilities": ["github", "git", "git"]}
     first = [client.send("create", config=config) for _ in range(2)]
     created = [r.get(timeout=600) for r in first]
@@ -35,6 +42,10 @@ def test_a_new_capability_set_is_built_once_and_reused(client, docker_client, re
     builders = [c["agent_id"] for c in (*created, third)
                 if any(e.get("reason") == "building_image" for e in _status_events(redis_client, c["agent_id"]))]
     assert len(builders) == 1, f"expected one build, saw builds by {builders}"
+    try:  # the worker that built it counted the build, once
+        assert grew(before, scrape(url), "spawner_image_builds_total", image=tag, outcome="ok") == 1
+    finally:
+        exporter.shutdown()
     turn = client.call("send_command", agent_id=third["agent_id"], command="id -un; gh --version | head -1; git --version")
     lines = turn["output"].splitlines()
     assert lines[0] == "worker" and lines[1].startswith("gh version") and lines[2].startswith("git version")
