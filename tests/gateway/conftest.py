@@ -51,7 +51,7 @@ class GatewayFleet:
         return "".join(p.read_text(errors="replace") for p in sorted(self.logdir.glob("*.log")))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def docker_api() -> Any:
     import docker
     client = docker.from_env()
@@ -62,7 +62,7 @@ def docker_api() -> Any:
     return client
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def gateway_fleet(redis_server: Any, docker_api: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayFleet]:
     logdir = tmp_path_factory.mktemp("gateway-fleet")
     standin = ModelStandin().start()
