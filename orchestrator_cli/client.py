@@ -42,22 +42,28 @@ def format_ts(now: datetime) -> str:
 
 
 def build_response_event(
-    agent_id: str, message: str, *, command_id: str | None, now: datetime
+    agent_id: str, message: str, *, command_id: str | None, now: datetime, expects_reply: bool = False
 ) -> dict[str, Any]:
-    """The `response` event as stored in the stream (CONTRACT §5); the id is added on publish."""
+    """The `response` event as stored in the stream (CONTRACT §5); the id is added on publish.
+
+    `via: respond` tells it from a turn's final answer (the bridge relays only these to
+    `cli-agent:user-messages`); `expects_reply` marks a question (CONTRACT §8.6)."""
     event: dict[str, Any] = {
         "type": catalog.RESPONSE_EVENT_TYPE,
         "agent_id": agent_id,
         "ts": format_ts(now),
         "message": message,
+        "via": "respond",
     }
     if command_id:
         event["command_id"] = command_id
+    if expects_reply:
+        event["expects_reply"] = True
     return event
 
 
 def send_response(
-    redis_url: str, agent_id: str, message: str, *, command_id: str | None
+    redis_url: str, agent_id: str, message: str, *, command_id: str | None, expects_reply: bool = False
 ) -> dict[str, Any]:
     """Append a `response` event to the agent's stream, then publish it with its stream id.
 
@@ -69,7 +75,7 @@ def send_response(
     import redis  # deferred: see the module docstring
 
     try:
-        return _send(redis_url, agent_id, message, command_id)
+        return _send(redis_url, agent_id, message, command_id, expects_reply)
     except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
         raise RedisDenied(str(exc)) from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -78,10 +84,12 @@ def send_response(
         raise RedisFailed(str(exc)) from None
 
 
-def _send(redis_url: str, agent_id: str, message: str, command_id: str | None) -> dict[str, Any]:
+def _send(redis_url: str, agent_id: str, message: str, command_id: str | None,
+          expects_reply: bool) -> dict[str, Any]:
     import redis  # deferred: see the module docstring
 
-    event = build_response_event(agent_id, message, command_id=command_id, now=datetime.now(UTC))
+    event = build_response_event(agent_id, message, command_id=command_id, now=datetime.now(UTC),
+                                 expects_reply=expects_reply)
     # RESP2 keeps the handshake to a plain AUTH, which the agent's restricted ACL user can run.
     client = redis.Redis.from_url(
         redis_url,
@@ -107,11 +115,12 @@ def _send(redis_url: str, agent_id: str, message: str, command_id: str | None) -
     return published
 
 
-def relay_response(path: str, message: str) -> None:
+def relay_response(path: str, message: str, *, expects_reply: bool = False) -> None:
     """Append the message to the turn's relay file (catalog.ENV_RESPONSE_FILE), one JSON line in
     one write; the in-container runner publishes it with the turn's output. The file must exist
     (the runner made it): nothing else is ever created or followed through a link."""
-    line = json.dumps({"message": message}, ensure_ascii=False).encode("utf-8") + b"\n"
+    body: dict[str, Any] = {"message": message, **({"expects_reply": True} if expects_reply else {})}
+    line = json.dumps(body, ensure_ascii=False).encode("utf-8") + b"\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
     try:
         os.write(fd, line)

@@ -15,14 +15,17 @@ __all__ = ["respond"]
 
 @click.command("respond")
 @click.argument("message")
+@click.option("--expect-reply", "-q", "expect_reply", is_flag=True,
+              help="Ask a question: the user is expected to answer it.")
 @output.json_option
 @click.pass_context
-def respond(ctx: click.Context, message: str) -> None:
+def respond(ctx: click.Context, message: str, expect_reply: bool) -> None:
     """Send MESSAGE to whoever drives this agent (use - to read it from stdin).
 
     The message becomes a `response` event on the agent's event stream and channel, tied to
-    the current turn when there is one. Without a Redis to write to (an agent on network
-    `none`), it is relayed through the current turn and published as the turn's output is.
+    the current turn when there is one (with `expects_reply: true` for a question). Without a
+    Redis to write to (an agent on network `none`), it is relayed through the current turn and
+    published as the turn's output is.
     """
     settings = ctx.find_object(CliSettings) or CliSettings()
     as_json = output.is_json(ctx)
@@ -36,7 +39,7 @@ def respond(ctx: click.Context, message: str) -> None:
         )
     agent_id, redis_url = settings.agent_id, settings.redis_url
     if (not agent_id or not redis_url) and settings.response_file:
-        _relay(settings.response_file, message, as_json)
+        _relay(settings.response_file, message, as_json, expect_reply)
         output.emit(ctx, {"agent_id": agent_id, "id": None, "command_id": settings.command_id, "relayed": True},
                     "response relayed through the current turn")
         return
@@ -54,7 +57,7 @@ def respond(ctx: click.Context, message: str) -> None:
             "started by the spawner (with Redis, or during a turn)",
             as_json=as_json,
         )
-    event = _send(redis_url, agent_id, message, settings.command_id, as_json)
+    event = _send(redis_url, agent_id, message, settings.command_id, as_json, expect_reply)
     output.emit(
         ctx,
         {"agent_id": event["agent_id"], "id": event["id"], "command_id": event.get("command_id")},
@@ -63,10 +66,11 @@ def respond(ctx: click.Context, message: str) -> None:
 
 
 def _send(
-    redis_url: str, agent_id: str, message: str, command_id: str | None, as_json: bool
+    redis_url: str, agent_id: str, message: str, command_id: str | None, as_json: bool, expect_reply: bool
 ) -> dict[str, Any]:
     try:
-        return client.send_response(redis_url, agent_id, message, command_id=command_id)
+        return client.send_response(redis_url, agent_id, message, command_id=command_id,
+                                    expects_reply=expect_reply)
     except client.RedisDenied as exc:
         # Wrong credentials, or a key or channel outside this agent's ACL.
         raise output.RedisDeniedError(f"Redis refused the event: {exc}", as_json=as_json) from None
@@ -76,9 +80,9 @@ def _send(
         raise output.CliError(f"Redis failed to store the event: {exc}", as_json=as_json) from None
 
 
-def _relay(path: str, message: str, as_json: bool) -> None:
+def _relay(path: str, message: str, as_json: bool, expect_reply: bool) -> None:
     try:
-        client.relay_response(path, message)
+        client.relay_response(path, message, expects_reply=expect_reply)
     except OSError as exc:
         raise output.CliError(f"cannot relay the response through the turn: {exc.strerror or exc}",
                               as_json=as_json) from None

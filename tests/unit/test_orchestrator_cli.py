@@ -273,7 +273,8 @@ def test_unusable_plugins_are_skipped_with_a_reason() -> None:
     }
     cli = build_cli(plugins)
     assert set(cli.commands) == {"respond", "tools"}
-    assert cli.commands["respond"].callback is not None  # the built-in, not the impostor
+    assert cli.commands["respond"] is not plugins["respond"]  # the built-in, not the impostor
+    assert cli.commands["respond"].callback is not None
     assert len(cli.plugin_problems) == 4
     result = run(cli, ["tools"])
     assert "warning: plugin 'plain' skipped" in result.stderr
@@ -300,7 +301,25 @@ def test_response_event_has_the_contract_fields_and_no_id() -> None:
         "agent_id": "a1",
         "ts": "2026-01-02T03:04:05.678Z",
         "message": "done",
+        "via": "respond",
     }
     with_turn = client.build_response_event("a1", "done", command_id="c9", now=now)
     assert with_turn["command_id"] == "c9"
     assert "id" not in with_turn
+    question = client.build_response_event("a1", "which?", command_id=None, now=now, expects_reply=True)
+    assert question["expects_reply"] is True
+
+
+@pytest.mark.parametrize(("flag", "line"), [
+    ([], {"message": "on it"}),
+    (["-q"], {"message": "on it", "expects_reply": True}),
+    (["--expect-reply"], {"message": "on it", "expects_reply": True}),
+])
+def test_respond_relays_a_question_through_the_turn_marked_as_one(cli: GuardedGroup, tmp_path, flag, line) -> None:
+    relay = tmp_path / "responses"
+    relay.touch()
+    result = run(cli, ["respond", "on it", *flag, "--json"], allowed="respond",
+                 **{catalog.ENV_RESPONSE_FILE: str(relay)})
+    assert result.exit_code == 0, result.output
+    assert json_out(result)["relayed"] is True
+    assert [json.loads(x) for x in relay.read_text().splitlines()] == [line]
