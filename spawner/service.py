@@ -374,7 +374,7 @@ class SpawnerService:
             if rec["s"] == "response":  # `orchestrator respond` relayed through the runner
                 if rec["n"] > published and lease.held:
                     self.store.publish_turn_record(agent_id, rec["n"], "response",
-                                                   {"command_id": command_id, "message": rec["d"], "via": "respond"})
+                                                   {"command_id": command_id, "message": rec["d"]})
                 continue
             output.add(rec["d"])
             if rec["s"] == "stdout":
@@ -446,7 +446,9 @@ class SpawnerService:
         container_state = None
         if record.container_id and not record.state.is_terminal:
             container_state = self.backend.inspect_state(record.container_id) or "missing"
-        return self._summary(record, container_state=container_state)
+        totals = self._model_usage(record)
+        usage = turn_usage({}, totals)["usage"] if totals is not None else turn_usage(None, None)["usage"]
+        return {**self._summary(record, container_state=container_state), "usage": usage}
 
     def _summary(self, record: AgentRecord, *, container_state: str | None) -> dict[str, Any]:
         expires = None if record.state.is_terminal else iso(record.last_activity_at + record.idle_ttl_seconds)

@@ -64,6 +64,8 @@ def test_a_real_claude_turn_runs_a_tool_and_answers_through_the_gateway(
     assert price is not None
     assert usage["cost_usd"] == pytest.approx(price.cost(core.Usage(input_tokens=300, output_tokens=42)))
     assert result["budget_exhausted"] is False
+    totals = gf.call("status", agent_id=agent_id)["usage"]
+    assert (totals["input_tokens"], totals["requests"], totals["source"]) == (300, 2, "gateway")
 
     # the real key is nowhere the agent (or a producer) can see
     container_id = created["container_id"]
