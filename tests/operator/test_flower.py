@@ -83,8 +83,27 @@ def test_flower_api_lists_every_task_sent_by_name_with_state_success(flower_with
     assert tasks[ids["spawner.create"]]["worker"].startswith("control")
     created = tasks[ids["spawner.create"]]
     assert "API_TOKEN" in created["kwargs"] and secret not in json.dumps(tasks), "a secret reached Flower"
-    # /api/* is open only because Flower is bound to 127.0.0.1 (FLOWER_UNAUTHENTICATED_API)
-    assert flower.url.startswith("http://127.0.0.1:")
+    # /api/* is open only because Flower is bound to 127.0.0.1 (FLOWER_UNAUTHENTICATED_API):
+    # what the kernel says listens on its port
+    port = int(flower.url.rsplit(":", 1)[1])
+    assert _listening_addresses(port) == {"127.0.0.1"}
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses of the TCP sockets listening on `port` (IPv4 and IPv6), from /proc."""
+    import ipaddress
+    found = set()
+    for table, size in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.split(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    raw = bytes.fromhex(address)
+                    # /proc prints each 32-bit word in host (little-endian) order
+                    words = b"".join(raw[i:i + 4][::-1] for i in range(0, size, 4))
+                    found.add(str(ipaddress.ip_address(words)))
+    return found
 
 
 def test_flower_api_refuses_without_credentials_unless_told_it_is_local(fleet, tmp_path):

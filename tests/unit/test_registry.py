@@ -9,7 +9,7 @@ import pytest
 from spawner import errors
 from spawner.factories import registry
 from spawner.factories.base import AgentFactory, CapabilityFactory
-from spawner.models import AgentType, Capability
+from spawner.models import AgentType, Capability, TurnPlan, TurnReply
 
 
 def test_every_agent_type_has_a_factory() -> None:
@@ -37,13 +37,18 @@ def test_capability_factory_is_found_by_enum_and_by_string(capability: Capabilit
 
 @pytest.mark.parametrize("agent", list(AgentType))
 def test_agent_factories_satisfy_the_protocol(agent: AgentType) -> None:
+    """Every member of the protocol answers with a value of its declared shape."""
     factory: AgentFactory = registry.agent_factory(agent)
-    for member in ("agent_type", "instruction_file", "ready_argv", "secret_names",
-                   "env", "plan_turn", "parse_reply"):
-        assert hasattr(factory, member), member
+    assert factory.agent_type is agent
     assert factory.instruction_file in (None, "CLAUDE.md", "AGENTS.md")
     assert factory.ready_argv and all(isinstance(a, str) for a in factory.ready_argv)
+    assert isinstance(factory.secret_names, tuple) and all(isinstance(n, str) for n in factory.secret_names)
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in factory.env().items())
+    plan = factory.plan_turn(session_id=None)
+    assert isinstance(plan, TurnPlan) and plan.argv and all(isinstance(a, str) for a in plan.argv)
+    if agent != AgentType.SHELL:  # a turn runs the same CLI the readiness check starts
+        assert plan.argv[0] == factory.ready_argv[0]
+    assert isinstance(factory.parse_reply(stdout="not json", exit_code=1), TurnReply)
 
 
 def test_factories_are_frozen_and_their_fixed_attributes_cannot_be_passed_in() -> None:
@@ -56,9 +61,10 @@ def test_factories_are_frozen_and_their_fixed_attributes_cannot_be_passed_in() -
 
 def test_capability_factories_satisfy_the_protocol() -> None:
     factory: CapabilityFactory
-    for factory in registry.CAPABILITY_FACTORIES.values():
-        for member in ("capability", "apt_packages", "check_argv", "env"):
-            assert hasattr(factory, member), member
+    for capability, factory in registry.CAPABILITY_FACTORIES.items():
+        assert factory.capability is capability
+        assert factory.apt_packages and all(isinstance(p, str) for p in factory.apt_packages)
+        assert factory.check_argv and all(isinstance(a, str) for a in factory.check_argv)
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in factory.env().items())
 
 
