@@ -8,6 +8,7 @@ Nothing here is mocked. A missing Docker engine, redis-server or worker image fa
 
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from bench.fleet import RedisServer, stop_all
+from tests.leftovers import Ledger, reap_stale
 from bench.fleet import free_port as _free_port  # noqa: F401 - the test modules import it from here
 
 #: No test, fixture or process of the suite reaches beyond 127.0.0.0/8 (tests/netguard/).
@@ -32,6 +34,23 @@ OUTPUT_DIR = REPO / "test-output"
 #: counting and cleaning up never touches containers of anything else on the same engine.
 TEST_RUN = uuid.uuid4().hex[:12]
 TEST_RUN_FILTER = {"label": f"spawner.test-run={TEST_RUN}"}
+#: What this session owns (processes, labels, folders), so that the next session can clean up
+#: after this one if it is killed before its teardown (tests/leftovers.py).
+LEDGER = Ledger.open(OUTPUT_DIR / "sessions", TEST_RUN, test_label=TEST_RUN_FILTER["label"])
+atexit.register(LEDGER.release)  # a session that ends, even failing, leaves no ledger; a killed one does
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_ledger() -> None:
+    """Reap what killed sessions left (by PID, start time, label and folder)."""
+    try:
+        import docker
+        engine: Any = docker.from_env()
+        engine.ping()
+    except Exception:  # noqa: BLE001 - no engine: the Docker tests fail on their own, clearly
+        engine = None
+    for line in reap_stale(OUTPUT_DIR / "sessions", engine):
+        print(f"[leftovers of a killed session] {line}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -55,6 +74,7 @@ def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
+    LEDGER.process(server.proc.pid)
     yield server
     server.stop()
 
@@ -66,7 +86,7 @@ def redis_client(redis_server: RedisServer) -> Any:
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> Any:
+def docker_client() -> Iterator[Any]:
     import docker
     try:
         client = docker.from_env()
@@ -77,7 +97,10 @@ def docker_client() -> Any:
         client.images.get(TEST_IMAGE)
     except docker.errors.ImageNotFound:
         pytest.fail(f"image {TEST_IMAGE} is missing; run scripts/setup.sh")
-    return client
+    yield client
+    # after every fleet of the session is stopped (they depend on this fixture): whatever agent
+    # container a fleet of this session made and a failed test left behind
+    _remove_agent_containers(client)
 
 
 class Fleet:
@@ -112,6 +135,7 @@ class Fleet:
         proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", *argv], cwd=REPO,
                                 env={**self.env, **env},
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        LEDGER.process(proc.pid)
         self.procs[name] = proc
         return proc
 
@@ -149,10 +173,10 @@ def fleet(redis_server: RedisServer, docker_client: Any) -> Iterator[Fleet]:
     fleet.start()
     yield fleet
     fleet.stop()
-    _remove_agent_containers(docker_client, redis_server.url)
+    _remove_agent_containers(docker_client)
 
 
-def _remove_agent_containers(docker_client: Any, redis_url: str) -> None:
+def _remove_agent_containers(docker_client: Any) -> None:
     """Remove every container this test session made (never others)."""
     for c in docker_client.api.containers(all=True, filters=TEST_RUN_FILTER):
         docker_client.api.remove_container(c["Id"], force=True, v=True)

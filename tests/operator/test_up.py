@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, RedisServer, _free_port
+from tests.conftest import REPO, TEST_RUN, RedisServer, _free_port
 from tests.operator.conftest import SPAWNER, cli_env, http_get, run_cli
 from tests.operator.test_metrics import scrape, value
 
@@ -139,8 +139,9 @@ def test_readme_first_command_runs_the_fleet_and_ctrl_c_leaves_no_process(tmp_pa
         samples = scrape(state["metrics"])
         assert value(samples, "spawner_create_duration_seconds_count", agent="shell", outcome="ok") == 1
         assert value(samples, "spawner_turn_duration_seconds_count", agent="shell", outcome="ok") == 1
-        # >= 1: reconcile at worker start adopts other fleets' containers on a shared engine (see docs)
-        assert value(samples, "spawner_agents", agent="shell", state="idle") >= 1
+        # exactly this one: the fleet's private Redis knows no other agent, and its reconcile
+        # adopts only containers labelled with its own fleet id
+        assert value(samples, "spawner_agents", agent="shell", state="idle") == 1
         assert run_cli(env, "rm", agent_id).stdout.strip() == f"{agent_id}: deleted"
 
         status, body = http_get(f"{state['flower']}/api/workers?refresh=1", timeout=15)
@@ -211,7 +212,13 @@ def test_up_refuses_what_it_cannot_do_in_one_line_and_leaves_nothing(tmp_path):
     assert open_flower.returncode == 2
     assert open_flower.stderr.startswith("error: UsageError: Flower would listen on 0.0.0.0 with no credentials")
 
-    remote = subprocess.run([SPAWNER, "up", "--data-dir", str(tmp_path / "f")],
-                            env=fleet_env("redis://192.0.2.1:6379/0"), cwd=REPO, capture_output=True, text=True,
-                            timeout=60)
-    assert remote.returncode == 1 and "error: Unavailable: " in remote.stderr and "192.0.2.1" in remote.stderr
+    # A Redis that spawner up cannot start itself (TLS): a closed loopback port, so nothing leaves
+    # this machine; the refusal for a host that is not this machine is tests/unit/test_operator.py's.
+    closed = _free_port()
+    tls = subprocess.run([SPAWNER, "up", "--data-dir", str(tmp_path / "f")],
+                         env=fleet_env(f"rediss://127.0.0.1:{closed}/0"), cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert tls.returncode == 1, tls.stderr
+    last = tls.stderr.splitlines()[-1]
+    assert last.startswith(f"error: Unavailable: Redis at rediss://127.0.0.1:{closed}/0 does not answer"), last
+    assert "cannot start a Redis for rediss:// URLs" in last
