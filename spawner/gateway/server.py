@@ -153,6 +153,10 @@ class Gateway:
             # several gateways (one per Docker host) may share a Redis: each serves its own run folders
             wanted = {agent_id: raw for agent_id, raw in (await asyncio.to_thread(self._store.registrations)).items()
                       if os.path.dirname(str(raw.get("run_path", ""))) == self._run_root}
+            # a run folder removed with its container: the agent is gone, so is its registration
+            for agent_id in [a for a, raw in wanted.items() if not os.path.isdir(str(raw.get("run_path")))]:
+                wanted.pop(agent_id)
+                await asyncio.to_thread(self._store.unregister, agent_id)
             for agent_id in [a for a in self._agents if a not in wanted]:
                 await self._unbind(agent_id)
             for agent_id, raw in wanted.items():

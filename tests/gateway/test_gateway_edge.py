@@ -140,3 +140,12 @@ def test_health_and_metrics(gateway_fleet: GatewayFleet) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{gateway_fleet.gateway_port}/metrics", timeout=5) as answer:
         text = answer.read().decode()
     assert "spawner_gateway_requests_total" in text and "spawner_gateway_agents" in text
+
+
+def test_a_registration_whose_run_folder_is_gone_is_dropped(gateway_fleet: GatewayFleet, redis_server: Any) -> None:
+    import shutil
+    agent = FakeAgent(gateway_fleet, redis_server.url, "anthropic")
+    shutil.rmtree(agent.run_path)  # what removing the container does
+    agent.store.register("ag-wake" + uuid.uuid4().hex[:8], {"run_path": "/nowhere/x", "provider": "anthropic",
+                                                             "key": KEY_VAR})  # a nudge; not under the root: ignored
+    _wait_for(lambda: agent.agent_id not in agent.store.registrations(), "the registration to be dropped")
