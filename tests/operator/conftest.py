@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import OUTPUT_DIR, REPO, XDIST_WORKER, Fleet, _free_port
+from tests.conftest import LEDGER, OUTPUT_DIR, REPO, XDIST_WORKER, Fleet, _free_port
 
 SPAWNER = str(Path(sys.executable).with_name("spawner"))
 
@@ -68,12 +68,31 @@ def cli(fleet: Fleet, producer: Any) -> Any:
     return run
 
 
+@pytest.fixture
+def cli_background(cli: Any) -> Iterator[Any]:
+    """Starts `spawner ARGS...` without waiting (a follow, a spinner on a terminal); any still
+    running when the test ends, passed or failed, is killed."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([SPAWNER, *args], env=env or cli.env, cwd=REPO, **popen)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)  # reaps it and closes its pipes
+
+
 class Service:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], url: str) -> None:
         self.url = url
         self.log = open(OUTPUT_DIR / f"{name}{'-' + XDIST_WORKER if XDIST_WORKER else ''}.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
+        LEDGER.process(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
