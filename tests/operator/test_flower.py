@@ -11,14 +11,18 @@ from typing import Any
 import pytest
 
 from spawner.client import SpawnerClient
-from tests.conftest import OUTPUT_DIR
+from tests.conftest import LEDGER, OUTPUT_DIR, _free_port
 from tests.operator.conftest import http_get, require_tool
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1400,900"]
+                  "--disable-dev-shm-usage", "--window-size=1400,900",
+                  # Chromium is not Python, so the suite's network guard cannot see it: no name is
+                  # resolved but loopback's, and every request beyond loopback goes to a closed
+                  # loopback port as its proxy (loopback itself never goes through a proxy)
+                  "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1"]
 
 
 def flower_tasks(flower: Any) -> dict[str, dict[str, Any]]:
@@ -121,6 +125,7 @@ def test_flower_api_refuses_without_credentials_unless_told_it_is_local(fleet, t
     proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", "flower", "--address=127.0.0.1",
                              f"--port={port}"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
+    LEDGER.process(proc.pid)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthcheck", proc)
         status, _ = http_get(f"http://127.0.0.1:{port}/api/workers")
@@ -141,7 +146,8 @@ def test_headless_chromium_shows_spawner_create_on_the_tasks_page(flower_with_ta
     wait_tasks(flower, list(ids.values()))
     options = webdriver.ChromeOptions()
     options.binary_location = require_tool("chromium")
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                 f"--proxy-server=http://127.0.0.1:{_free_port()}"]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=require_tool("chromedriver")), options=options)
     try:
