@@ -43,6 +43,7 @@ __all__ = [
     "agent_channel_pattern",
     "agent_events_key",
     "agent_id_from_container_name",
+    "agent_activity_key",
     "agent_key",
     "agents_index_key",
     "container_name",
@@ -58,6 +59,7 @@ __all__ = [
     "image_build_lock_key",
     "KOMBU_UNACKED_KEY",
     "KOMBU_UNACKED_INDEX_KEY",
+    "turn_lease_key",
     "turn_once_key",
     "turn_progress_key",
     "turns_queue",
@@ -203,6 +205,16 @@ def turn_once_key(command_id: str, what: str) -> str:
 
 def sweep_lock_key() -> str:
     return "spawner:sweep-lock"
+
+
+def agent_activity_key(agent_id: str) -> str:
+    """Held while a turn or file operation of the agent starts; the sweep leaves the agent alone then."""
+    return f"spawner:agent-activity:{agent_id}"
+
+
+def turn_lease_key(command_id: str) -> str:
+    """The name of the lease a running turn's follower holds (its request lock): no holder, no live turn."""
+    return f"spawner:turn-lease:{command_id}"
 
 
 def image_build_lock_key(tag: str) -> str:

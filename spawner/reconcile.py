@@ -16,8 +16,11 @@ A live record's container counts as missing only after a look at its id (`inspec
 is older than the records, and a create or pool claim may have made it since. A `creating`
 record is left to its create until the create's deadline (`due:create`) passes.
 
-The sweep runs after reconcile, over what its due indexes name: `spawner.lifecycle.decide` says
-pause, expire or keep for each record read then.
+The sweep runs after reconcile, over what its due indexes name, one agent at a time under the
+agent's activity lock (a turn or file operation starting holds it: the sweep then skips the
+agent). `spawner.lifecycle.decide` says pause, expire or keep for each record read then; a `busy`
+record with no turn whose lease anyone holds (its follower died, its message was lost) is reaped
+back to idle, and paused or expired by a later sweep like any idle agent.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class Kind(enum.StrEnum):
     FORGET = "forget"   # drop index entries of a record that expired on its own
     PAUSE = "pause"
     EXPIRE = "expire"
+    REAP = "reap"       # a busy agent whose turns nobody follows any more: idle again
 
 
 @dataclass(frozen=True)
@@ -139,9 +143,12 @@ def _fail_if_overdue(record: AgentRecord, overdue: set[str]) -> Step | None:
 
 
 def plan_due(agent_id: str, record: AgentRecord | None, *, running_turns: int, now: float) -> Step | None:
-    """The sweep's step for one agent its due indexes named, from the record read just now."""
+    """The sweep's step for one agent its due indexes named, from the record read just now and
+    the number of its turns still followed (a held lease)."""
     if record is None:
         return Step(Kind.FORGET, agent_id, reason="record_expired")
+    if record.state == AgentState.BUSY and running_turns == 0:
+        return Step(Kind.REAP, agent_id, record.container_id, "no_live_turn", "no live turn")
     action = decide(record, now=now, running_turns=running_turns)
     if action == Action.PAUSE and record.container_id:
         return Step(Kind.PAUSE, agent_id, record.container_id, "idle", "idle past its pause limit")

@@ -12,6 +12,7 @@ import hashlib
 import secrets as secrets_module
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -311,6 +312,10 @@ class SpawnerService:
         return self.store.update_and_publish(agent_id, "status", {"state": state.value, "reason": reason},
                                       state=state.value, reason=reason, **extra)
 
+    def _starting(self, agent_id: str) -> AbstractContextManager[Lease]:
+        """Held while a turn or file operation starts: the sweep skips the agent meanwhile."""
+        return self._once.held(names.agent_activity_key(agent_id))
+
     def _touch(self, agent_id: str) -> None:
         self.store.update_record(agent_id, last_activity_at=self._now())
 
@@ -330,17 +335,19 @@ class SpawnerService:
         size = len(command.encode("utf-8", "surrogatepass"))
         if size > names.COMMAND_MAX_BYTES:
             raise errors.PayloadTooLarge(f"command is {size} bytes; the limit is {names.COMMAND_MAX_BYTES}")
-        record = self._live_record(agent_id)
-        container_id = self._ready_container(record)
-        factory = agent_factory(record.agent)
-        plan = factory.plan_turn(session_id=record.session_id)
-        if self.store.turn_started(agent_id, command_id) == 1 or record.state != AgentState.BUSY:
-            self.store.update_record(agent_id, state=AgentState.BUSY.value, reason="turn started",
-                                     last_activity_at=self._now())
-        # once per command id: a re-attached delivery of the turn publishes none of its one-time events again
-        self.store.publish_once(agent_id, names.turn_once_key(command_id, "started"), "status",
-                                state=AgentState.BUSY.value, reason="turn started",
-                                command_id=command_id, command=command[:COMMAND_IN_EVENT_MAX_CHARS])
+        with self._starting(agent_id):  # from the readiness check to `busy`, the sweep leaves it alone
+            record = self._live_record(agent_id)
+            container_id = self._ready_container(record)
+            factory = agent_factory(record.agent)
+            plan = factory.plan_turn(session_id=record.session_id)
+            if self.store.turn_started(agent_id, command_id, lease_key=lease.key) == 1 \
+                    or record.state != AgentState.BUSY:
+                self.store.update_record(agent_id, state=AgentState.BUSY.value, reason="turn started",
+                                         last_activity_at=self._now())
+            # once per command id: a re-attached delivery of the turn publishes none of its one-time events again
+            self.store.publish_once(agent_id, names.turn_once_key(command_id, "started"), "status",
+                                    state=AgentState.BUSY.value, reason="turn started",
+                                    command_id=command_id, command=command[:COMMAND_IN_EVENT_MAX_CHARS])
         try:
             return self._follow_turn(record, container_id, command, command_id, plan.argv,
                                      plan.stdin_input, timeout_seconds, lease)
@@ -424,18 +431,20 @@ class SpawnerService:
             raise errors.PayloadTooLarge(f"content is {len(content)} bytes; the limit is {names.FILE_MAX_BYTES}")
 
         def run() -> dict[str, Any]:
-            record = self._live_record(agent_id)
-            size = self.backend.put_file(self._ready_container(record), resolved, content, mode)
-            self._touch(agent_id)
+            with self._starting(agent_id):  # the sweep leaves the agent alone until it is done
+                record = self._live_record(agent_id)
+                size = self.backend.put_file(self._ready_container(record), resolved, content, mode)
+                self._touch(agent_id)
             return {"agent_id": agent_id, "path": resolved, "size": size}
 
         return self.idempotent("send_file", _idempotency_key(request_id, task_id), run)
 
     def read_file(self, agent_id: str, path: str) -> tuple[str, bytes]:
         resolved = resolve_path(path)
-        record = self._live_record(agent_id)
-        data = self.backend.get_file(self._ready_container(record), resolved, max_bytes=names.FILE_MAX_BYTES)
-        self._touch(agent_id)
+        with self._starting(agent_id):  # the sweep leaves the agent alone until it is done
+            record = self._live_record(agent_id)
+            data = self.backend.get_file(self._ready_container(record), resolved, max_bytes=names.FILE_MAX_BYTES)
+            self._touch(agent_id)
         return resolved, data
 
     # ---------------------------------------------------------------------------- reads

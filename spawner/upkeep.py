@@ -25,6 +25,7 @@ from spawner import errors, names
 from spawner.backend.base import ContainerBackend, ContainerInfo
 from spawner.metrics import Metrics
 from spawner.models import AgentRecord, AgentState, WorkerConfig
+from spawner.once import LOCK_SECONDS
 from spawner.pool import WarmPool
 from spawner.reconcile import Kind, Step, plan_due, plan_reconcile, records_to_read, to_inspect
 from spawner.state.base import StateStore
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 SWEEP_LOCK_SECONDS = 300
 #: The result key each executed step counts in.
 _COUNTED = {Kind.ADOPT: "adopted", Kind.REMOVE: "removed", Kind.FAIL: "failed", Kind.PAUSE: "paused",
-            Kind.EXPIRE: "expired"}
+            Kind.EXPIRE: "expired", Kind.REAP: "reaped"}
 
 
 class Upkeep:
@@ -59,8 +60,8 @@ class Upkeep:
         """Reconcile Docker with Redis, then pause and expire what is due. Safe to run twice at
         once: a short lock makes one of two concurrent sweeps skip, and every step re-reads first.
         `reconcile=False` does the due part only (the benchmark times it alone)."""
-        counts: dict[str, Any] = {"skipped": False, "paused": 0, "expired": 0, "adopted": 0, "removed": 0,
-                                  "failed": 0, "errors": 0}
+        counts: dict[str, Any] = {"skipped": False, "paused": 0, "expired": 0, "reaped": 0, "deferred": 0,
+                                  "adopted": 0, "removed": 0, "failed": 0, "errors": 0}
         token = self.store.acquire(names.sweep_lock_key(), ttl_seconds=SWEEP_LOCK_SECONDS)
         if token is None:
             return {**counts, "skipped": True}
@@ -70,13 +71,27 @@ class Upkeep:
             due = dict.fromkeys(self.store.due_agents("expire", now=now) + self.store.due_agents("pause", now=now))
             for agent_id in due:
                 with self._one_agent(agent_id, "sweep", counts):
-                    record, running_turns = self.store.get_record_and_turns(agent_id)  # one round trip
-                    step = plan_due(agent_id, record, running_turns=running_turns, now=now)
-                    if step is not None:
-                        self._execute(step, record, None, counts)
+                    self._sweep_one(agent_id, now=now, counts=counts)
             return counts
         finally:
             self.store.release(names.sweep_lock_key(), token)
+
+    def _sweep_one(self, agent_id: str, *, now: float, counts: dict[str, Any]) -> None:
+        """Under the agent's activity lock, or not at all: a turn or file operation starting holds
+        it (between its readiness check and its start), and the agent is left for the next sweep."""
+        token = self.store.acquire(names.agent_activity_key(agent_id), ttl_seconds=LOCK_SECONDS)
+        if token is None:
+            counts["deferred"] += 1
+            return
+        try:
+            record, running_turns = self.store.get_record_and_turns(agent_id)  # one round trip
+            if running_turns or (record is not None and record.state == AgentState.BUSY):
+                running_turns = self.store.reap_dead_turns(agent_id)  # only turns someone follows count
+            step = plan_due(agent_id, record, running_turns=running_turns, now=now)
+            if step is not None:
+                self._execute(step, record, None, counts)
+        finally:
+            self.store.release(names.agent_activity_key(agent_id), token)
 
     def reconcile(self) -> dict[str, int]:
         """Make Docker and Redis agree, by label: adopt, remove, or mark failed (spawner/reconcile.py)."""
@@ -143,8 +158,10 @@ class Upkeep:
                 self.backend.remove(step.container_id)
             self.store.delete_agent_identity(step.agent_id)
             self.set_state(step.agent_id, AgentState.EXPIRED, reason=step.detail)
+        elif kind == Kind.REAP:
+            self.set_state(step.agent_id, AgentState.IDLE, reason=step.detail)
         counts[_COUNTED[kind]] = counts.get(_COUNTED[kind], 0) + 1
-        if kind in (Kind.PAUSE, Kind.EXPIRE):
+        if kind in (Kind.PAUSE, Kind.EXPIRE, Kind.REAP):
             self.metrics.sweep_action(kind.value, reason)
         else:
             self.metrics.reconcile_action(kind.value, reason)

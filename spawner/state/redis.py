@@ -81,6 +81,21 @@ if not holder then
 end
 return 0
 """
+# Drop each running turn (KEYS[1]) whose lease, named at turn-lease:<id> (ARGV[1] prefix), is
+# held by nobody; return how many are still followed.
+_REAP_TURNS = """
+local live = 0
+for _, command_id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local lease = redis.call('GET', ARGV[1] .. command_id)
+  if lease and redis.call('EXISTS', lease) == 1 then
+    live = live + 1
+  else
+    redis.call('SREM', KEYS[1], command_id)
+    redis.call('DEL', ARGV[1] .. command_id)
+  end
+end
+return live
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -200,6 +215,7 @@ class RedisStore:
         self._publish_once = client.register_script(_PUBLISH_ONCE)
         self._publish_once_per_key = client.register_script(_PUBLISH_ONCE_PER_KEY)
         self._renew = client.register_script(_RENEW)
+        self._reap_turns = client.register_script(_REAP_TURNS)
         self._release = client.register_script(_RELEASE)
         self._write = client.register_script(_WRITE)
 
@@ -297,11 +313,13 @@ class RedisStore:
             return list(self._r.zrangebyscore(names.due_key(action), "-inf", now, start=0, num=limit))
 
     # ---------------------------------------------------------------------------- turns running
-    def turn_started(self, agent_id: str, command_id: str) -> int:
+    def turn_started(self, agent_id: str, command_id: str, *, lease_key: str) -> int:
+        """Mark the turn running, with the name of the lease its follower holds; returns how many run."""
         key = names.agent_key(agent_id) + ":turns"
         with self._translated("marking a turn"), self._r.pipeline() as pipe:
             pipe.sadd(key, command_id)
             pipe.expire(key, 7 * 24 * 3600)
+            pipe.set(names.turn_lease_key(command_id), lease_key, ex=7 * 24 * 3600)
             pipe.scard(key)
             return int(pipe.execute()[-1])
 
@@ -309,8 +327,16 @@ class RedisStore:
         key = names.agent_key(agent_id) + ":turns"
         with self._translated("marking a turn"), self._r.pipeline() as pipe:
             pipe.srem(key, command_id)
+            pipe.delete(names.turn_lease_key(command_id))
             pipe.scard(key)
             return int(pipe.execute()[-1])
+
+    def reap_dead_turns(self, agent_id: str) -> int:
+        """Drop the agent's running turns whose lease nobody holds (a follower died and its message
+        was lost); returns how many turns are still followed."""
+        with self._translated("reaping turns"):
+            return int(self._reap_turns(keys=[names.agent_key(agent_id) + ":turns"],
+                                        args=[names.turn_lease_key("")]))
 
     def running_turns(self, agent_id: str) -> int:
         with self._translated("counting turns"):

@@ -59,6 +59,10 @@ def _wait_state(chaos, agent_id: str, wanted: str) -> None:
         time.sleep(0.2)
 
 
+def _sid(event_id: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in event_id.split("-"))
+
+
 def _status_events(chaos, agent_id: str, state: str) -> list[dict[str, Any]]:
     return [e for e in chaos.events(agent_id) if e["type"] == "status" and e.get("state") == state]
 
@@ -193,3 +197,54 @@ def test_a_turn_delivered_again_publishes_its_start_exit_and_response_once(chaos
     assert "".join(e["data"] for e in events if e["type"] == "output") == "answer\n"
     assert chaos.call("read_file", agent_id=agent_id, path="runs")["content"] == "run\n", "the turn ran twice"
     assert _state(chaos, agent_id) == "idle"
+
+
+def test_a_busy_agent_whose_turn_nobody_follows_is_reaped(chaos):
+    """A turn message lost after its turn started (its worker died and the broker lost the
+    message) left the agent `busy` for 7 days: nothing paused or expired it again. The sweep sees
+    that no delivery holds the turn's lease and frees the agent; a live turn is left alone."""
+    _start(chaos)
+    lost = _create(chaos, idle_pause_seconds=1, idle_ttl_seconds=3600)
+    live = _create(chaos, idle_pause_seconds=1, idle_ttl_seconds=3600)
+    # what a worker leaves when it dies after a turn started and its message is gone
+    chaos.client.sadd(names.agent_key(lost) + ":turns", "cmd-lost-with-its-message")
+    chaos.client.hset(names.agent_key(lost), mapping={"state": '"busy"', "reason": '"turn started"'})
+    running = chaos.send("send_command", agent_id=live, command="sleep 4; echo done")
+    _wait_state(chaos, live, "busy")
+    _wait_until_due(chaos, "pause", [lost, live])
+
+    result = chaos.call("sweep")
+    assert chaos.call("status", agent_id=lost)["state"] == "idle", result
+    assert chaos.call("status", agent_id=lost)["reason"] == "no live turn"
+    assert _state(chaos, live) == "busy", "a turn that is followed was reaped"
+    assert result["reaped"] == 1 and result["errors"] == 0, result
+    assert running.get(timeout=60)["output"] == "done\n"
+    _wait_until_due(chaos, "pause", [lost])
+    chaos.call("sweep")
+    assert _state(chaos, lost) == "paused"  # an ordinary idle agent again
+    assert chaos.call("send_command", agent_id=lost, command="echo back")["output"] == "back\n"
+
+
+def test_the_sweep_leaves_an_agent_alone_while_a_turn_or_file_operation_starts(chaos):
+    """The sweep decided from one read: it could pause or remove an agent between a turn's
+    readiness check and the turn's start. A turn or file operation starting holds the agent's
+    activity lock (here the test holds it, as a starting turn would); the sweep skips the agent."""
+    _start(chaos)
+    agent_id = _create(chaos, idle_pause_seconds=1, idle_ttl_seconds=3600)
+    _wait_until_due(chaos, "pause", [agent_id])
+    key = f"spawner:agent-activity:{agent_id}"  # names.agent_activity_key
+    assert chaos.client.set(key, "a-turn-starting", nx=True, px=60_000)
+    try:
+        result = chaos.call("sweep")
+        assert result["paused"] == 0 and result["deferred"] == 1, result
+        assert _state(chaos, agent_id) == "idle"
+        turn = chaos.send("send_command", agent_id=agent_id, command="echo started")
+        before = chaos.events(agent_id)[-1]["id"]
+    finally:
+        chaos.client.delete(key)
+    assert turn.get(timeout=60)["output"] == "started\n"
+    busy = [e for e in chaos.events(agent_id) if e["type"] == "status" and e["state"] == "busy"]
+    assert busy and all(_sid(e["id"]) > _sid(before) for e in busy), "the turn started while the lock was held"
+    _wait_until_due(chaos, "pause", [agent_id])
+    assert chaos.call("sweep")["paused"] == 1
+    assert _state(chaos, agent_id) == "paused"

@@ -128,11 +128,13 @@ def test_one_agent_per_step_in_a_mixed_fleet():
     (AgentState.IDLE, 150, 1, None),  # a turn is running
     (AgentState.PAUSED, 120, 0, None),
     (AgentState.PAUSED, 150, 0, Kind.EXPIRE),
-    (AgentState.BUSY, 1e9, 0, None),
+    (AgentState.BUSY, 1e9, 1, None),  # its turn is followed (a lease is held)
+    (AgentState.BUSY, 105, 0, Kind.REAP),  # busy, and no turn anyone follows: idle again
+    (AgentState.BUSY, 1e9, 0, Kind.REAP),
     (AgentState.CREATING, 1e9, 0, None),
     *((state, 1e9, 0, None) for state in TERMINAL),
 ])
-def test_the_sweep_pauses_and_expires_only_idle_agents_past_their_limits(state, now, turns, expected):
+def test_the_sweep_pauses_expires_and_reaps_only_what_is_due(state, now, turns, expected):
     step = plan_due(A, _record(state), running_turns=turns, now=now)
     assert (step.kind if step else None) == expected
     if step is not None:
