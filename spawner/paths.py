@@ -24,6 +24,10 @@ def resolve_path(path: object) -> str:
     resolved = posixpath.normpath(joined)
     if resolved.startswith("//"):
         resolved = "/" + resolved.lstrip("/")
+    for kept in names.FLEET_KEPT_PATHS:
+        if resolved == kept or resolved.startswith(kept + "/"):
+            raise errors.InvalidPath(f"{path!r} is a file the fleet keeps for the agent ({kept}); "
+                                     "use a path under /workspace")
     for root in names.ALLOWED_FILE_ROOTS:
         if resolved.startswith(root + "/"):
             return resolved

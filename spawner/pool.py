@@ -49,7 +49,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Written at claim by the runner's init: the labels a fresh container of this agent would carry.
-CLAIM_FILE = f"{names.SPAWNER_DIR}/labels.json"
+CLAIM_FILE = f"{names.FLEET_DIR}/labels.json"
 #: A claim in flight (taken from the free set, not yet renamed) is left alone this long.
 CLAIM_GRACE_SECONDS = 60.0
 #: A pool container being made (created, not yet registered as free) is left alone this long.
@@ -108,11 +108,11 @@ def claim_payload(spec: ContainerSpec, payload: dict[str, Any]) -> dict[str, Any
     """The runner `init` payload for a claimed pool container: the fresh-container payload, plus
     the agent's environment in the env file and the labels it would have carried in CLAIM_FILE."""
     labels = {k: v for k, v in spec.labels.items() if k != names.LABEL_MANAGED}
-    claim_file = {"path": CLAIM_FILE, "mode": 0o600,
+    claim_file = {"path": CLAIM_FILE, "mode": 0o400,
                   "content_b64": base64.b64encode(json.dumps(labels, sort_keys=True).encode()).decode()}
     # secret_env wins, exactly as a secret file value wins over the container env at turn time
     return {**payload, "secret_env": {**spec.env, **payload.get("secret_env", {})},
-            "files": [*payload.get("files", []), claim_file]}
+            "fleet_files": [*payload.get("fleet_files", []), claim_file]}
 
 
 def adoption_labels(raw: bytes | None, *, agent_id: str) -> dict[str, str] | None:

@@ -52,7 +52,7 @@ class SendFileRequest(_Request):
     path: StrictStr
     content: StrictStr
     encoding: Literal["utf-8", "base64"] = "utf-8"
-    mode: Annotated[StrictInt, Field(ge=0, le=0o7777)] = 0o644
+    mode: Annotated[StrictInt, Field(ge=0, le=0o777)] = 0o644  # permission bits only (CONTRACT §8.4)
     request_id: RequestId | None = None
 
 

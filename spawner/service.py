@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import secrets as secrets_module
 import time
 from collections.abc import Callable, Mapping
@@ -16,7 +17,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from spawner import errors, names
+from spawner import errors, limits, names
 from spawner.backend.base import ContainerBackend
 from spawner.gateway.core import ModelGateway, turn_usage
 from spawner.factories import (
@@ -34,6 +35,8 @@ from spawner.transcript import CappedText, iso, transcript
 from spawner.upkeep import Upkeep
 
 __all__ = ["ServiceOptions", "SpawnerService", "new_agent_id"]
+
+log = logging.getLogger(__name__)
 
 COMMAND_IN_EVENT_MAX_CHARS = 4000
 #: How long a redelivered create waits for Docker to finish removing what the dead one left.
@@ -366,13 +369,15 @@ class SpawnerService:
         agent_id = record.agent_id
         published = self.store.turn_progress(command_id)
         usage_before = self._model_usage(record)
+        turn_seconds = timeout_seconds or self.options.command_timeout_seconds
         request = {"command_id": command_id, "argv": list(argv), "stdin_input": stdin_input, "input": command,
-                   "timeout_seconds": timeout_seconds or self.options.command_timeout_seconds,
-                   "from_seq": 0}
+                   "timeout_seconds": turn_seconds, "from_seq": 0}
         output, stdout = CappedText(names.OUTPUT_MAX_BYTES), CappedText(names.OUTPUT_MAX_BYTES)
         end: dict[str, Any] = {}
         last_touch = time.monotonic()
-        for rec in self.backend.follow_turn(container_id, request):
+        # the worker's own deadline: nothing the agent does inside can stretch it (limits.py)
+        deadline = last_touch + turn_seconds + limits.TURN_DEADLINE_GRACE_SECONDS
+        for rec in self.backend.follow_turn(container_id, request, deadline=deadline):
             if rec.get("end"):
                 end = rec
                 break
@@ -394,6 +399,11 @@ class SpawnerService:
                 last_touch = time.monotonic()
         exit_code = end.get("exit_code")
         timed_out = bool(end.get("timed_out"))
+        reason = end.get("reason")
+        if reason:  # the runner inside gave no exit status the worker can use: say why
+            output.add(f"\n[spawner] the turn ended without an exit status: {reason}\n")
+            if timed_out:
+                self._end_turn_by_force(agent_id, container_id)
         factory = agent_factory(record.agent)
         if record.agent == AgentType.SHELL:
             response, session_id = output.text, None
@@ -414,7 +424,7 @@ class SpawnerService:
         if lease.held:
             self.store.publish_once(agent_id, names.turn_once_key(command_id, "exit"), "command_exit",
                                     command_id=command_id, exit_code=exit_code, duration_ms=duration_ms,
-                                    timed_out=timed_out)
+                                    timed_out=timed_out, **({"reason": reason} if reason else {}))
         if response and lease.held:
             self.store.publish_once(agent_id, names.turn_once_key(command_id, "response"), "response",
                                     message=response[:names.OUTPUT_MAX_BYTES], command_id=command_id)
@@ -422,6 +432,23 @@ class SpawnerService:
                 "response": response, "session_id": session_id or record.session_id, "duration_ms": duration_ms,
                 "timed_out": timed_out, "output_truncated": output.truncated or bool(end.get("truncated")),
                 **turn_usage(usage_before, self._model_usage(record) if usage_before is not None else None)}
+
+    def _end_turn_by_force(self, agent_id: str, container_id: str) -> None:
+        """The worker's deadline passed and the runner inside did not end the turn: restart the
+        container (every process killed at once, files kept), so what is left of the turn cannot
+        hold the agent's next one."""
+        try:
+            self.backend.restart(container_id)
+        except errors.SpawnerError as exc:
+            log.warning("agent %s: could not restart its container after a runaway turn: %s", agent_id, exc)
+
+    def _file_call(self, agent_id: str, call: Callable[[], Any]) -> Any:
+        """A file operation into the container; a runner that does not answer in time (limits.
+        FILE_CALL_SECONDS) is reported as the agent's."""
+        try:
+            return call()
+        except errors.Unavailable as exc:
+            raise errors.Unavailable(f"agent {agent_id}: {exc}") from None
 
     # ---------------------------------------------------------------------------- files
     def send_file(self, agent_id: str, path: str, content: bytes, *, mode: int, request_id: str | None,
@@ -433,7 +460,8 @@ class SpawnerService:
         def run() -> dict[str, Any]:
             with self._starting(agent_id):  # the sweep leaves the agent alone until it is done
                 record = self._live_record(agent_id)
-                size = self.backend.put_file(self._ready_container(record), resolved, content, mode)
+                container_id = self._ready_container(record)
+            size = self._file_call(agent_id, lambda: self.backend.put_file(container_id, resolved, content, mode))
                 self._touch(agent_id)
             return {"agent_id": agent_id, "path": resolved, "size": size}
 
@@ -443,7 +471,9 @@ class SpawnerService:
         resolved = resolve_path(path)
         with self._starting(agent_id):  # the sweep leaves the agent alone until it is done
             record = self._live_record(agent_id)
-            data = self.backend.get_file(self._ready_container(record), resolved, max_bytes=names.FILE_MAX_BYTES)
+            container_id = self._ready_container(record)
+        data = self._file_call(agent_id, lambda: self.backend.get_file(container_id, resolved,
+                                                                      max_bytes=names.FILE_MAX_BYTES))
             self._touch(agent_id)
         return resolved, data
 

@@ -26,6 +26,7 @@ import json
 import os
 import select
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,13 +34,18 @@ import time
 
 SPAWNER_DIR = os.environ.get("SPAWNER_DIR", "/home/worker/.spawner")
 TURNS_DIR = os.path.join(SPAWNER_DIR, "turns")
-SECRETS_FILE = os.path.join(SPAWNER_DIR, "env.json")
+#: The agent's environment (env_vars, secrets, its allow-list): written by the fleet as root through
+#: Docker's archive API, readable but not writable by the agent user.
+SECRETS_FILE = "/etc/spawner/env.json"
 TURN_LOCK = os.path.join(SPAWNER_DIR, "turn.lock")
 WORKSPACE = "/workspace"
 ALLOWED_ROOTS = ("/workspace", "/home/worker", "/tmp")
 LOG_MAX_BYTES = 64 * 1024 * 1024
 #: A line `orchestrator respond` appends to the turn's responses file; longer lines are dropped.
 RESPONSE_LINE_MAX_BYTES = 2 * 1024 * 1024
+#: Finished turn folders older than this are removed when a new turn starts (the newest few stay).
+TURN_KEEP_SECONDS = 3600.0
+TURN_KEEP_COUNT = 20
 FOLLOW_POLL_SECONDS = 0.004
 #: With inotify a follower sleeps until the turn's folder changes, checking the supervisor this often.
 FOLLOW_ALIVE_CHECK_SECONDS = 0.25
@@ -66,6 +72,8 @@ def _check_roots(path: str) -> list[str]:
         raise RunnerError("InvalidPath", f"{path!r} is not an absolute, normalised path")
     if not any(path == root or path.startswith(root + "/") for root in ALLOWED_ROOTS):
         raise RunnerError("InvalidPath", f"{path!r} is outside the allowed roots {', '.join(ALLOWED_ROOTS)}")
+    if path == SPAWNER_DIR or path.startswith(SPAWNER_DIR + "/"):
+        raise RunnerError("InvalidPath", f"{path!r} is a file the fleet keeps for the agent")
     return [p for p in path.split("/") if p]
 
 
@@ -110,7 +118,7 @@ def cmd_put(path: str, mode: int) -> None:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-                os.fchmod(fh.fileno(), mode & 0o7777)
+                os.fchmod(fh.fileno(), mode & 0o777)
         except BaseException:
             os.unlink(tmp, dir_fd=dir_fd)
             raise
@@ -153,10 +161,6 @@ def cmd_get(path: str, max_bytes: int) -> None:
 def cmd_init() -> None:
     request = json.loads(sys.stdin.buffer.read() or b"{}")
     os.makedirs(TURNS_DIR, mode=0o700, exist_ok=True)
-    fd = os.open(SECRETS_FILE + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(request.get("secret_env") or {}, fh)
-    os.replace(SECRETS_FILE + ".tmp", SECRETS_FILE)
     for item in request.get("files") or []:
         parts = _check_roots(item["path"])
         dir_fd = _open_parent(parts, create=True)
@@ -225,14 +229,15 @@ class _Log:
         if self.size + len(data) > LOG_MAX_BYTES:
             self.truncated = True
             return
-        line = json.dumps({"n": self.seq, "s": stream, "d": text}).encode() + b"\n"
+        # ensure_ascii off: a non-ASCII character is its UTF-8 bytes here, not a 6-byte escape
+        line = json.dumps({"n": self.seq, "s": stream, "d": text}, ensure_ascii=False).encode() + b"\n"
         self.fh.write(line)  # one write per record, so a follower never sees half a record
         self.size += len(data)
         self.seq += 1
 
     def write_response(self, message: str) -> None:
         """A relayed `orchestrator respond`: a record of its own kind, numbered with the output."""
-        self.fh.write(json.dumps({"n": self.seq, "s": "response", "d": message}).encode() + b"\n")
+        self.fh.write(json.dumps({"n": self.seq, "s": "response", "d": message}, ensure_ascii=False).encode() + b"\n")
         self.seq += 1
 
 
@@ -272,6 +277,11 @@ def _supervise(turn_dir: str, spec: dict) -> None:
     """Run the turn to completion; runs detached from the exec that started it."""
     with open(os.path.join(turn_dir, "pid"), "w") as fh:
         fh.write(str(os.getpid()))
+    # held until this process ends, however it ends: a follower that can take it knows the
+    # supervisor is gone (a pid file can be forged; a held lock cannot be released by another)
+    alive = open(os.path.join(turn_dir, "alive.tmp"), "w")
+    fcntl.flock(alive, fcntl.LOCK_EX)
+    os.rename(os.path.join(turn_dir, "alive.tmp"), os.path.join(turn_dir, "alive"))
     lock = open(TURN_LOCK, "a")
     fcntl.flock(lock, fcntl.LOCK_EX)  # one turn at a time per agent, held until we exit
     input_path = os.path.join(turn_dir, "input")
@@ -348,16 +358,20 @@ def _spawn_supervisor(turn_dir: str, spec: dict) -> None:
 
 
 def _is_alive(turn_dir: str) -> bool:
+    """Whether the turn's supervisor still runs: it holds the lock on `alive` until it ends."""
     try:
-        with open(os.path.join(turn_dir, "pid")) as fh:
-            os.kill(int(fh.read().strip()), 0)
-        return True
-    except (FileNotFoundError, ValueError):
+        fd = os.open(os.path.join(turn_dir, "alive"), os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
         return time.time() - os.stat(turn_dir).st_mtime < SUPERVISOR_START_SECONDS
-    except ProcessLookupError:
+    except OSError:
         return False
-    except PermissionError:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
         return True
+    finally:
+        os.close(fd)
 
 
 def _emit(line: str) -> None:
@@ -416,8 +430,12 @@ def _follow(turn_dir: str, from_seq: int, claimed: bool) -> None:
             buf += chunk
             *lines, buf = buf.split(b"\n")
             for line in lines:
-                if json.loads(line)["n"] >= from_seq:
-                    _emit(line.decode())
+                try:
+                    wanted = json.loads(line)["n"] >= from_seq
+                except (ValueError, KeyError, TypeError):
+                    wanted = True  # not ours: the worker checks every record and ends the turn on it
+                if wanted:
+                    _emit(line.decode("utf-8", "replace"))
             continue
         if finished:
             with open(exit_path) as ef:
@@ -431,6 +449,20 @@ def _follow(turn_dir: str, from_seq: int, claimed: bool) -> None:
                 _write_json_atomic(exit_path, lost)
             continue
         watch.wait()
+
+
+def _prune_turns(*, keep: str) -> None:
+    """Remove finished turn folders older than TURN_KEEP_SECONDS, except the newest TURN_KEEP_COUNT."""
+    try:
+        entries = [e for e in os.scandir(TURNS_DIR) if e.is_dir(follow_symlinks=False) and e.name != keep]
+        entries.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime, reverse=True)
+        now = time.time()
+        for entry in entries[TURN_KEEP_COUNT:]:
+            if now - entry.stat(follow_symlinks=False).st_mtime > TURN_KEEP_SECONDS \
+                    and os.path.exists(os.path.join(entry.path, "exit")):
+                shutil.rmtree(entry.path, ignore_errors=True)
+    except OSError:
+        pass
 
 
 def cmd_turn() -> None:
@@ -456,6 +488,7 @@ def cmd_turn() -> None:
                 os.unlink(os.path.join(tmp, name))
             os.rmdir(tmp)
     if claimed:
+        _prune_turns(keep=command_id)
         _spawn_supervisor(turn_dir, spec)
     _follow(turn_dir, int(spec.get("from_seq", 0)), claimed)
 

@@ -8,6 +8,7 @@ Docker lets them be: removing what is gone succeeds, inspecting what is gone ret
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -22,9 +23,8 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
-from docker.utils.socket import frames_iter
 
-from spawner import errors, names
+from spawner import errors, limits, names, turn_records
 from spawner.backend import runner_socket
 from spawner.backend.base import ContainerInfo
 from spawner.models import ContainerSpec
@@ -41,6 +41,16 @@ DAEMON_START_SECONDS = 3.0
 DAEMON_MISSES_BEFORE_OFF = 3
 #: How long the answer to "does this image run spawner-runnerd" is trusted (a tag can move).
 IMAGE_CACHE_SECONDS = 60.0
+
+
+def _read_bounded(chunks: Any, max_bytes: int) -> bytes | None:
+    """Join a stream's chunks, or None once they pass `max_bytes`."""
+    raw = bytearray()
+    for chunk in chunks:
+        raw += chunk
+        if len(raw) > max_bytes:
+            return None
+    return bytes(raw)
 
 
 def _translate(exc: Exception, what: str) -> errors.SpawnerError:
@@ -95,6 +105,9 @@ class DockerBackend:
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             init=False,  # the image's tini is PID 1
+            # whatever the agent prints to the container's own stdout is rotated, never unbounded
+            log_config={"Type": "json-file", "Config": {"max-size": limits.CONTAINER_LOG_MAX_SIZE,
+                                                        "max-file": str(limits.CONTAINER_LOG_MAX_FILES)}},
         )
         labels = dict(spec.labels)
         run_path = self._run_dirs.make(spec.name) if self._image_runs_daemon(spec.image) else None
@@ -184,8 +197,11 @@ class DockerBackend:
         sock = self._runner_socket(container_id)
         if sock is None:
             return False
-        for _ in runner_socket.request_frames(sock, [], b""):
-            pass
+        try:
+            for _ in runner_socket.request_frames(sock, [], b"", deadline=time.monotonic() + DAEMON_START_SECONDS):
+                pass
+        except OSError:
+            return False
         return True
 
     def engine_id(self) -> str:
@@ -208,7 +224,9 @@ class DockerBackend:
             stream, stat = self._api.get_archive(container_id, path)
             if stat.get("size", 0) > max_bytes:
                 return None
-            raw = b"".join(stream)
+            raw = _read_bounded(stream, min(max_bytes, limits.ARCHIVE_READ_MAX_BYTES) + 64 * 1024)
+            if raw is None:
+                return None
         except docker.errors.NotFound:
             return None
         except _DOCKER_ERRORS as exc:
@@ -287,11 +305,21 @@ class DockerBackend:
         return infos
 
     def logs(self, container_id: str, *, tail: int) -> list[str]:
+        """The container's last `tail` log lines (at most limits.LOGS_TAIL_MAX_LINES lines and
+        limits.LOGS_MAX_BYTES bytes: the agent writes them)."""
+        tail = min(tail, limits.LOGS_TAIL_MAX_LINES)
+        if tail <= 0:
+            return []
+        raw = bytearray()
         try:
-            raw = self._api.logs(container_id, stdout=True, stderr=True, tail=tail)
+            for chunk in self._api.logs(container_id, stdout=True, stderr=True, tail=tail, stream=True, follow=False):
+                raw += chunk
+                if len(raw) > limits.LOGS_MAX_BYTES:
+                    del raw[limits.LOGS_MAX_BYTES:]
+                    break
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, "reading logs") from None
-        return raw.decode("utf-8", "replace").splitlines()
+        return bytes(raw).decode("utf-8", "replace").splitlines()
 
     def _call_tolerating(self, verb: Any, container_id: str, benign: str) -> None:
         try:
@@ -335,13 +363,50 @@ class DockerBackend:
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, f"building image {tag}") from None
 
+    def restart(self, container_id: str) -> None:
+        """Kill every process in the container at once and start it again (files are kept): what
+        ends a turn whose runner inside did not, after the worker-side deadline."""
+        with self._cache_lock:
+            if self._run_paths.get(container_id) is not None:
+                self._daemon_deadline[container_id] = time.monotonic() + DAEMON_START_SECONDS
+        try:
+            self._api.restart(container_id, timeout=0)
+        except _DOCKER_ERRORS as exc:
+            raise _translate(exc, "restarting") from None
+
+    def write_fleet_files(self, container_id: str, files: list[dict[str, Any]]) -> None:
+        """Write files as root, through Docker's archive API, where the agent cannot write:
+        each {path, mode, content} (bytes) lands owned by root, group the agent's, in root-owned
+        folders. Nothing inside the container takes part."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            folders = sorted({os.path.dirname(f["path"]) for f in files})
+            for folder in folders:
+                info = tarfile.TarInfo(folder.lstrip("/"))
+                info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, 0, 0
+                tar.addfile(info)
+            for f in files:
+                info = tarfile.TarInfo(f["path"].lstrip("/"))
+                info.size, info.mode, info.uid, info.gid = len(f["content"]), f["mode"], 0, runner_socket.AGENT_UID
+                info.mtime = int(time.time())
+                tar.addfile(info, io.BytesIO(f["content"]))
+        try:
+            self._api.put_archive(container_id, "/", buf.getvalue())
+        except _DOCKER_ERRORS as exc:
+            raise _translate(exc, "writing the fleet's files") from None
+
     # ---------------------------------------------------------------------------- the runner
-    def _exec_frames(self, container_id: str, argv: list[str], stdin: bytes) -> Iterator[tuple[int, bytes]]:
-        """Run argv as the agent user with `stdin`, yielding (stream, bytes) frames as they come.
-        Runner calls go through the container's runner socket when it answers, else docker exec."""
+    def _exec_frames(self, container_id: str, argv: list[str], stdin: bytes, *,
+                     deadline: float) -> Iterator[tuple[int, bytes]]:
+        """Run argv as the agent user with `stdin`, yielding (stream, bytes) frames as they come,
+        until time.monotonic() passes `deadline` (then Unavailable). Runner calls go through the
+        container's runner socket when it answers, else docker exec; both are read by
+        runner_socket.read_frames, bounded per frame."""
         if argv[:1] == [names.RUNNER_PATH] and (sock := self._runner_socket(container_id)) is not None:
             try:
-                yield from runner_socket.request_frames(sock, argv[1:], stdin)
+                yield from runner_socket.request_frames(sock, argv[1:], stdin, deadline=deadline)
+            except runner_socket.RunnerDeadline:
+                raise errors.Unavailable("the runner in the container did not answer in time") from None
             except OSError as exc:
                 raise _translate(exc, "runner socket") from None
             return
@@ -353,22 +418,37 @@ class DockerBackend:
             raise _translate(exc, "exec") from None
         raw = getattr(sock, "_sock", sock)
         try:
+            raw.settimeout(max(0.001, deadline - time.monotonic()))
             raw.sendall(stdin)
             raw.shutdown(socket.SHUT_WR)
-            yield from frames_iter(sock, tty=False)
+            yield from runner_socket.read_frames(raw, deadline=deadline)
+        except runner_socket.RunnerDeadline:
+            raise errors.Unavailable("the runner in the container did not answer in time") from None
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, "exec stream") from None
         finally:
             sock.close()
 
-    def _run_runner(self, container_id: str, argv: list[str], stdin: bytes) -> tuple[bytes, dict[str, Any]]:
-        """Run a non-streaming runner subcommand; returns (stdout, final status) or raises."""
+    def _run_runner(self, container_id: str, argv: list[str], stdin: bytes, *, seconds: float,
+                    max_out: int = 0) -> tuple[bytes, dict[str, Any]]:
+        """Run a non-streaming runner subcommand within `seconds`; returns (stdout, final status)
+        or raises. Keeps at most `max_out` bytes of stdout (more: PayloadTooLarge) and the last
+        limits.RUNNER_STATUS_MAX_BYTES of stderr."""
         out, err = bytearray(), bytearray()
-        for stream, data in self._exec_frames(container_id, [names.RUNNER_PATH, *argv], stdin):
-            (out if stream == STDOUT else err).extend(data)
+        deadline = time.monotonic() + seconds
+        for stream, data in self._exec_frames(container_id, [names.RUNNER_PATH, *argv], stdin, deadline=deadline):
+            if stream == STDOUT:
+                out.extend(data)
+                if len(out) > max_out:
+                    raise errors.PayloadTooLarge(f"the runner sent more than {max_out} bytes")
+            else:
+                err.extend(data)
+                del err[:-limits.RUNNER_STATUS_MAX_BYTES]
         lines = bytes(err).decode("utf-8", "replace").strip().splitlines()
         try:
             status = json.loads(lines[-1])
+            if not isinstance(status, dict):
+                raise ValueError
         except (IndexError, ValueError):
             raise errors.Unavailable(
                 f"the agent's runner gave no answer ({bytes(err)[-300:].decode('utf-8', 'replace')!r}); "
@@ -376,39 +456,80 @@ class DockerBackend:
             ) from None
         if not status.get("ok"):
             kind = getattr(errors, str(status.get("error")), None)
+            message = str(status.get("message", "runner error"))[:1000]
             if isinstance(kind, type) and issubclass(kind, errors.SpawnerError):
-                raise kind(status.get("message", "runner error"))
-            raise errors.Unavailable(f"{status.get('error')}: {status.get('message')}")
+                raise kind(message)
+            raise errors.Unavailable(f"{str(status.get('error'))[:100]}: {message}")
         return bytes(out), status
 
     def init_agent(self, container_id: str, payload: dict[str, Any]) -> str:
-        """Write secrets and create-time files, then run the readiness check. Returns its output."""
-        _, status = self._run_runner(container_id, ["init"], json.dumps(payload).encode())
-        return str(status.get("ready", ""))
+        """Write the fleet's files as root (`secret_env` as names.SECRETS_FILE, and `fleet_files`),
+        then the agent's
+        create-time files, then run the readiness check. Returns its output."""
+        secrets = {"path": names.SECRETS_FILE, "mode": 0o440,
+                   "content": json.dumps(payload.get("secret_env") or {}).encode()}
+        fleet_files = [{**f, "content": base64.b64decode(f["content_b64"])} for f in payload.get("fleet_files", [])]
+        self.write_fleet_files(container_id, [secrets, *fleet_files])
+        rest = {k: v for k, v in payload.items() if k not in ("fleet_files", "secret_env")}
+        seconds = float(payload.get("ready_timeout", 30)) + limits.INIT_CALL_EXTRA_SECONDS
+        _, status = self._run_runner(container_id, ["init"], json.dumps(rest).encode(), seconds=seconds)
+        return str(status.get("ready", ""))[:200]
 
     def put_file(self, container_id: str, path: str, content: bytes, mode: int) -> int:
-        _, status = self._run_runner(container_id, ["put", path, format(mode, "o")], content)
-        return int(status["size"])
+        _, status = self._run_runner(container_id, ["put", path, format(mode, "o")], content,
+                                     seconds=limits.FILE_CALL_SECONDS)
+        size = status.get("size")
+        return size if isinstance(size, int) and not isinstance(size, bool) else len(content)
 
     def get_file(self, container_id: str, path: str, *, max_bytes: int) -> bytes:
-        data, _ = self._run_runner(container_id, ["get", path, str(max_bytes)], b"")
+        data, _ = self._run_runner(container_id, ["get", path, str(max_bytes)], b"",
+                                   seconds=limits.FILE_CALL_SECONDS, max_out=max_bytes)
         return data
 
-    def follow_turn(self, container_id: str, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Start (or re-attach to) a turn and yield the runner's records, the `end` record last."""
-        buf = b""
+    def follow_turn(self, container_id: str, request: dict[str, Any], *,
+                    deadline: float) -> Iterator[dict[str, Any]]:
+        """Start (or re-attach to) a turn and yield its checked records, an `end` record last.
+
+        Whatever the runner inside does, this ends by `deadline` (time.monotonic()): a silent,
+        forged or endless stream, a bad record or a broken connection ends the turn with an end
+        record of the worker's own (turn_records.ended) that says why."""
+        buf = bytearray()
         err = bytearray()
-        ended = False
-        for stream, data in self._exec_frames(container_id, [names.RUNNER_PATH, "turn"], json.dumps(request).encode()):
-            if stream != STDOUT:
-                err.extend(data)
-                continue
-            buf += data
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                record = json.loads(line)
-                ended = ended or bool(record.get("end"))
-                yield record
-        if not ended:
-            detail = bytes(err).decode("utf-8", "replace").strip()[-300:]
-            raise errors.Unavailable(f"the turn's runner stopped without an exit status ({detail or 'no output'})")
+        last_seq = int(request.get("from_seq", 0)) - 1
+        started = time.monotonic()
+
+        def elapsed_ms() -> int:
+            return int((time.monotonic() - started) * 1000)
+
+        frames = self._exec_frames(container_id, [names.RUNNER_PATH, "turn"], json.dumps(request).encode(),
+                                   deadline=deadline)
+        try:
+            for stream, data in frames:
+                if stream != STDOUT:
+                    err.extend(data)
+                    del err[:-limits.RUNNER_STATUS_MAX_BYTES]
+                    continue
+                buf += data
+                while (cut := buf.find(b"\n")) >= 0:
+                    line = bytes(buf[:cut])
+                    del buf[:cut + 1]
+                    record = turn_records.check_record(line, last_seq=last_seq)
+                    last_seq = record.get("n", last_seq)
+                    yield record
+                    if record.get("end"):
+                        return
+                if len(buf) > limits.TURN_LINE_MAX_BYTES:
+                    raise turn_records.BadTurnRecord(f"a record line over {limits.TURN_LINE_MAX_BYTES} bytes")
+        except turn_records.BadTurnRecord as exc:
+            yield turn_records.ended(f"the runner in the container sent a bad record: {exc}", duration_ms=elapsed_ms())
+            return
+        except errors.Unavailable as exc:
+            if time.monotonic() < deadline:
+                raise
+            yield turn_records.ended(f"no exit status from the container by the worker's deadline ({exc})",
+                                     timed_out=True, duration_ms=elapsed_ms())
+            return
+        finally:
+            frames.close()
+        detail = bytes(err).decode("utf-8", "replace").strip()[-300:]
+        raise errors.Unavailable(f"the turn's runner stopped without an exit status ({detail or 'no output'})")

@@ -19,18 +19,21 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import struct
 import time
 from collections.abc import Iterator
 
-from spawner import names
+from spawner import limits, names
 
-__all__ = ["RunDirs", "connect", "request_frames"]
+__all__ = ["FrameTooLarge", "RunDirs", "RunnerDeadline", "connect", "read_frames", "request_frames"]
 
 log = logging.getLogger(__name__)
 
 ACK = b"\x06"
 _HEADER = struct.Struct(">BxxxL")
+#: The agent user of the worker image (worker_image/Dockerfile): it owns its socket folder.
+AGENT_UID = 1000
 #: Unix socket paths are limited to 107 bytes; a longer folder is refused at start.
 MAX_SOCKET_PATH = 107
 
@@ -66,9 +69,24 @@ class RunDirs:
         if len(os.path.join(path, names.RUNNER_SOCKET_NAME)) > MAX_SOCKET_PATH:
             return None
         try:
-            os.makedirs(path, exist_ok=True)
-            os.chmod(path, 0o777)  # the agent user creates the socket; the 0700 parent keeps others out
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
         except OSError:
+            return None
+        try:
+            # O_NOFOLLOW: a folder of the same name left behind is used only if it is a folder;
+            # the agent's user owns it (its daemon binds the socket there), nobody else may enter
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                os.fchown(fd, AGENT_UID, AGENT_UID)
+                os.fchmod(fd, 0o700)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.warning("runner socket not used for %s: cannot hand the folder to uid %d (%s)",
+                        path, AGENT_UID, exc.strerror)
+            self.remove(path)
             return None
         return path
 
@@ -94,6 +112,31 @@ class RunDirs:
         return removed
 
 
+class RunnerDeadline(OSError):
+    """A call into a container did not finish by its worker-side deadline."""
+
+
+class FrameTooLarge(OSError):
+    """A frame declared more bytes than limits.RUNNER_FRAME_MAX_BYTES."""
+
+
+def _open_socket_path(path: str) -> tuple[int, str] | None:
+    """An O_PATH descriptor of the socket at `path` and the /proc path that reaches exactly it.
+
+    The folder is the agent's to write in, so its `runner.sock` may be anything: a symlink to
+    another container's socket or a host socket is refused here, never followed (the descriptor
+    is of the entry itself, and connecting through /proc/self/fd leaves no window to swap it)."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+        os.close(fd)
+        log.warning("refusing %s: not a socket (a symlink or a file planted by the agent)", path)
+        return None
+    return fd, f"/proc/self/fd/{fd}"
+
+
 def connect(path: str, *, wait_seconds: float = 0.0, ack_timeout_seconds: float = 3.0) -> socket.socket | None:
     """A connection to the runner daemon at `path` that has acknowledged, or None.
 
@@ -102,9 +145,13 @@ def connect(path: str, *, wait_seconds: float = 0.0, ack_timeout_seconds: float 
     """
     deadline = time.monotonic() + wait_seconds
     while True:
+        opened = _open_socket_path(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.connect(path)
+            if opened is None:
+                raise FileNotFoundError(path)
+            sock.settimeout(ack_timeout_seconds)
+            sock.connect(opened[1])
             break
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
@@ -114,8 +161,10 @@ def connect(path: str, *, wait_seconds: float = 0.0, ack_timeout_seconds: float 
         except OSError:
             sock.close()
             return None
+        finally:
+            if opened is not None:
+                os.close(opened[0])
     try:
-        sock.settimeout(ack_timeout_seconds)
         if sock.recv(1) != ACK:
             sock.close()
             return None
@@ -126,32 +175,52 @@ def connect(path: str, *, wait_seconds: float = 0.0, ack_timeout_seconds: float 
     return sock
 
 
-def request_frames(sock: socket.socket, argv: list[str], stdin: bytes) -> Iterator[tuple[int, bytes]]:
+def request_frames(sock: socket.socket, argv: list[str], stdin: bytes, *,
+                   deadline: float) -> Iterator[tuple[int, bytes]]:
     """Send one runner call on an acknowledged connection and yield (stream, bytes) frames.
-    Closes the socket when done or abandoned. Raises OSError if the connection breaks."""
+    Closes the socket when done or abandoned. Raises OSError if the connection breaks, and
+    RunnerDeadline once time.monotonic() passes `deadline`."""
     try:
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
         sock.sendall(json.dumps({"argv": argv}).encode() + b"\n" + stdin)
         sock.shutdown(socket.SHUT_WR)
-        buf = bytearray()
-        want = _HEADER.size
-        stream = 0
-        in_body = False
-        while True:
-            chunk = sock.recv(262144)
-            if not chunk:
-                return
-            buf += chunk
-            while len(buf) >= want:
-                if not in_body:
-                    stream, want = _HEADER.unpack_from(buf)
-                    del buf[:_HEADER.size]
-                    in_body = True
-                    if want == 0:
-                        in_body, want = False, _HEADER.size
-                    continue
-                data = bytes(buf[:want])
-                del buf[:want]
-                in_body, want = False, _HEADER.size
-                yield stream, data
+        yield from read_frames(sock, deadline=deadline)
     finally:
         sock.close()
+
+
+def read_frames(sock: socket.socket, *, deadline: float,
+                max_frame: int = limits.RUNNER_FRAME_MAX_BYTES) -> Iterator[tuple[int, bytes]]:
+    """(stream, bytes) frames of Docker's stream framing from `sock` until it closes: the one
+    reader of both transports (runner socket and docker exec). Each wait is bounded by
+    `deadline` (RunnerDeadline), each frame by `max_frame` (FrameTooLarge)."""
+    buf = bytearray()
+    want = _HEADER.size
+    stream = 0
+    in_body = False
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise RunnerDeadline("the runner did not finish in time")
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(262144)
+        except socket.timeout:
+            raise RunnerDeadline("the runner did not finish in time") from None
+        if not chunk:
+            return
+        buf += chunk
+        while len(buf) >= want:
+            if not in_body:
+                stream, want = _HEADER.unpack_from(buf)
+                del buf[:_HEADER.size]
+                if want > max_frame:
+                    raise FrameTooLarge(f"a frame of {want} bytes (the limit is {max_frame})")
+                in_body = True
+                if want == 0:
+                    in_body, want = False, _HEADER.size
+                continue
+            data = bytes(buf[:want])
+            del buf[:want]
+            in_body, want = False, _HEADER.size
+            yield stream, data

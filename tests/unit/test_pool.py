@@ -39,8 +39,10 @@ def test_claim_payload_puts_the_agent_environment_in_the_env_file_and_the_labels
     assert claimed["secret_env"]["ORCHESTRATOR_ALLOWED_TOOLS"] == "respond"
     assert claimed["secret_env"]["TOKEN"] == "t0ken" and claimed["secret_env"]["ORCH"] == "x"
     assert claimed["ready_argv"] == ["bash", "--version"]
-    (labels_file,) = claimed["files"]
-    assert labels_file["path"] == CLAIM_FILE and labels_file["mode"] == 0o600
+    assert claimed["files"] == []
+    (labels_file,) = claimed["fleet_files"]  # written as root, where the agent cannot write
+    assert labels_file["path"] == CLAIM_FILE and labels_file["mode"] == 0o400
+    assert CLAIM_FILE.startswith(names.FLEET_DIR + "/")
     labels = json.loads(base64.b64decode(labels_file["content_b64"]))
     assert labels[names.LABEL_AGENT_ID] == "ag-0123456789abcdef" and "t0ken" not in json.dumps(labels)
     assert adoption_labels(json.dumps(labels).encode(), agent_id="ag-0123456789abcdef") == labels

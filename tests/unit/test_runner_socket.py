@@ -7,6 +7,7 @@ import json
 import socket
 import struct
 import threading
+import time
 
 from spawner.backend import runner_socket
 
@@ -43,7 +44,7 @@ def test_a_call_sends_argv_and_stdin_after_the_ack_and_reads_frames(tmp_path):
     thread.start()
     sock = runner_socket.connect(path, wait_seconds=1.0)
     assert sock is not None
-    frames = list(runner_socket.request_frames(sock, ["get", "/tmp/x", "10"], b"input"))
+    frames = list(runner_socket.request_frames(sock, ["get", "/tmp/x", "10"], b"input", deadline=time.monotonic() + 10))
     thread.join()
     assert seen == {"argv": ["get", "/tmp/x", "10"], "stdin": b"input"}
     assert frames == [(1, b"out"), (2, b'{"ok": true}\n')]

@@ -1,0 +1,54 @@
+"""Every bound the workers put on what comes from inside an agent's container, in one place.
+
+Whatever runs in a container is untrusted (docs/design.md, "Threat model"): its runner, its turn
+records, its socket, its logs and its files. Each worker-side read of such data is bounded by one
+of these (bytes, lines, frames or time), and every call into a container has a deadline that
+nothing inside can stretch. Stdlib only; no other module spells these numbers.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ARCHIVE_READ_MAX_BYTES",
+    "CONTAINER_LOG_MAX_FILES",
+    "CONTAINER_LOG_MAX_SIZE",
+    "FILE_CALL_SECONDS",
+    "INIT_CALL_EXTRA_SECONDS",
+    "LOGS_MAX_BYTES",
+    "LOGS_TAIL_MAX_LINES",
+    "RUNNER_FRAME_MAX_BYTES",
+    "RUNNER_STATUS_MAX_BYTES",
+    "TURN_DEADLINE_GRACE_SECONDS",
+    "TURN_LINE_MAX_BYTES",
+    "TURN_RECORD_STREAMS",
+]
+
+# --- time: deadlines of calls into a container ----------------------------------------------
+#: A turn's follower gives up this long after the turn's own timeout, whatever the runner inside
+#: says or does not say; the result then reaches the producer well within timeout + 30 s.
+TURN_DEADLINE_GRACE_SECONDS = 20.0
+#: A file operation (send_file, read_file) into a container answers within this, or fails with
+#: `Unavailable` naming the agent (a silent or replaced runner socket, a frozen runner).
+FILE_CALL_SECONDS = 30.0
+#: `init` (create) may take the readiness check's own timeout plus this.
+INIT_CALL_EXTRA_SECONDS = 30.0
+
+# --- bytes: what one read of agent-controlled data may hold ---------------------------------
+#: One frame of the runner's stream framing (the header may declare up to 4 GiB: refused above this).
+RUNNER_FRAME_MAX_BYTES = 4 * 1024 * 1024
+#: A non-streaming runner call's status stream (stderr) is kept up to this many bytes.
+RUNNER_STATUS_MAX_BYTES = 64 * 1024
+#: One JSON line of a turn's record stream (a 64 KiB output chunk is at most ~6x that in JSON).
+TURN_LINE_MAX_BYTES = 1024 * 1024
+#: The only stream names a turn record may carry.
+TURN_RECORD_STREAMS = ("stdout", "stderr", "response")
+#: `logs`: at most this many container log lines and bytes, whatever `tail` asks for.
+LOGS_TAIL_MAX_LINES = 10_000
+LOGS_MAX_BYTES = 1024 * 1024
+#: A file read through Docker's archive API (a tar stream) is never read past this.
+ARCHIVE_READ_MAX_BYTES = 1024 * 1024
+
+# --- disk ----------------------------------------------------------------------------------------
+#: Docker's json-file log rotation for every agent container: files of this size, this many kept.
+CONTAINER_LOG_MAX_SIZE = "10m"
+CONTAINER_LOG_MAX_FILES = 3

@@ -1,0 +1,113 @@
+"""What comes out of a container is bounded and checked (pure parts; the attacks themselves run
+against real containers in tests/containment/)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from spawner import errors, limits, names
+from spawner.backend import runner_socket
+from spawner.paths import resolve_path
+from spawner.requests import SendFileRequest, parse_request
+from spawner.turn_records import BadTurnRecord, check_record, ended
+
+
+def _line(**record: object) -> bytes:
+    return json.dumps(record).encode()
+
+
+def test_output_records_must_follow_in_order_on_a_known_stream_with_text():
+    assert check_record(_line(n=0, s="stdout", d="hi"), last_seq=-1) == {"n": 0, "s": "stdout", "d": "hi"}
+    assert check_record(_line(n=5, s="response", d="x"), last_seq=4)["s"] == "response"
+    for bad in (_line(n=0, s="stdout", d="again"),          # not after last_seq
+                _line(n="1", s="stdout", d="x"),           # a string number
+                _line(n=True, s="stdout", d="x"),          # a bool is not a number
+                _line(n=1, s="status", d="x"),             # a stream of its own choosing
+                _line(n=1, s="stdout", d={"type": "x"}),   # data that is not text
+                b"[1, 2]", b"not json", b"{" * 10):
+        with pytest.raises(BadTurnRecord):
+            check_record(bad, last_seq=0)
+
+
+def test_a_line_over_the_bound_is_refused_before_parsing():
+    with pytest.raises(BadTurnRecord, match="limit"):
+        check_record(b" " * (limits.TURN_LINE_MAX_BYTES + 1), last_seq=-1)
+
+
+def test_end_records_keep_only_checked_fields():
+    end = check_record(_line(end=True, exit_code=3, duration_ms=10, timed_out=True, extra="x" * 10), last_seq=-1)
+    assert end == {"end": True, "exit_code": 3, "duration_ms": 10, "timed_out": True, "truncated": False}
+    lost = check_record(_line(end=True, exit_code=None, lost=True, records=-1), last_seq=-1)
+    assert lost["exit_code"] is None and "supervisor" in lost["reason"]
+    for bad in (_line(end=True, exit_code="0"), _line(end=True, exit_code=2**40), _line(end=True, duration_ms=-1)):
+        with pytest.raises(BadTurnRecord):
+            check_record(bad, last_seq=-1)
+    assert ended("why", timed_out=True)["reason"] == "why"
+
+
+def test_files_the_fleet_keeps_are_invalid_paths_for_producers():
+    for path in ("/home/worker/.spawner/env.json", "~/.spawner", "/home/worker/.spawner",
+                 "/home/worker/x/../.spawner/turns/cmd-1/log", names.SECRETS_FILE, "../etc/spawner/env.json"):
+        with pytest.raises(errors.InvalidPath):
+            resolve_path(path.replace("~", "/home/worker"))
+    assert resolve_path("/home/worker/.spawnerish") == "/home/worker/.spawnerish"
+
+
+def test_send_file_mode_is_permission_bits_only():
+    base = {"agent_id": "ag-0123456789abcdef", "path": "a", "content": ""}
+    assert SendFileRequest.model_validate({**base, "mode": 0o777}).mode == 0o777
+    for mode in (0o4777, 0o1000, -1):
+        with pytest.raises(errors.InvalidRequest, match="mode"):
+            parse_request(SendFileRequest, (), {**base, "mode": mode})
+
+
+def _serve(path: str, reply: bytes) -> threading.Thread:
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen()
+
+    def run() -> None:
+        conn, _ = listener.accept()
+        conn.sendall(runner_socket.ACK + reply)
+        time.sleep(1.0)  # then silence: never closes within the caller's deadline
+        conn.close()
+        listener.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_silent_runner_ends_at_the_callers_deadline(tmp_path):
+    path = str(tmp_path / "runner.sock")
+    _serve(path, b"")
+    sock = runner_socket.connect(path, wait_seconds=1.0)
+    assert sock is not None
+    with pytest.raises(runner_socket.RunnerDeadline):
+        list(runner_socket.request_frames(sock, ["get", "/tmp/x", "1"], b"", deadline=time.monotonic() + 0.3))
+
+
+def test_a_frame_declaring_more_than_the_bound_is_refused(tmp_path):
+    path = str(tmp_path / "runner.sock")
+    _serve(path, struct.pack(">BxxxL", 1, limits.RUNNER_FRAME_MAX_BYTES + 1))
+    sock = runner_socket.connect(path, wait_seconds=1.0)
+    assert sock is not None
+    with pytest.raises(runner_socket.FrameTooLarge):
+        list(runner_socket.request_frames(sock, ["get", "/tmp/x", "1"], b"", deadline=time.monotonic() + 5))
+
+
+def test_a_symlink_planted_as_the_socket_is_never_followed(tmp_path):
+    target = str(tmp_path / "elsewhere.sock")
+    _serve(target, b"")
+    os.symlink(target, str(tmp_path / "runner.sock"))
+    assert runner_socket.connect(str(tmp_path / "runner.sock"), wait_seconds=0.2) is None
+    sock = runner_socket.connect(target, wait_seconds=1.0)  # the real one still answers
+    assert sock is not None
+    sock.close()
