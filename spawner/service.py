@@ -386,7 +386,7 @@ class SpawnerService:
             if rec["s"] == "response":  # `orchestrator respond` relayed through the runner
                 if rec["n"] > published and lease.held:
                     self.store.publish_turn_record(agent_id, rec["n"], "response",
-                                                   {"command_id": command_id, "message": rec["d"]})
+                                                   {"command_id": command_id, "message": rec["d"], "via": "respond"})
                 continue
             output.add(rec["d"])
             if rec["s"] == "stdout":
