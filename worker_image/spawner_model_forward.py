@@ -12,48 +12,72 @@ killing or replacing this process only ever affects its own model access. Stdlib
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import os
 import socket
+import threading
 
 LISTEN = ("127.0.0.1", 4100)
 GATEWAY_SOCKET = "/run/spawner/model.sock"
-CHUNK = 262144
+CHUNK = 1 << 20
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    """Move bytes src -> dst until src ends, then half-close dst. os.splice through a pipe keeps
+    the bytes in the kernel (no copy into Python); where splice is refused, recv/sendall."""
     try:
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()  # half-close: the request is complete, the answer may still come
-    except (ConnectionError, OSError):
-        writer.close()
+        r, w = os.pipe()
+        try:
+            while True:
+                try:
+                    n = os.splice(src.fileno(), w, CHUNK)
+                except OSError:
+                    n = -1
+                if n == -1:  # splice not possible here: copy through userspace
+                    while data := src.recv(CHUNK):
+                        dst.sendall(data)
+                    break
+                if n == 0:
+                    break
+                while n:
+                    n -= os.splice(r, dst.fileno(), n)
+        finally:
+            os.close(r)
+            os.close(w)
+        dst.shutdown(socket.SHUT_WR)  # the request is complete; the answer may still come
+    except OSError:
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_RDWR)
+            src.shutdown(socket.SHUT_RDWR)
 
 
-async def _handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+def _handle(client: socket.socket) -> None:
+    gate = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        gate_r, gate_w = await asyncio.open_unix_connection(GATEWAY_SOCKET, limit=CHUNK)
+        gate.connect(GATEWAY_SOCKET)
     except OSError:
         # no gateway socket (no model configured, or the gateway is down): the CLI sees a refusal
-        client_w.close()
+        gate.close()
+        client.close()
         return
-    try:
-        await asyncio.gather(_pipe(client_r, gate_w), _pipe(gate_r, client_w))
-    finally:
-        for w in (client_w, gate_w):
-            with contextlib.suppress(Exception):
-                w.close()
+    back = threading.Thread(target=_pump, args=(gate, client), daemon=True)
+    back.start()
+    _pump(client, gate)
+    back.join()
+    gate.close()
+    client.close()
 
 
-async def _serve() -> None:
-    server = await asyncio.start_server(_handle, *LISTEN, limit=CHUNK, reuse_address=True, backlog=256)
-    for sock in server.sockets:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    async with server:
-        await server.serve_forever()
+def main() -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(LISTEN)
+    listener.listen(256)
+    while True:
+        client, _ = listener.accept()
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=_handle, args=(client,), daemon=True).start()
 
 
 if __name__ == "__main__":
-    asyncio.run(_serve())
+    main()

@@ -190,6 +190,11 @@ def json_usage(provider: str, body: Any) -> tuple[Usage, str | None]:
 _FINAL_EVENTS = frozenset({"message_stop", "response.completed", "response.incomplete", "response.failed"})
 
 
+#: An event that matters holds one of these; the rest are never parsed.
+_WORDS = {"anthropic": (b"message_start", b"message_delta", b"message_stop"),
+          "openai": (b"response.completed", b"response.incomplete", b"response.failed")}
+
+
 class SseUsageReader:
     """Reads the usage a provider reports in a server-sent event stream, fed as it passes through.
 
@@ -230,8 +235,8 @@ class SseUsageReader:
 
     def _line(self, line: bytes) -> None:
         line = line.rstrip(b"\r")
-        if not line.startswith(b"data:"):
-            return
+        if not line.startswith(b"data:") or not any(word in line for word in _WORDS[self.provider]):
+            return  # most lines are text deltas: not parsed at all (a delta that names a word is, harmlessly)
         payload = line[5:].strip()
         if not payload.startswith(b"{"):
             return
