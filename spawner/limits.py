@@ -41,7 +41,7 @@ RUNNER_STATUS_MAX_BYTES = 64 * 1024
 #: One JSON line of a turn's record stream (a 64 KiB output chunk is at most ~6x that in JSON).
 TURN_LINE_MAX_BYTES = 1024 * 1024
 #: The only stream names a turn record may carry.
-TURN_RECORD_STREAMS = ("stdout", "stderr", "response")
+TURN_RECORD_STREAMS = ("stdout", "stderr", "response", "question")
 #: `logs`: at most this many container log lines and bytes, whatever `tail` asks for.
 LOGS_TAIL_MAX_LINES = 10_000
 LOGS_MAX_BYTES = 1024 * 1024

@@ -383,10 +383,12 @@ class SpawnerService:
                 break
             if "n" not in rec:
                 continue
-            if rec["s"] == "response":  # `orchestrator respond` relayed through the runner
+            if rec["s"] in ("response", "question"):  # `orchestrator respond [-q]` relayed by the runner
                 if rec["n"] > published and lease.held:
+                    asks = {"expects_reply": True} if rec["s"] == "question" else {}
                     self.store.publish_turn_record(agent_id, rec["n"], "response",
-                                                   {"command_id": command_id, "message": rec["d"], "via": "respond"})
+                                                   {"command_id": command_id, "message": rec["d"], "via": "respond",
+                                                    **asks})
                 continue
             output.add(rec["d"])
             if rec["s"] == "stdout":

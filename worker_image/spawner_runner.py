@@ -235,9 +235,11 @@ class _Log:
         self.size += len(data)
         self.seq += 1
 
-    def write_response(self, message: str) -> None:
-        """A relayed `orchestrator respond`: a record of its own kind, numbered with the output."""
-        self.fh.write(json.dumps({"n": self.seq, "s": "response", "d": message}, ensure_ascii=False).encode() + b"\n")
+    def write_response(self, message: str, *, question: bool = False) -> None:
+        """A relayed `orchestrator respond` (`question` for `--expect-reply`): a record of its own
+        kind, numbered with the output."""
+        kind = "question" if question else "response"
+        self.fh.write(json.dumps({"n": self.seq, "s": kind, "d": message}, ensure_ascii=False).encode() + b"\n")
         self.seq += 1
 
 
@@ -259,11 +261,12 @@ class _Responses:
             self.pending = b""
         for line in lines:
             try:
-                message = json.loads(line)["message"]
+                body = json.loads(line)
+                message = body["message"]
             except (ValueError, KeyError, TypeError):
                 continue  # not written by `orchestrator respond`: nothing to relay
             if isinstance(message, str) and message.strip() and len(line) <= RESPONSE_LINE_MAX_BYTES:
-                self.log.write_response(message)
+                self.log.write_response(message, question=body.get("expects_reply") is True)
 
 
 def _kill_group(pgid: int, sig: int) -> None:

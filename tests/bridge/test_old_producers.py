@@ -66,6 +66,26 @@ def test_a_telegram_style_producer_runs_every_command_through_the_bridge(bridges
     assert len(user_messages_of(old_redis, agent_id, 1, timeout=0)) == 1
 
 
+def test_an_agents_question_reaches_user_messages_as_a_question(bridges, fleet, old_redis):
+    bridges.start()
+    bot = TelegramStyle(fleet.redis_url)
+    agent_id = bot.call("create", config={"name": "asks", "agent": "shell", "allowed_tools": ["respond"]})["agent_id"]
+    try:
+        said = bot.call("send_message", agent_id=agent_id, message="orchestrator respond -q 'which branch?' >/dev/null"
+                        " && orchestrator respond --expect-reply 'main?' >/dev/null && orchestrator respond ok >/dev/null")
+        assert said["success"] is True, said
+        messages = user_messages_of(old_redis, agent_id, 3)
+        assert [{k: v for k, v in m.items() if k != "timestamp"} for m in messages] == [
+            {"agent_id": agent_id, "type": "question", "question": "which branch?"},
+            {"agent_id": agent_id, "type": "question", "question": "main?"},
+            {"agent_id": agent_id, "type": "answer", "message": "ok"}]
+        events = [json.loads(f["data"]) for _, f in old_redis.xrange(f"agents:{agent_id}:events")]
+        asked = [e for e in events if e["type"] == "response" and e.get("via") == "respond"]
+        assert [e.get("expects_reply", False) for e in asked] == [True, True, False]
+    finally:
+        assert bot.call("delete", agent_id=agent_id)["deleted"] is True
+
+
 def test_a_langgraph_style_producer_runs_every_command_through_the_bridge(bridges, fleet):
     bridges.start()
     graph = LangGraphStyle(fleet.redis_url)
