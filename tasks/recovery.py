@@ -3,7 +3,8 @@
 Celery on Redis redelivers an unacked message only after the visibility timeout (2 h here, to
 cover long turns). Instead, each worker process marks the tasks it runs as alive, and a small
 thread requeues, every few seconds, the unacked messages of tasks nobody marks alive: a SIGKILLed
-node's turn is picked up by the next worker within a minute. When a worker starts it also
+node's turn is picked up by the next worker within a minute. A message a live worker holds for
+its ETA or countdown (or has reserved) is marked alive too: it is not an orphan. When a worker starts it also
 reconciles Docker with Redis, so a crash mid-create leaves no orphan for long.
 """
 
@@ -15,6 +16,8 @@ import time
 from typing import Any
 
 from celery import signals
+from celery.worker import state as worker_state
+from celery.worker.request import Request
 
 from spawner import errors, names
 from spawner.state.broker import BrokerRecovery
@@ -35,6 +38,7 @@ _started = False
 
 
 _client: tuple[int, BrokerRecovery] | None = None
+_consumer: Any = None
 
 
 def _recovery() -> BrokerRecovery:
@@ -50,11 +54,24 @@ def _our_queues() -> set[str]:
     return {queue, names.turns_queue(queue)}
 
 
+def _held() -> set[str]:
+    """Task ids this worker holds without running them yet: reserved ones, and those its consumer's
+    timer keeps for their ETA or countdown. Their messages are unacked but not orphans."""
+    held = {request.id for request in list(worker_state.reserved_requests)}
+    timer = getattr(_consumer, "timer", None)
+    for scheduled in (timer.queue if timer is not None else ()):
+        args = getattr(scheduled.entry, "args", None) or ()
+        if args and isinstance(args[0], Request):
+            held.add(args[0].id)
+    return held
+
+
 def _heartbeat_loop(recovery: BrokerRecovery) -> None:
     while True:
         with _lock:
             running = list(_running)
         try:
+            running += _held()
             recovery.mark_alive(running, ttl_seconds=ALIVE_TTL_SECONDS)
             requeued = recovery.requeue_orphans(queues=_our_queues(), now=time.time(),
                                                 min_age_seconds=ORPHAN_AGE_SECONDS)
@@ -94,7 +111,9 @@ def _task_finished(task_id: str | None = None, **_: Any) -> None:
 
 
 @signals.worker_ready.connect
-def _worker_ready(**_: Any) -> None:
+def _worker_ready(sender: Any = None, **_: Any) -> None:
+    global _consumer
+    _consumer = sender  # the worker's consumer: its timer holds the ETA and countdown requests
     _ensure_thread()
     try:
         counts = get_service().reconcile()

@@ -248,3 +248,29 @@ def test_the_sweep_leaves_an_agent_alone_while_a_turn_or_file_operation_starts(c
     _wait_until_due(chaos, "pause", [agent_id])
     assert chaos.call("sweep")["paused"] == 1
     assert _state(chaos, agent_id) == "paused"
+
+
+def _deliveries(chaos, task_id: str) -> list[dict[str, Any]]:
+    """The messages of `task_id` in the queue or held unacked by a worker, as kombu stores them."""
+    raws = [*chaos.client.lrange("spawner", 0, -1), *chaos.client.hvals(names.KOMBU_UNACKED_KEY)]
+    held = [json.loads(raw) for raw in raws]
+    return [m[0] if isinstance(m, list) else m for m in held
+            if (m[0] if isinstance(m, list) else m)["headers"]["id"] == task_id]
+
+
+def test_a_message_a_live_worker_holds_for_its_countdown_is_never_requeued(chaos):
+    """Worker recovery requeued every message unacked for 8 s whose task was not running: a
+    message a live worker holds for its ETA/countdown was given back every 8 s, delivered again,
+    and run once per delivery. Held messages count as alive: one delivery, run once."""
+    _start(chaos)
+    agent_id = _create(chaos)
+    pending = chaos.app.send_task("spawner.send_file", queue="spawner", countdown=20,
+                                  kwargs={"agent_id": agent_id, "path": "later.txt", "content": "later"})
+    deadline = time.monotonic() + WAIT_SECONDS + 20
+    redelivered = []
+    while not pending.ready():  # all through its countdown, the first delivery stays the only one
+        redelivered += [m for m in _deliveries(chaos, pending.id) if m["headers"].get("redelivered")]
+        assert time.monotonic() < deadline, "the task never ran"
+        time.sleep(0.2)
+    assert not redelivered, "the held message was requeued by worker recovery"
+    assert pending.get(timeout=10)["size"] == 5
