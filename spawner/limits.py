@@ -12,6 +12,7 @@ __all__ = [
     "ARCHIVE_READ_MAX_BYTES",
     "CONTAINER_LOG_MAX_FILES",
     "CONTAINER_LOG_MAX_SIZE",
+    "EVENTS_MAX_BYTES_DEFAULT",
     "FILE_CALL_SECONDS",
     "INIT_CALL_EXTRA_SECONDS",
     "LOGS_MAX_BYTES",
@@ -47,6 +48,9 @@ LOGS_TAIL_MAX_LINES = 10_000
 LOGS_MAX_BYTES = 1024 * 1024
 #: A file read through Docker's archive API (a tar stream) is never read past this.
 ARCHIVE_READ_MAX_BYTES = 1024 * 1024
+
+#: SPAWNER_EVENTS_MAX_BYTES's default (CONTRACT §8.1): the byte cap of one agent's event stream.
+EVENTS_MAX_BYTES_DEFAULT = 64 * 1024 * 1024
 
 # --- disk ----------------------------------------------------------------------------------------
 #: Docker's json-file log rotation for every agent container: files of this size, this many kept.

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from spawner import limits
+
 __all__ = ["SettingsError", "SpawnerSettings", "load_settings"]
 
 _NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -43,6 +45,8 @@ class SpawnerSettings(BaseSettings):
     #: Host folder holding one folder per container for the runner's socket (docs/design.md,
     #: "Runner socket"); empty turns the socket off (every runner call is then a docker exec).
     run_dir: str = Field(default="/run/workers-spawner", max_length=60)
+    #: Byte cap of one agent's event stream (CONTRACT §8.1); the oldest entries are trimmed first.
+    events_max_bytes: int = Field(default=limits.EVENTS_MAX_BYTES_DEFAULT, ge=64 * 1024)
 
     #: The model gateway (CONTRACT §8.1, docs/gateway.md): `provider=base URL,...`, the only places
     #: model traffic may go; a price table file replacing the built-in one ("" = built in); the

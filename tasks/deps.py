@@ -46,7 +46,7 @@ def _build() -> tuple[SpawnerService, SpawnerSettings]:
         fleet_id=pool_owner(settings.redis_url, settings.queue),
     )
     backend = DockerBackend.from_env(run_dir=settings.run_dir or None)
-    service = SpawnerService(backend=backend, store=RedisStore.from_url(settings.redis_url),
+    service = SpawnerService(backend=backend, store=RedisStore.from_url(settings.redis_url, events_max_bytes=settings.events_max_bytes),
                              options=options, secret_source=dict(os.environ),
                              metrics=Metrics(RedisMetricsSink.from_url(settings.redis_url)),
                              pool=_build_pool(settings, backend),

@@ -27,7 +27,7 @@ import redis.exceptions
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from spawner import errors, names
+from spawner import errors, limits, names
 from spawner.models import AgentRecord
 
 __all__ = ["RedisClient", "RedisStore", "connect", "redis_answers", "translated"]
@@ -43,29 +43,58 @@ local function mirror(event_id, data)
   redis.call('PUBLISH', KEYS[#KEYS], '{"id":"' .. fid .. '",' .. body)
 end
 """ % names.FLEET_EVENTS_MAXLEN
+# Prefix of every script that appends to an agent's stream: `append(stream, maxlen, data)` adds
+# the entry, then trims the oldest entries until the stream holds at most `maxlen` entries and
+# at most EVENTS_MAX_BYTES bytes of data (the newest entry always stays). The byte count lives in
+# `<stream>:bytes`, which expires with the stream. A cursor before
+# the oldest entry kept gets the gap error of read_events.
+_APPEND = """
+local function append(stream, maxlen, data)
+  local id = redis.call('XADD', stream, '*', 'data', data)
+  local bytes_key = stream .. ':bytes'
+  local len = redis.call('XLEN', stream)
+  local total = #data
+  if len > 1 then total = tonumber(redis.call('GET', bytes_key) or '0') + #data end
+  maxlen = tonumber(maxlen)
+  while len > 1 and (total > EVENTS_MAX_BYTES or len > maxlen) do
+    local doomed = {}
+    for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+', 'COUNT', 128)) do
+      if len <= 1 or (total <= EVENTS_MAX_BYTES and len <= maxlen) then break end
+      doomed[#doomed + 1] = entry[1]
+      total = total - #entry[2][2]
+      len = len - 1
+    end
+    redis.call('XDEL', stream, unpack(doomed))
+  end
+  redis.call('SET', bytes_key, total)
+  local ttl = redis.call('PTTL', stream)
+  if ttl > 0 then redis.call('PEXPIRE', bytes_key, ttl) end
+  return id
+end
+"""
 # Append to the stream, then publish the same event with its id: one round trip, and a
 # subscriber can never see an event that a replay from the stream would not also return.
-_PUBLISH = _MIRROR + """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[2])
+_PUBLISH = _APPEND + _MIRROR + """
+local id = append(KEYS[1], ARGV[1], ARGV[2])
 redis.call('PUBLISH', KEYS[2], '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2))
 mirror(id, ARGV[2])
 return id
 """
 # The same, for a turn's output record number ARGV[3]: published only if no delivery of the
 # turn published it before, so a re-attached follower never repeats or skips a chunk.
-_PUBLISH_ONCE = """
+_PUBLISH_ONCE = _APPEND + """
 local done = tonumber(redis.call('GET', KEYS[3]) or '-1')
 if tonumber(ARGV[3]) <= done then return false end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[2])
+local id = append(KEYS[1], ARGV[1], ARGV[2])
 redis.call('PUBLISH', KEYS[2], '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2))
 redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
 return id
 """
 # The same, once per key KEYS[3]: a turn's start, exit and response are each published by the
 # first delivery of the turn that gets there, never by a re-attached one again.
-_PUBLISH_ONCE_PER_KEY = _MIRROR + """
+_PUBLISH_ONCE_PER_KEY = _APPEND + _MIRROR + """
 if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[3]) then return false end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[2])
+local id = append(KEYS[1], ARGV[1], ARGV[2])
 redis.call('PUBLISH', KEYS[2], '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2))
 mirror(id, ARGV[2])
 return id
@@ -112,8 +141,9 @@ return 0
 # KEYS: record, agents index, due:pause, due:expire, due:create, event stream, event channel,
 # fleet stream. ARGV: agent id, mode, terminal TTL, create deadline, stream maxlen, event JSON or
 # '', fields...
-_WRITE = _MIRROR + """
+_WRITE = _APPEND + _MIRROR + """
 local key, id = KEYS[1], ARGV[1]
+local ended = false
 local flat = false
 local was = redis.call('HGET', key, 'state')
 if ARGV[2] ~= 'save' and (was == '"deleted"' or was == '"expired"' or was == '"failed"') then
@@ -141,6 +171,7 @@ if ARGV[2] == 'save' or redis.call('EXISTS', key) == 1 then
     redis.call('ZREM', KEYS[5], id)
   end
   if state == 'deleted' or state == 'expired' or state == 'failed' then
+    ended = true
     redis.call('ZREM', KEYS[3], id)
     redis.call('ZREM', KEYS[4], id)
     redis.call('EXPIRE', key, ARGV[3])
@@ -155,13 +186,18 @@ if ARGV[2] == 'save' or redis.call('EXISTS', key) == 1 then
   end
 end
 if ARGV[6] ~= '' then
-  local eid = redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[5], '*', 'data', ARGV[6])
+  local eid = append(KEYS[6], ARGV[5], ARGV[6])
   redis.call('PUBLISH', KEYS[7], '{"id":"' .. eid .. '",' .. string.sub(ARGV[6], 2))
   mirror(eid, ARGV[6])
+end
+if ended then  -- the stream goes with the terminal record (CONTRACT §8.4)
+  redis.call('EXPIRE', KEYS[6], ARGV[3])
+  redis.call('EXPIRE', KEYS[6] .. ':bytes', ARGV[3])
 end
 return flat
 """
 CREATE_DEADLINE_SECONDS = names.CREATE_DEADLINE_SECONDS
+EVENTS_MAX_BYTES_DEFAULT = limits.EVENTS_MAX_BYTES_DEFAULT
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
@@ -209,24 +245,28 @@ def _iso(ts: float) -> str:
 class RedisStore:
     """State and events over one Redis connection pool. Build with `RedisStore.from_url()`."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, events_max_bytes: int = EVENTS_MAX_BYTES_DEFAULT) -> None:
         self._r = client
-        self._publish = client.register_script(_PUBLISH)
-        self._publish_once = client.register_script(_PUBLISH_ONCE)
-        self._publish_once_per_key = client.register_script(_PUBLISH_ONCE_PER_KEY)
+
+        def capped(script: str) -> str:  # SPAWNER_EVENTS_MAX_BYTES, in every script that appends
+            return script.replace("EVENTS_MAX_BYTES", str(int(events_max_bytes)))
+
+        self._publish = client.register_script(capped(_PUBLISH))
+        self._publish_once = client.register_script(capped(_PUBLISH_ONCE))
+        self._publish_once_per_key = client.register_script(capped(_PUBLISH_ONCE_PER_KEY))
         self._renew = client.register_script(_RENEW)
         self._reap_turns = client.register_script(_REAP_TURNS)
         self._release = client.register_script(_RELEASE)
-        self._write = client.register_script(_WRITE)
+        self._write = client.register_script(capped(_WRITE))
 
     @classmethod
-    def from_url(cls, url: str) -> RedisStore:
+    def from_url(cls, url: str, *, events_max_bytes: int = EVENTS_MAX_BYTES_DEFAULT) -> RedisStore:
         client = redis.Redis.from_url(
             url, decode_responses=True, health_check_interval=15, socket_connect_timeout=5,
             retry=Retry(ExponentialBackoff(cap=2, base=0.1), retries=6),
             retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         )
-        return cls(client)
+        return cls(client, events_max_bytes=events_max_bytes)
 
     def _translated(self, what: str) -> AbstractContextManager[None]:
         return translated(what)
@@ -346,7 +386,9 @@ class RedisStore:
     @staticmethod
     def _event_json(event_type: str, agent_id: str, fields: dict[str, Any]) -> str:
         body = {"type": event_type, "agent_id": agent_id, "ts": _iso(time.time()), **fields}
-        return json.dumps(body, separators=(",", ":"))
+        # ensure_ascii off: text is stored as its UTF-8 bytes (an undecodable byte of output, U+FFFD,
+        # costs 3 bytes, not a 6-byte escape)
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
     def publish(self, agent_id: str, event_type: str, **fields: Any) -> str:
         """Append an event to the agent's stream, then publish it. Returns its id (the cursor)."""
