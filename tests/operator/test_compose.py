@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import OUTPUT_DIR, REPO, _free_port
+from tests.conftest import LEDGER, OUTPUT_DIR, REPO, TEST_RUN, _free_port
 from tests.operator.conftest import http_get, require_tool
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
@@ -63,7 +63,10 @@ def test_compose_fleet_serves_create_turn_delete_and_goes_away(tmp_path, docker_
         "SPAWNER_WARM_POOL_SIZE=0",
         "SPAWNER_CONTROL_CONCURRENCY=4",
         "SPAWNER_TURNS_CONCURRENCY=4",
+        f"SPAWNER_EXTRA_LABELS=spawner.test-run={TEST_RUN}",  # its agents: the session's cleanup finds them
     ]) + "\n")
+    # restart: unless-stopped keeps this fleet up if the session is killed: the next one removes it
+    LEDGER.label(f"com.docker.compose.project={project}")
     networks_before = {n.name for n in docker_client.networks.list()}
     redis_url = f"redis://127.0.0.1:{ports['SPAWNER_REDIS_PORT']}/0"
     started = time.monotonic()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, TEST_RUN, RedisServer, _free_port
+from tests.conftest import LEDGER, REPO, TEST_RUN, RedisServer, _free_port
 from tests.operator.conftest import SPAWNER, cli_env, http_get, run_cli
 from tests.operator.test_metrics import scrape, value
 
@@ -52,6 +52,7 @@ class Up:
             [*argv, "--data-dir", str(self.data_dir), "--flower-port", str(self.flower_port),
              "--metrics-port", str(self.metrics_port), "--stop-timeout", "10"],
             cwd=REPO, env=env, stdout=self.out, stderr=self.err, start_new_session=True)
+        LEDGER.process(self.proc.pid)  # its children die with it (PR_SET_PDEATHSIG)
         self.state: dict[str, Any] = {}
 
     def output(self) -> tuple[str, str]:
@@ -157,6 +158,7 @@ def test_readme_first_command_runs_the_fleet_and_ctrl_c_leaves_no_process(tmp_pa
 def test_sigterm_stops_a_fleet_on_a_reused_redis_and_builds_a_missing_image(tmp_path, docker_client):
     redis_server = RedisServer(tmp_path)
     redis_server.start()
+    LEDGER.process(redis_server.proc.pid)
     image = f"workers-spawner/worker:up-test-{uuid.uuid4().hex[:8]}"  # built from cached layers
     up = Up(tmp_path, fleet_env(redis_server.url, SPAWNER_WORKER_IMAGE=image), [SPAWNER, "up"])
     try:
@@ -181,6 +183,7 @@ def test_sigterm_stops_a_fleet_on_a_reused_redis_and_builds_a_missing_image(tmp_
 def test_a_child_that_dies_stops_the_whole_fleet_with_its_log(tmp_path, docker_client):
     redis_server = RedisServer(tmp_path)
     redis_server.start()
+    LEDGER.process(redis_server.proc.pid)
     up = Up(tmp_path, fleet_env(redis_server.url, SPAWNER_WORKER_IMAGE="workers-spawner/worker-test:latest"),
             [SPAWNER, "up"])
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from spawner import errors
-from tests.conftest import TEST_IMAGE
+from tests.conftest import LEDGER, TEST_IMAGE
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
@@ -28,12 +28,13 @@ class PrivateEngine:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = open(self.root / "dockerd.log", "ab")
-        self.proc = subprocess.Popen(
-            ["dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
-             "--host", self.socket, "--pidfile", str(self.root / "docker.pid"),
-             "--bridge=none", "--iptables=false", "--ip-masq=false"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.root / "dockerd.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                ["dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
+                 "--host", self.socket, "--pidfile", str(self.root / "docker.pid"),
+                 "--bridge=none", "--iptables=false", "--ip-masq=false"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        LEDGER.process(self.proc.pid)
         deadline = time.monotonic() + 30
         while subprocess.run(["docker", "-H", self.socket, "info"], capture_output=True).returncode != 0:
             if time.monotonic() > deadline:
@@ -43,7 +44,11 @@ class PrivateEngine:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=60)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
             self.proc = None
 
 
@@ -63,14 +68,15 @@ def engine(docker_client) -> Iterator[PrivateEngine]:
     root.mkdir(parents=True, exist_ok=True)
     CACHED_DATA_ROOT.mkdir(parents=True, exist_ok=True)
     (root / "data").symlink_to(CACHED_DATA_ROOT)
+    LEDGER.folder(root)
     engine = PrivateEngine(root)
-    engine.start()
-    private = ["docker", "-H", engine.socket]
-    if _image_id(private) != _image_id(["docker"]):
-        save = subprocess.Popen(["docker", "save", TEST_IMAGE], stdout=subprocess.PIPE)
-        subprocess.run([*private, "load", "-q"], stdin=save.stdout, check=True, capture_output=True)
-        save.wait()
-    try:
+    try:  # from the start: a start or an image load that fails stops the engine all the same
+        engine.start()
+        private = ["docker", "-H", engine.socket]
+        if _image_id(private) != _image_id(["docker"]):
+            save = subprocess.Popen(["docker", "save", TEST_IMAGE], stdout=subprocess.PIPE)
+            subprocess.run([*private, "load", "-q"], stdin=save.stdout, check=True, capture_output=True)
+            save.wait()
         yield engine
     finally:
         subprocess.run(f"docker -H {engine.socket} rm -f $(docker -H {engine.socket} ps -aq) 2>/dev/null",
@@ -88,8 +94,14 @@ def test_engine_restart_marks_dead_agents_failed_and_none_stays_busy(chaos, engi
     agents = [chaos.call("create", config={"name": "engine", "agent": "shell"})["agent_id"] for _ in range(2)]
     chaos.known.update(agents)
     turn = chaos.send("send_command", agent_id=agents[0], command="sleep 60")
-    time.sleep(2)
-    assert chaos.call("status", agent_id=agents[0])["state"] == "busy"
+    # the engine stops mid-turn: the agent is busy and its turn's `sleep 60` runs in the container
+    container = subprocess.run(["docker", "-H", engine.socket, "ps", "-q", "--filter",
+                                f"label=spawner.agent_id={agents[0]}"], capture_output=True, text=True).stdout.strip()
+    deadline = time.monotonic() + 60
+    while not (chaos.call("status", agent_id=agents[0])["state"] == "busy" and "sleep 60" in subprocess.run(
+            ["docker", "-H", engine.socket, "top", container], capture_output=True, text=True).stdout):
+        assert time.monotonic() < deadline, "the turn never started in the container"
+        time.sleep(0.2)
 
     engine.stop()  # stops every container: no live-restore
     engine.start()
