@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import OUTPUT_DIR, Fleet, RedisServer
+from tests.conftest import LEDGER, OUTPUT_DIR, Fleet, RedisServer
 
 
 class Chaos:
@@ -82,6 +82,7 @@ def chaos(tmp_path: Path, docker_client: Any) -> Iterator[Chaos]:
     OUTPUT_DIR.mkdir(exist_ok=True)
     server = RedisServer(tmp_path)
     server.start()
+    LEDGER.process(server.proc.pid)
     env = Chaos(server, tmp_path, docker_client)
     env.known = set()
     try:
