@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from spawner import errors
 from spawner.models import AgentType, Capability, TurnPlan, TurnReply
+
+if TYPE_CHECKING:
+    from spawner.factories.streams import StreamState
 
 __all__ = [
     "INPUT_PLACEHOLDER",
@@ -26,6 +29,7 @@ __all__ = [
     "find_result_object",
     "iter_json_objects",
     "raw_reply",
+    "result_object_reply",
     "result_turn_reply",
 ]
 
@@ -70,6 +74,10 @@ class AgentFactory(Protocol):
         JSON is read whatever the exit code (the CLIs print their error turn as JSON and exit
         non-zero). Output that is not the expected JSON gives `raw_reply(stdout)`.
         """
+
+    def stream_line(self, state: StreamState, obj: dict[str, Any]) -> tuple[StreamState, list[dict[str, Any]]]:
+        """One JSON line of the turn's stdout as the stream's next state and its `message`,
+        `tool` and `usage` events (spawner/factories/streams.py). Never raises."""
 
 
 class CapabilityFactory(Protocol):
@@ -159,6 +167,11 @@ def result_turn_reply(stdout: str) -> TurnReply:
     obj = find_result_object(stdout)
     if obj is None:
         return raw_reply(stdout)
+    return result_object_reply(obj)
+
+
+def result_object_reply(obj: dict[str, Any]) -> TurnReply:
+    """The reply a `{"type": "result", ...}` object gives (see result_turn_reply)."""
     session_id = clean_session_id(obj.get("session_id"))
     result = obj.get("result")
     is_error = obj.get("is_error") is True

@@ -180,8 +180,8 @@ def test_unknown_capability_is_an_invalid_request() -> None:
 # ------------------------------------------------------------------------------ turn plans
 EXPECTED_PLANS: dict[AgentType, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
     AgentType.CLAUDE_CODE: (
-        ("claude", "-p", "--output-format", "json", "--dangerously-skip-permissions"),
-        ("claude", "-p", "--output-format", "json", "--dangerously-skip-permissions", "--resume", "sess-1"),
+        ("claude", "-p", "--output-format", "stream-json", "--verbose", "--dangerously-skip-permissions"),
+        ("claude", "-p", "--output-format", "stream-json", "--verbose", "--dangerously-skip-permissions", "--resume", "sess-1"),
         True,
     ),
     AgentType.FACTORY_DROID: (

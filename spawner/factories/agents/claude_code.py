@@ -1,9 +1,9 @@
-"""Claude Code (`claude-code`): one headless turn is `claude -p --output-format json`.
+"""Claude Code (`claude-code`): one headless turn is `claude -p --output-format stream-json --verbose`.
 
 Invocation (checked against @anthropic-ai/claude-code 2.1.332, `claude --help`, linux-x64 build
 from the npm registry, run offline in an empty network namespace):
 
-    claude -p --output-format json --dangerously-skip-permissions [--resume SESSION_ID]
+    claude -p --output-format stream-json --verbose --dangerously-skip-permissions [--resume SESSION_ID]
 
 - `-p/--print` with no prompt argument reads the prompt from stdin: the turn's input file is
   the child's stdin, so the prompt never travels in argv (no quoting, no ARG_MAX).
@@ -13,8 +13,10 @@ from the npm registry, run offline in an empty network namespace):
   conversation found with session ID: ID" on stderr, and exits 1. Every turn prints the
   session id to resume next (Claude rejects ids it did not create: never invent one).
 
-Output (one JSON object on stdout, printed on success and on error; the exit code is 1 on an
-error turn, so the JSON is read before the exit code is looked at):
+Output: one JSON object a line as the turn goes (`system` init, `assistant` text and tool_use
+blocks, `user` tool results; read live by spawner/factories/streams.py), and last the turn's
+`result` object, the same object `--output-format json` prints alone; printed on success and on
+error (the exit code is 1 on an error turn, so the JSON is read before the exit code is looked at):
 
     {"type": "result", "subtype": "success", "is_error": false, "duration_ms": 2100,
      "duration_api_ms": 1900, "num_turns": 1, "result": "<final text>",
@@ -38,10 +40,12 @@ they survive pause/resume with the container (the successor lost config by mount
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from spawner import names
 from spawner.gateway import core as gateway
-from spawner.factories.base import check_session_id, result_turn_reply
+from spawner.factories import streams
+from spawner.factories.base import check_session_id
 from spawner.models import AgentType, ModelConfig, TurnPlan, TurnReply
 
 __all__ = ["ClaudeCodeFactory"]
@@ -77,11 +81,15 @@ class ClaudeCodeFactory:
         return env
 
     def plan_turn(self, *, session_id: str | None) -> TurnPlan:
-        argv: tuple[str, ...] = ("claude", "-p", "--output-format", "json", "--dangerously-skip-permissions")
+        argv: tuple[str, ...] = ("claude", "-p", "--output-format", "stream-json", "--verbose",
+                                 "--dangerously-skip-permissions")
         session_id = check_session_id(session_id)
         if session_id is not None:
             argv += ("--resume", session_id)
         return TurnPlan(argv=argv, stdin_input=True)
 
     def parse_reply(self, *, stdout: str, exit_code: int | None) -> TurnReply:
-        return result_turn_reply(stdout)
+        return streams.fold(streams.claude_line, stdout)
+
+    def stream_line(self, state: streams.StreamState, obj: dict[str, Any]) -> tuple[streams.StreamState, list[dict[str, Any]]]:
+        return streams.claude_line(state, obj)

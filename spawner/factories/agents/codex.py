@@ -43,17 +43,14 @@ from typing import Any
 
 from spawner import names
 from spawner.gateway import core as gateway
-from spawner.factories.base import check_session_id, clean_session_id, iter_json_objects, raw_reply
+from spawner.factories import streams
+from spawner.factories.base import check_session_id
 from spawner.models import AgentType, ModelConfig, TurnPlan, TurnReply
 
 __all__ = ["CodexFactory"]
 
 CODEX_HOME = f"{names.CONTAINER_HOME}/.codex"
 _FLAGS = ("--json", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox")
-_EVENT_TYPES = frozenset({
-    "thread.started", "turn.started", "turn.completed", "turn.failed", "item.started",
-    "item.updated", "item.completed", "item.plan.delta", "request_user_input", "error",
-})
 
 
 @dataclass(frozen=True)
@@ -85,33 +82,7 @@ class CodexFactory:
         return TurnPlan(argv=argv, stdin_input=True)
 
     def parse_reply(self, *, stdout: str, exit_code: int | None) -> TurnReply:
-        events = [e for e in iter_json_objects(stdout) if _event_type(e) is not None]
-        if not events:
-            return raw_reply(stdout)
-        thread_id: str | None = None
-        message: str | None = None
-        failure: str | None = None
-        stream_error: str | None = None
-        for event in events:
-            kind = event["type"]
-            if kind == "thread.started" and thread_id is None:
-                thread_id = clean_session_id(event.get("thread_id"))
-            elif kind == "item.completed":
-                item = event.get("item")
-                if isinstance(item, dict) and item.get("type") == "agent_message":
-                    message = _text(item.get("text"), message)
-            elif kind == "turn.failed":
-                error = event.get("error")
-                failure = _text(error.get("message") if isinstance(error, dict) else None, "turn failed")
-            elif kind == "error":
-                stream_error = _text(event.get("message"), stream_error)
-        return TurnReply(response=failure or message or stream_error, session_id=thread_id)
+        return streams.fold(streams.codex_line, stdout)
 
-
-def _event_type(event: dict[str, Any]) -> str | None:
-    kind = event.get("type")
-    return kind if isinstance(kind, str) and kind in _EVENT_TYPES else None
-
-
-def _text(value: Any, default: str | None) -> str | None:
-    return value if isinstance(value, str) else default
+    def stream_line(self, state: streams.StreamState, obj: dict[str, Any]) -> tuple[streams.StreamState, list[dict[str, Any]]]:
+        return streams.codex_line(state, obj)

@@ -31,8 +31,10 @@ A success turn has the same keys with "subtype": "success", "is_error": false.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from spawner.factories.base import INPUT_PLACEHOLDER, check_session_id, result_turn_reply
+from spawner.factories import streams
+from spawner.factories.base import INPUT_PLACEHOLDER, check_session_id
 from spawner.models import AgentType, TurnPlan, TurnReply
 
 __all__ = ["FactoryDroidFactory"]
@@ -57,4 +59,7 @@ class FactoryDroidFactory:
         return TurnPlan(argv=argv + ("-f", INPUT_PLACEHOLDER), stdin_input=False)
 
     def parse_reply(self, *, stdout: str, exit_code: int | None) -> TurnReply:
-        return result_turn_reply(stdout)
+        return streams.fold(streams.droid_line, stdout)
+
+    def stream_line(self, state: streams.StreamState, obj: dict[str, Any]) -> tuple[streams.StreamState, list[dict[str, Any]]]:
+        return streams.droid_line(state, obj)

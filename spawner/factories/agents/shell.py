@@ -9,7 +9,9 @@ The service reports `response = output` for this agent; `parse_reply` says nothi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from spawner.factories import streams
 from spawner.factories.base import INPUT_PLACEHOLDER
 from spawner.models import AgentType, TurnPlan, TurnReply
 
@@ -33,3 +35,7 @@ class ShellFactory:
     def parse_reply(self, *, stdout: str, exit_code: int | None) -> TurnReply:
         """Always empty: the service uses the turn's whole output as the response."""
         return TurnReply(response=None, session_id=None)
+
+    def stream_line(self, state: streams.StreamState, obj: dict[str, Any]) -> tuple[streams.StreamState, list[dict[str, Any]]]:
+        """No events: a shell's output is plain text."""
+        return streams.no_events(state, obj)
