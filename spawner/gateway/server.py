@@ -101,7 +101,8 @@ class Gateway:
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=30, sock_read=600),
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), auto_decompress=False, trust_env=False)
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), auto_decompress=False, trust_env=False,
+            )
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._proxy)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -139,10 +140,14 @@ class Gateway:
             await self._session.close()
 
     async def _watch(self) -> None:
+        last = time.monotonic()
         while not self._stopping.is_set():
             try:
-                await asyncio.to_thread(self._wake_store.wait_wake, RESYNC_SECONDS)
-                await self.sync()
+                # short waits, so a stop is never held up for long by the blocked thread
+                woken = await asyncio.to_thread(self._wake_store.wait_wake, 1)
+                if woken or time.monotonic() - last >= RESYNC_SECONDS:
+                    last = time.monotonic()
+                    await self.sync()
             except Exception:  # noqa: BLE001 - Redis away for a moment: log, wait, carry on
                 log.exception("reading registrations failed; retrying")
                 await asyncio.sleep(1)
@@ -359,6 +364,6 @@ def run(*, redis_url: str, run_root: str, upstreams: Mapping[str, str], prices: 
     """Serve until SIGTERM or SIGINT."""
     os.makedirs(run_root, mode=0o700, exist_ok=True)
     gateway = Gateway(store=GatewayStore.from_url(redis_url, socket_timeout=10),
-                      wake_store=GatewayStore.from_url(redis_url, socket_timeout=RESYNC_SECONDS + 10),
+                      wake_store=GatewayStore.from_url(redis_url, socket_timeout=10),
                       upstreams=upstreams, prices=prices, environ=environ, run_root=run_root, host=host, port=port)
     asyncio.run(_main(gateway))

@@ -24,6 +24,7 @@ def test_the_smoke_benchmark_completes_and_writes_its_files(tmp_path, docker_cli
     assert results["meta"]["mode"] == "smoke"
     assert set(results["summary"]["targets"]) >= {"warm_create_ratio", "cold_create_ratio", "turn_ratio",
                                                    "parallel_wall_ratio", "status_p99_ms", "event_p95_ms",
-                                                   "sweep_100_ms", "rss_turns_mb"}
+                                                   "sweep_100_ms", "rss_turns_mb", "gateway_ttfb_added_ms",
+                                                   "gateway_stream_slowdown", "gateway_rss_mb"}
     assert (tmp_path / "benchmarks-create.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## Targets" in (tmp_path / "benchmarks.md").read_text()
