@@ -25,6 +25,8 @@ __all__ = ["Bridge", "BridgeOptions", "CeleryTasks", "Outcome", "consumer_name",
 
 log = logging.getLogger("spawner.bridge")
 
+#: A consumer (a bridge that stopped) holding nothing and idle this long leaves the group.
+CONSUMER_FORGET_SECONDS = 24 * 3600
 #: ("ok", result) or ("error", error type, message)
 Outcome = tuple[str, Any] | tuple[str, str, str]
 
@@ -102,6 +104,7 @@ class Bridge:
         self._next_keep = 0.0
         self._next_claim = 0.0
         self._next_relay = 0.0
+        self._next_tidy = 0.0
 
     # ---------------------------------------------------------------------------- one pass
     def step(self, *, accept: bool = True) -> None:
@@ -131,6 +134,9 @@ class Bridge:
         if mono >= self._next_relay:
             self._next_relay = mono + 0.25
             self.relay()
+        if mono >= self._next_tidy:
+            self._next_tidy = mono + 600
+            self.streams.forget_idle_consumers(min_idle_ms=CONSUMER_FORGET_SECONDS * 1000)
 
     def _take(self, entry: Entry) -> None:
         entry_id, fields = entry

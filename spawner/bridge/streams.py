@@ -139,6 +139,16 @@ class BridgeStreams:
                                      args=[names.BRIDGE_GROUP, self.consumer, entry_id,
                                            names.RESPONSES_STREAM_MAXLEN, data]))
 
+    def forget_idle_consumers(self, *, min_idle_ms: int) -> list[str]:
+        """Remove consumers (bridges gone long ago) that hold no entry and were idle this long;
+        a live one that was merely quiet comes back on its next read."""
+        with translated("tidying the consumer group"):
+            gone = [c["name"] for c in self._r.xinfo_consumers(names.COMMANDS_STREAM, names.BRIDGE_GROUP)
+                    if c["pending"] == 0 and c["idle"] >= min_idle_ms and c["name"] != self.consumer]
+            for name in gone:
+                self._r.xgroup_delconsumer(names.COMMANDS_STREAM, names.BRIDGE_GROUP, name)
+        return gone
+
     # ---------------------------------------------------------------------------- user messages
     def register_agent(self, agent_id: str) -> None:
         """Mark an agent as made through the bridge (a repeat keeps its relay cursor)."""

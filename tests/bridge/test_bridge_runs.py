@@ -1,0 +1,42 @@
+"""Where the bridge runs: `spawner up --bridge` plans it (pure), and several bridges share the
+command stream, each command answered exactly once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spawner.fleet import UpOptions, plan
+from tests.bridge.old_producers import COMMANDS, RESPONSES, TelegramStyle
+
+
+def test_spawner_up_runs_a_bridge_only_when_asked(tmp_path: Path):
+    without = plan(UpOptions(data_dir=tmp_path), python="py", queue="q", turns_queue="q.turns")
+    with_bridge = plan(UpOptions(data_dir=tmp_path, bridge=True), python="py", queue="q", turns_queue="q.turns")
+    assert "bridge" not in {p.name for p in without}
+    [bridge] = [p for p in with_bridge if p.name == "bridge"]
+    assert bridge.argv == ("py", "-m", "spawner.cli", "bridge")
+    assert [p.name for p in with_bridge if p.name != "bridge"] == [p.name for p in without]
+
+
+@pytest.mark.docker
+@pytest.mark.redis
+def test_three_bridges_at_once_answer_every_command_exactly_once(bridges, fleet, old_redis):
+    for _ in range(3):
+        bridges.start("--max-in-flight", "2")
+    bridges.wait_serving()
+    bot = TelegramStyle(fleet.redis_url)
+    sent = [bot.send("status", agent_id=f"ag-missing-{i}") for i in range(30)]
+    sent += [bot.send("no_such_command") for _ in range(10)]
+    for request_id in sent:
+        assert bot.wait(request_id)["request_id"] == request_id
+    counts: dict[str, int] = {}
+    for _, fields in old_redis.xrange(RESPONSES):
+        rid = json.loads(fields["data"]).get("request_id")
+        counts[rid] = counts.get(rid, 0) + 1
+    assert {rid: counts.get(rid) for rid in sent} == {rid: 1 for rid in sent}
+    assert old_redis.xpending(COMMANDS, "workers-spawner")["pending"] == 0
+    # they shared the work: a consumer shows up in the group once it has read an entry
+    assert len(old_redis.xinfo_consumers(COMMANDS, "workers-spawner")) >= 2
