@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 COMMAND_IN_EVENT_MAX_CHARS = 4000
 #: How long a redelivered create waits for Docker to finish removing what the dead one left.
 DEAD_CREATE_CLEAR_SECONDS = 10.0
+#: How long a turn or file operation for an agent still `creating` waits for its create.
+CREATE_WAIT_SECONDS = 120.0
+CREATE_POLL_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ class SpawnerService:
         if self.options.extra_labels or fleet_label:
             spec = spec.model_copy(update={"labels": {**dict(self.options.extra_labels), **spec.labels, **fleet_label}})
         container_id = None
+        current: AgentRecord | None = record
         try:
             # a warm-pool container if one is free (renamed and resumed), else a new one
             container_id = self.pool.claim(spec) if self.pool is not None else None
@@ -280,14 +284,21 @@ class SpawnerService:
 
     # ---------------------------------------------------------------------------- lookups
     def _live_record(self, agent_id: str) -> AgentRecord:
-        record = self.store.get_record(agent_id)
+        """The record of a live agent; one still `creating` is waited for (AgentGone is only for
+        deleted, expired and failed agents, CONTRACT §2), up to CREATE_WAIT_SECONDS."""
+        deadline = time.monotonic() + CREATE_WAIT_SECONDS
+        while (record := self.store.get_record(agent_id)) is not None and record.state == AgentState.CREATING:
+            if time.monotonic() > deadline:
+                raise errors.Unavailable(f"agent {agent_id} is still being created after {CREATE_WAIT_SECONDS:.0f} s;"
+                                         " try again later")
+            time.sleep(CREATE_POLL_SECONDS)
         if record is None:
             raise errors.AgentNotFound(f"no agent {agent_id!r}; list agents with `spawner ls`")
         if record.state.is_terminal:
             raise errors.AgentGone(f"agent {agent_id} is {record.state.value}"
                                    + (f" ({record.reason})" if record.reason else "") + "; create a new one")
-        if record.container_id is None:
-            raise errors.AgentGone(f"agent {agent_id} is still being created; try again in a moment")
+        if record.container_id is None:  # set before a create leaves `creating`; never seen otherwise
+            raise errors.Unavailable(f"agent {agent_id} has no container; try again later")
         return record
 
     def _ready_container(self, record: AgentRecord) -> str:
@@ -463,7 +474,7 @@ class SpawnerService:
             with self._starting(agent_id):  # the sweep leaves the agent alone until it is done
                 record = self._live_record(agent_id)
                 container_id = self._ready_container(record)
-            size = self._file_call(agent_id, lambda: self.backend.put_file(container_id, resolved, content, mode))
+                size = self._file_call(agent_id, lambda: self.backend.put_file(container_id, resolved, content, mode))
                 self._touch(agent_id)
             return {"agent_id": agent_id, "path": resolved, "size": size}
 
@@ -474,8 +485,8 @@ class SpawnerService:
         with self._starting(agent_id):  # the sweep leaves the agent alone until it is done
             record = self._live_record(agent_id)
             container_id = self._ready_container(record)
-        data = self._file_call(agent_id, lambda: self.backend.get_file(container_id, resolved,
-                                                                      max_bytes=names.FILE_MAX_BYTES))
+            data = self._file_call(agent_id, lambda: self.backend.get_file(container_id, resolved,
+                                                                          max_bytes=names.FILE_MAX_BYTES))
             self._touch(agent_id)
         return resolved, data
 

@@ -274,3 +274,35 @@ def test_a_message_a_live_worker_holds_for_its_countdown_is_never_requeued(chaos
         time.sleep(0.2)
     assert not redelivered, "the held message was requeued by worker recovery"
     assert pending.get(timeout=10)["size"] == 5
+
+
+def test_a_turn_sent_while_its_agent_is_created_runs_once_the_agent_is_ready(chaos):
+    """`AgentGone` means deleted, expired or failed (CONTRACT §2); a turn or file operation sent
+    while the agent is still `creating` waits for the create instead, then runs."""
+    _start(chaos)
+    capabilities = ["github", "python"]  # a tag of its own: tests on other xdist workers use others
+    tag = _capability_tag(chaos, capabilities)
+    base = chaos.fleets[0].env["SPAWNER_WORKER_IMAGE"]
+    assert chaos.client.set(names.image_build_lock_key(tag), "held-by-the-test", nx=True, px=120_000)
+    try:
+        created = chaos.send("create", config={"name": "slow", "agent": "shell", "capabilities": capabilities},
+                             request_id="fault-turn-during-create")
+        agent_id = new_agent_id("request:fault-turn-during-create")
+        chaos.known.add(agent_id)
+        _wait_state(chaos, agent_id, "creating")
+        turn = chaos.send("send_command", agent_id=agent_id, command="echo ready")
+        put = chaos.send("send_file", agent_id=agent_id, path="early.txt", content="early")
+        chaos.docker.api.tag(base, *tag.rsplit(":", 1))  # the "build" is done: the create goes on
+        chaos.client.delete(names.image_build_lock_key(tag))
+        assert created.get(timeout=120)["state"] == "idle"
+        assert turn.get(timeout=120)["output"] == "ready\n"
+        assert put.get(timeout=120)["size"] == 5
+        assert chaos.call("read_file", agent_id=agent_id, path="early.txt")["content"] == "early"
+    finally:
+        chaos.client.delete(names.image_build_lock_key(tag))
+        for container in chaos.containers().values():  # untag only what no container uses
+            chaos.docker.api.remove_container(container.id, force=True, v=True)
+        try:
+            chaos.docker.api.remove_image(tag, noprune=True)
+        except Exception:  # noqa: BLE001 - the tag was never made
+            pass
