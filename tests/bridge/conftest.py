@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import OUTPUT_DIR, REPO, XDIST_WORKER
+from tests.conftest import LEDGER, OUTPUT_DIR, REPO, XDIST_WORKER
 
 
 class Bridges:
@@ -39,6 +39,7 @@ class Bridges:
         proc = subprocess.Popen([sys.executable, "-m", "spawner.cli", "bridge", *args], cwd=REPO, env=env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
+        LEDGER.process(proc.pid)  # a killed session's next one stops it
         self.procs.append(proc)
         return proc
 
