@@ -81,7 +81,8 @@ def event_line(event: dict[str, Any]) -> str:
         what = json.dumps(event.get("message", ""))
     else:
         what = json.dumps({k: v for k, v in event.items() if k not in ("id", "type", "agent_id", "ts")})
-    return f"{event.get('id')}  {event.get('ts', '')}  {kind:<12} {what}"
+    who = f"{event.get('agent_id')}  " if "agent_event_id" in event else ""  # the fleet stream: whose it is
+    return f"{event.get('id')}  {event.get('ts', '')}  {who}{kind:<12} {what}"
 
 
 def write(pieces: Iterable[Piece]) -> None:

@@ -68,3 +68,12 @@ def test_a_watcher_of_spawner_events_sees_agents_created_paused_and_deleted(flee
     assert done.returncode == 0, done.stderr
     printed = [json.loads(line) for line in done.stdout.splitlines()]
     assert [e["id"] for e in printed if e["agent_id"] in (pausing, other)] == [e["id"] for e in mine]
+
+
+def test_a_fleet_event_line_names_its_agent():
+    from spawner import console
+    event = {"id": "1-0", "ts": "2026-01-01T00:00:00.000Z", "type": "status", "agent_id": "ag-1",
+             "agent_event_id": "5-0", "state": "paused", "reason": "idle"}
+    assert console.event_line(event) == "1-0  2026-01-01T00:00:00.000Z  ag-1  status       paused: idle"
+    own = {k: v for k, v in event.items() if k != "agent_event_id"}  # an agent's own stream: no name
+    assert console.event_line(own) == "1-0  2026-01-01T00:00:00.000Z  status       paused: idle"
