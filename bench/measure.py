@@ -11,13 +11,17 @@ import json
 import random
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from bench.fleet import Fleet, RedisServer
 
 SHELL = {"agent": "shell"}
-RAW_LABEL = {"spawner.bench": "raw"}
+#: The raw side's containers: this run's, so that remove_raw finds whatever a failed sample left.
+RAW_LABEL = {"spawner.bench": "raw", "spawner.bench-run": uuid.uuid4().hex[:12]}
+#: How long after its turn the event measurement waits for lines still on their way.
+EVENT_WAIT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -59,11 +63,21 @@ def raw_create_once(docker_client: Any, image: str) -> float:
     started = time.perf_counter()
     container_id = api.create_container(image, labels=RAW_LABEL, user="worker", working_dir="/workspace",
                                         host_config=_raw_host_config(api), detach=True)["Id"]
-    api.start(container_id)
-    assert _raw_exec(api, container_id, ["true"]) == 0
-    elapsed = time.perf_counter() - started
-    api.remove_container(container_id, force=True, v=True)
-    return elapsed
+    try:
+        api.start(container_id)
+        assert _raw_exec(api, container_id, ["true"]) == 0
+        return time.perf_counter() - started
+    finally:
+        api.remove_container(container_id, force=True, v=True)
+
+
+def remove_raw(docker_client: Any) -> int:
+    """Remove every raw-side container of this run still there (a sample that failed midway)."""
+    filters = {"label": f"spawner.bench-run={RAW_LABEL['spawner.bench-run']}"}
+    found = docker_client.api.containers(all=True, filters=filters)
+    for c in found:
+        docker_client.api.remove_container(c["Id"], force=True, v=True)
+    return len(found)
 
 
 # -------------------------------------------------------------------------------- ours
@@ -112,10 +126,11 @@ def turn_side_by_side(fleet: Fleet, docker_client: Any, image: str, n: int) -> d
     api = docker_client.api
     container_id = api.create_container(image, labels=RAW_LABEL, user="worker", working_dir="/workspace",
                                         host_config=_raw_host_config(api), detach=True)["Id"]
-    api.start(container_id)
-    agent_id = fleet.call("create", config={"name": "bench-turns", **SHELL})["agent_id"]
+    agent_id = None
     raw, ours = [], []
     try:
+        api.start(container_id)
+        agent_id = fleet.call("create", config={"name": "bench-turns", **SHELL})["agent_id"]
         for i in range(n + 1):
             started = time.perf_counter()
             assert _raw_exec(api, container_id, ["true"]) == 0
@@ -127,7 +142,8 @@ def turn_side_by_side(fleet: Fleet, docker_client: Any, image: str, n: int) -> d
                 ours.append(time.perf_counter() - started)
     finally:
         api.remove_container(container_id, force=True, v=True)
-        fleet.call("delete", agent_id=agent_id)
+        if agent_id is not None:
+            fleet.call("delete", agent_id=agent_id)
     return {"raw": raw, "ours": ours}
 
 
@@ -178,9 +194,18 @@ def parallel_turns(fleet: Fleet, n: int, sleep_seconds: float) -> dict[str, Any]
             "rss_before": idle_rss, "rss_peak": rss_peak, "turn_durations": [o["duration_ms"] / 1000 for o in outcomes]}
 
 
-def event_latency(fleet: Fleet, n_lines: int) -> dict[str, list[float]]:
+def _printed_lines(items: list[tuple[float, str]]) -> list[tuple[float, str]]:
+    """(received, line) for each `L <timestamp>` line in the received chunks."""
+    return [(received, line) for received, data in items for line in data.splitlines() if line.startswith("L ")]
+
+
+def event_latency(fleet: Fleet, n_lines: int) -> dict[str, Any]:
     """A line printed in the container (with its own timestamp) -> seen by a Pub/Sub subscriber
-    and by a stream reader (XREAD BLOCK). Host and container share the kernel clock."""
+    and by a stream reader (XREAD BLOCK). Host and container share the kernel clock.
+
+    After the turn, both readers get up to EVENT_WAIT_SECONDS more for lines still on their way:
+    a late line is measured with its whole delay, never dropped. `expected` is the number of lines
+    printed; a line that never came counts against the report (report.summarize), not silently."""
     import redis
     agent_id = fleet.call("create", config={"name": "bench-events", **SHELL})["agent_id"]
     r = redis.Redis.from_url(fleet.redis.url, decode_responses=True)
@@ -216,15 +241,16 @@ def event_latency(fleet: Fleet, n_lines: int) -> dict[str, list[float]]:
         t.start()
     command = f'for i in $(seq 1 {n_lines}); do echo "L $(date +%s.%N)"; sleep 0.05; done'
     fleet.call("send_command", agent_id=agent_id, command=command)
-    time.sleep(0.3)
+    deadline = time.monotonic() + EVENT_WAIT_SECONDS
+    while any(len(_printed_lines(list(items))) < n_lines for items in seen.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     stop.set()
     for t in threads:
         t.join()
     fleet.call("delete", agent_id=agent_id)
-    out: dict[str, list[float]] = {}
-    for kind, items in seen.items():
-        out[kind] = [received - float(line.split()[1]) for received, data in items
-                     for line in data.splitlines() if line.startswith("L ")]
+    out: dict[str, Any] = {kind: [received - float(line.split()[1]) for received, line in _printed_lines(items)]
+                           for kind, items in seen.items()}
+    out["expected"] = n_lines
     return out
 
 

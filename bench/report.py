@@ -19,7 +19,7 @@ TARGETS = [
     ("parallel_wall_ratio", "50 parallel `sleep 2` turns (with `status` polled): wall / 2 s", 1.3, "x"),
     ("status_p99_ms", "`status` p99 during those turns", 200, "ms"),
     ("event_p95_ms", "event latency p95 (worse of Pub/Sub and stream)", 50, "ms"),
-    ("sweep_100_ms", "sweep over 10k records, 100 due (p50, whole sweep)", 100, "ms"),
+    ("sweep_100_ms", "sweep over 10k records, 100 due (p50, whole sweep; in-memory Docker)", 100, "ms"),
     ("rss_turns_mb", "worker RSS at 50 concurrent turns (largest pool)", 400, "MB"),
     ("gateway_ttfb_added_ms", "model gateway: time to first event added, p50 (forwarder + gateway vs straight)",
      2, "ms"),
@@ -58,6 +58,13 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "event_pubsub": stats_ms(ours["events"]["pubsub"]),
         "event_stream": stats_ms(ours["events"]["stream"]),
     }
+    # every line the turn printed is expected at both readers; one that never came is counted, and
+    # misses the latency target outright: events are lossless by design (results from before
+    # "expected" was stored: the run's counts)
+    expected = ours["events"].get("expected", results["meta"]["counts"]["event_lines"])
+    s["event_expected"] = expected
+    s["event_missing"] = {kind: max(0, expected - len(ours["events"][kind])) for kind in ("pubsub", "stream")}
+    lost = any(s["event_missing"].values())
     for due, runs in ours["sweep"].items():
         s[f"sweep_{due}_full"] = stats_ms(runs["full"])
         s[f"sweep_{due}_due_only"] = stats_ms(runs["due_only"])
@@ -69,7 +76,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "turn_ratio": s["turn"]["p50"] / s["raw_exec"]["p50"],
         "parallel_wall_ratio": ours["parallel"]["wall"] / ours["parallel"]["sleep_seconds"],
         "status_p99_ms": s["status_during_parallel"]["p99"],
-        "event_p95_ms": max(s["event_pubsub"]["p95"], s["event_stream"]["p95"]),
+        "event_p95_ms": math.inf if lost else max(s["event_pubsub"]["p95"], s["event_stream"]["p95"]),
         "sweep_100_ms": s[f"sweep_{dues[0]}_full"]["p50"],
         "rss_turns_mb": max(ours["rss"]["at_turns"].values()) / 1e6,
     }
@@ -153,8 +160,12 @@ def markdown(results: dict[str, Any], *, plot_name: str, json_name: str, notes: 
         f"Redis {m['redis']}, Python {m['python']}; load average before the run {m['load_before']}. "
         f"Image `{meta['image']}`. Raw results: [`{json_name}`]({json_name}).",
         "",
-        "Everything is real: a private redis-server, the two worker pools started as the tests start "
-        "them (`celery -A tasks worker -P threads`, control 16 slots, turns 64), the real engine. "
+        "Everything is real but the sweep rows: a private redis-server, the two worker pools started as the "
+        "tests start them (`celery -A tasks worker -P threads`, control 16 slots, turns 64), the real engine. "
+        "The sweep rows alone run `SpawnerService.sweep` in the benchmark's process against an in-memory "
+        "stand-in for Docker (`_InMemoryDocker` in bench/measure.py: it lists one running container per "
+        "record, and its pause does nothing), so they measure Redis and the service only; on a real engine "
+        "each pause adds Docker's own time. "
         "Ours is timed from `send_task` to the result, as a producer sees it; the raw side is the "
         "Docker SDK doing the same work on the same image with the same limits and hardening. Raw and "
         "ours alternate sample by sample, so load drift hits both alike. Times in ms.",
@@ -175,14 +186,16 @@ def markdown(results: dict[str, Any], *, plot_name: str, json_name: str, notes: 
              f"{t['turn_ratio']:.2f}x raw"),
         _row(f"`status` while {len(par['turn_durations'])} `sleep {par['sleep_seconds']:g}` turns run "
              f"(p99 {s['status_during_parallel']['p99']:.1f})", s["status_during_parallel"]),
-        _row("event: line printed in the container -> Pub/Sub subscriber", s["event_pubsub"]),
-        _row("event: line printed in the container -> stream reader (XREAD BLOCK)", s["event_stream"]),
+        _row(f"event: line printed in the container -> Pub/Sub subscriber "
+             f"({s['event_missing']['pubsub']} of {s['event_expected']} never came)", s["event_pubsub"]),
+        _row(f"event: line printed in the container -> stream reader (XREAD BLOCK) "
+             f"({s['event_missing']['stream']} of {s['event_expected']} never came)", s["event_stream"]),
     ]
     for due in sorted(ours["sweep"], key=int):
-        lines.append(_row(f"sweep, {meta['counts']['sweep_records']:,} records, {int(due):,} due: whole sweep",
-                          s[f"sweep_{due}_full"]))
-        lines.append(_row(f"sweep, {meta['counts']['sweep_records']:,} records, {int(due):,} due: due part only",
-                          s[f"sweep_{due}_due_only"]))
+        lines.append(_row(f"sweep (in-memory Docker), {meta['counts']['sweep_records']:,} records, "
+                          f"{int(due):,} due: whole sweep", s[f"sweep_{due}_full"]))
+        lines.append(_row(f"sweep (in-memory Docker), {meta['counts']['sweep_records']:,} records, "
+                          f"{int(due):,} due: due part only", s[f"sweep_{due}_due_only"]))
     warm = ours["create_warm"]
     lines += [
         "",

@@ -27,4 +27,11 @@ def test_the_smoke_benchmark_completes_and_writes_its_files(tmp_path, docker_cli
                                                    "sweep_100_ms", "rss_turns_mb", "gateway_ttfb_added_ms",
                                                    "gateway_stream_slowdown", "gateway_rss_mb"}
     assert (tmp_path / "benchmarks-create.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # every event line reached both readers (none dropped for being late), and the raw side's
+    # containers of this run are gone
+    events = results["ours"]["events"]
+    assert results["summary"]["event_missing"] == {"pubsub": 0, "stream": 0}
+    assert len(events["pubsub"]) == len(events["stream"]) == events["expected"] == results["meta"]["counts"]["event_lines"]
+    run_label = results["meta"]["raw_label"]["spawner.bench-run"]
+    assert docker_client.api.containers(all=True, filters={"label": f"spawner.bench-run={run_label}"}) == []
     assert "## Targets" in (tmp_path / "benchmarks.md").read_text()
