@@ -203,11 +203,16 @@ _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError
 
 @contextmanager
 def translated(what: str) -> Iterator[None]:
-    """Turn a lost Redis connection into the contract's `Unavailable`, saying what we were doing."""
+    """Turn a lost Redis connection, or an error reply (OOM, READONLY, LOADING, WRONGTYPE, a script
+    error), into the contract's `Unavailable`, saying what we were doing: nothing of redis-py
+    escapes to a producer, who could not even import it."""
     try:
         yield
     except _REDIS_ERRORS as exc:
         raise errors.Unavailable(f"Redis cannot be reached while {what} ({type(exc).__name__})") from None
+    except redis.exceptions.RedisError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise errors.Unavailable(f"Redis refused while {what} ({type(exc).__name__}: {detail})") from None
 
 
 #: The client type the other state modules hold; they get theirs from `connect()`.

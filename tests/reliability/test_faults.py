@@ -306,3 +306,16 @@ def test_a_turn_sent_while_its_agent_is_created_runs_once_the_agent_is_ready(cha
             chaos.docker.api.remove_image(tag, noprune=True)
         except Exception:  # noqa: BLE001 - the tag was never made
             pass
+
+
+def test_a_redis_error_reply_is_an_error_of_the_contract(chaos):
+    """Redis answering with an error (here WRONGTYPE, as after a foreign write to one of our keys;
+    OOM, READONLY and LOADING alike) fails the task with `Unavailable` naming what was being done,
+    not with a redis-py type the producer cannot import."""
+    _start(chaos)
+    agent_id = _create(chaos)
+    chaos.client.set(names.agent_key(agent_id) + ":turns", "not a set")
+    with pytest.raises(Exception) as info:
+        chaos.call("send_command", agent_id=agent_id, command="echo never")
+    assert type(info.value).__name__ == "Unavailable", f"{type(info.value).__name__}: {info.value}"
+    assert "Redis" in str(info.value) and "WRONGTYPE" in str(info.value)
