@@ -33,11 +33,13 @@ local function mine(id)
 end
 """
 # KEYS: commands, responses. ARGV: group, consumer, entry id, responses maxlen, reply JSON.
-# Writes the reply and ACKs the command, only if this consumer still owns the entry.
+# Writes the reply and ACKs the command, only if this consumer still owns the entry; the
+# answered command leaves the stream (producers append without a cap, so nothing else trims it).
 _ANSWER = _OWNER + """
 if not mine(ARGV[3]) then return 0 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'data', ARGV[5])
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
 return 1
 """
 # KEYS: commands. ARGV: group, consumer, entry ids... Resets the idle time of the entries this

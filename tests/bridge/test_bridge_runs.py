@@ -38,5 +38,6 @@ def test_three_bridges_at_once_answer_every_command_exactly_once(bridges, fleet,
         counts[rid] = counts.get(rid, 0) + 1
     assert {rid: counts.get(rid) for rid in sent} == {rid: 1 for rid in sent}
     assert old_redis.xpending(COMMANDS, "workers-spawner")["pending"] == 0
+    assert old_redis.xlen(COMMANDS) == 0  # answered commands leave the stream
     # they shared the work: a consumer shows up in the group once it has read an entry
     assert len(old_redis.xinfo_consumers(COMMANDS, "workers-spawner")) >= 2
