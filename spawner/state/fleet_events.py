@@ -1,13 +1,17 @@
-"""Reading the fleet's own event stream `spawner:events` (CONTRACT §8.7).
+"""The fleet's own event stream `spawner:events` (CONTRACT §8.7): reading it, and writing the
+events that belong to no agent.
 
 Every agent's `status` events are appended there by the store's scripts (spawner/state/redis.py,
-`_MIRROR`), each with `agent_id` and `agent_event_id` (its cursor in the agent's own stream); the
-fleet stream's entry id is the cursor here, as in an agent's stream.
+`_MIRROR`), each with `agent_id` and `agent_event_id` (its cursor in the agent's own stream); an
+engine's state changes come through `publish_engine` (CONTRACT §8.5), with `engine`. The fleet
+stream's entry id is the cursor here, as in an agent's stream, and every event is published on
+the channel `spawner:events` with it.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from spawner import names
@@ -15,14 +19,34 @@ from spawner.state.redis import RedisClient, connect, translated
 
 __all__ = ["FleetEvents"]
 
+# KEYS: the fleet stream (also the channel's name). ARGV: maxlen, event JSON. As _PUBLISH in
+# spawner/state/redis.py: appended, then published with its id, in one step.
+_PUBLISH = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[2])
+redis.call('PUBLISH', KEYS[1], '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2))
+return id
+"""
+
 
 class FleetEvents:
     def __init__(self, client: RedisClient) -> None:
         self._r = client
+        self._publish = client.register_script(_PUBLISH)
 
     @classmethod
     def from_url(cls, url: str) -> FleetEvents:
         return cls(connect(url, socket_connect_timeout=5, health_check_interval=15))
+
+    def publish_engine(self, engine: str, state: str, *, reason: str | None = None, now: float | None = None,
+                       **fields: Any) -> str:
+        """Append (and publish) an engine's state change, e.g. `suspect` with why; returns its
+        cursor. `type` is `engine`."""
+        ts = time.time() if now is None else now
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+        body = {"type": "engine", "engine": engine, "ts": stamp, "state": state, "reason": reason, **fields}
+        with translated("publishing an engine event"):
+            return str(self._publish(keys=[names.FLEET_EVENTS_KEY],
+                                     args=[names.FLEET_EVENTS_MAXLEN, json.dumps(body, separators=(",", ":"))]))
 
     def read(self, *, since: str | None = None, count: int = 1000) -> list[dict[str, Any]]:
         """Events after cursor `since` (exclusive; all kept ones without it), oldest first."""

@@ -77,3 +77,23 @@ def test_a_fleet_event_line_names_its_agent():
     assert console.event_line(event) == "1-0  2026-01-01T00:00:00.000Z  ag-1  status       paused: idle"
     own = {k: v for k, v in event.items() if k != "agent_event_id"}  # an agent's own stream: no name
     assert console.event_line(own) == "1-0  2026-01-01T00:00:00.000Z  status       paused: idle"
+
+
+@pytest.mark.redis
+def test_an_engines_state_change_goes_to_the_fleet_stream_and_channel(redis_server, redis_client):
+    from spawner.state.fleet_events import FleetEvents
+    events = FleetEvents.from_url(redis_server.url)
+    pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(FLEET)
+    start = (redis_client.xrevrange(FLEET, count=1) or [("0-0", {})])[0][0]
+    cursor = events.publish_engine("engine-b", "suspect", reason="docker ping failed", now=1767225600.0)
+    message = None
+    deadline = time.monotonic() + 10
+    while message is None and time.monotonic() < deadline:
+        got = pubsub.get_message(timeout=1.0)
+        message = got if got and got["type"] == "message" else None
+    pubsub.close()
+    expected = {"id": cursor, "type": "engine", "engine": "engine-b", "ts": "2026-01-01T00:00:00.000Z",
+                "state": "suspect", "reason": "docker ping failed"}
+    assert message is not None and json.loads(message["data"]) == expected
+    assert [e for e in events.read(since=start) if e["type"] == "engine"] == [expected]
