@@ -9,6 +9,7 @@ new lines fail that test; lines written between tests fail the session at its en
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
@@ -21,7 +22,8 @@ import pytest
 
 SITE = Path(__file__).resolve().with_name("site")
 #: One log per pytest process: sessions of other people in the same tree never mix.
-LOG = Path(__file__).resolve().parents[2] / "test-output" / f"netguard-{uuid.uuid4().hex[:12]}.log"
+LOG = Path(os.environ.get("NETGUARD_DIR") or Path(__file__).resolve().parents[2] / "test-output") / \
+    f"netguard-{uuid.uuid4().hex[:12]}.log"
 
 
 def _activate() -> None:
@@ -35,6 +37,13 @@ def _activate() -> None:
         sys.path.insert(0, str(SITE))
     import spawner_netguard
     spawner_netguard.install()
+    atexit.register(_drop_if_empty)
+
+
+def _drop_if_empty() -> None:
+    """Kept (in test-output/) only when a refusal failed a test, not for those taken on purpose."""
+    if not _REFUSALS.failed:
+        LOG.unlink(missing_ok=True)
 
 
 _activate()
@@ -46,6 +55,7 @@ class Refusals:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = 0
+        self.failed = False
 
     def take(self) -> list[dict[str, Any]]:
         """Every refusal logged since the last take, by any process of this session."""
@@ -61,6 +71,7 @@ _REFUSALS = Refusals(LOG)
 
 
 def _explain(found: list[dict[str, Any]]) -> str:
+    _REFUSALS.failed = True
     return "a connection or lookup off this machine was refused (tests may reach only 127.0.0.0/8):\n" + \
         "\n".join(f"  pid {r['pid']} {' '.join(r['argv'])}: {r['refused']}\n    " + "\n    ".join(r["where"])
                   for r in found)
@@ -85,7 +96,5 @@ def _netguard_per_test() -> Iterator[None]:
 @pytest.fixture(scope="session", autouse=True)
 def _netguard_per_session() -> Iterator[None]:
     yield
-    found = _REFUSALS.take()
-    if found:
+    if found := _REFUSALS.take():
         pytest.fail("during the session's teardown: " + _explain(found))
-    LOG.unlink(missing_ok=True)  # kept (in test-output/) only when something was refused

@@ -185,7 +185,8 @@ def test_a_refusal_the_code_swallows_still_fails_its_test(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.netguard.plugin", "-p", "no:xdist",
                            "-p", "no:cacheprovider", "-q", "--rootdir", str(tmp_path), "-c", os.devnull,
                            str(tmp_path / "test_swallowing.py")],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+                          cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "NETGUARD_DIR": str(tmp_path)})  # its failing log stays there
     assert done.returncode == 1, done.stdout + done.stderr
     summary = done.stdout.strip().splitlines()[-1]
     assert "2 errors" in summary, done.stdout  # the two swallowing tests error at teardown
