@@ -135,8 +135,9 @@ class Bridge:
             self._next_relay = mono + 0.25
             self.relay()
         if mono >= self._next_tidy:
-            self._next_tidy = mono + 600
+            self._next_tidy = mono + 60
             self.streams.forget_idle_consumers(min_idle_ms=CONSUMER_FORGET_SECONDS * 1000)
+            self.streams.forget_gone_agents()
 
     def _take(self, entry: Entry) -> None:
         entry_id, fields = entry

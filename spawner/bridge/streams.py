@@ -161,6 +161,20 @@ class BridgeStreams:
         with translated("reading the bridged agents"):
             return dict(self._r.hgetall(names.bridge_agents_key()))
 
+    def forget_gone_agents(self) -> list[str]:
+        """Drop bridged agents whose event stream is gone (it expires with the agent's terminal
+        record), in case no bridge saw their end."""
+        agents = list(self.bridged_agents())
+        if not agents:
+            return []
+        with translated("tidying the bridged agents"), self._r.pipeline(transaction=False) as pipe:
+            for agent_id in agents:
+                pipe.exists(names.agent_events_key(agent_id))
+            gone = [a for a, exists in zip(agents, pipe.execute()) if not exists]
+            if gone:
+                self._r.hdel(names.bridge_agents_key(), *gone)
+        return gone
+
     def read_agent_events(self, cursors: dict[str, str], *, count: int = 100) -> dict[str, list[dict[str, Any]]]:
         """Events after each agent's cursor (no waiting), by agent id."""
         if not cursors:

@@ -41,3 +41,18 @@ def test_three_bridges_at_once_answer_every_command_exactly_once(bridges, fleet,
     assert old_redis.xlen(COMMANDS) == 0  # answered commands leave the stream
     # they shared the work: a consumer shows up in the group once it has read an entry
     assert len(old_redis.xinfo_consumers(COMMANDS, "workers-spawner")) >= 2
+
+
+@pytest.mark.redis
+def test_bridged_agents_whose_stream_is_gone_are_forgotten(redis_server, old_redis):
+    from spawner.bridge.streams import BridgeStreams
+    streams = BridgeStreams.from_url(redis_server.url, consumer="tidy-test")
+    live, gone = "ag-tidy-live", "ag-tidy-gone"
+    old_redis.xadd(f"agents:{live}:events", {"data": "{}"})
+    streams.register_agent(live)
+    streams.register_agent(gone)
+    assert streams.forget_gone_agents() == [gone]
+    agents = streams.bridged_agents()
+    assert live in agents and gone not in agents
+    old_redis.delete(f"agents:{live}:events")
+    old_redis.hdel("spawner:bridge:agents", live)
