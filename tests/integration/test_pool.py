@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 
 from spawner.pool import pool_owner
 from tests.conftest import OUTPUT_DIR, Fleet, RedisServer
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
@@ -42,9 +43,8 @@ class PoolFleet:
                                                             "SPAWNER_WARM_POOL_SIZE": str(size)})
         fleet.start()
         self.fleets.append(fleet)
-        deadline = time.monotonic() + 60
-        while len(self.app.control.ping(timeout=0.5) or []) < 2:
-            assert time.monotonic() < deadline, "workers did not come up; see test-output/*.log"
+        wait_for("the workers to answer (see test-output/*.log)",
+                 lambda: len(self.app.control.ping(timeout=0.5) or []) >= 2)
         return fleet
 
     def stop_all(self) -> None:
@@ -58,14 +58,8 @@ class PoolFleet:
     def free(self) -> set[str]:
         return {cid for key in self.r.scan_iter("spawner:pool:available:*") for cid in self.r.smembers(key)}
 
-    def wait(self, what: str, check: Callable[[], bool], timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.1)
-
     def wait_full(self, size: int = 2) -> set[str]:
-        self.wait(f"{size} free pool containers", lambda: len(self.free()) >= size)
+        wait_for(f"{size} free pool containers", lambda: len(self.free()) >= size)
         free = self.free()
         assert len(free) == size, f"the pool holds {len(free)} free containers, more than its size {size}"
         return free
@@ -203,7 +197,7 @@ def test_size_zero_turns_the_pool_off_and_clears_what_is_left(pool, docker_clien
     pool.stop_all()
 
     pool.start(size=0)  # the same Redis and queue: the same pool owner, now with the pool off
-    pool.wait("the leftover pool containers to go", lambda: not any(pool.exists(c) for c in left))
+    wait_for("the leftover pool containers to go", lambda: not any(pool.exists(c) for c in left))
     created = pool.call("create", config={"name": "cold", "agent": "shell"})
     labels = docker_client.api.inspect_container(created["container_id"])["Config"]["Labels"]
     assert labels["spawner.agent_id"] == created["agent_id"] and "spawner.pool" not in labels
@@ -212,5 +206,5 @@ def test_size_zero_turns_the_pool_off_and_clears_what_is_left(pool, docker_clien
     # every task in flight (a delayed refill the first fleet asked for among them) has run, none appeared
     pool.call("sweep")
     assert pool.call("pool_refill") == {"made": 0, "failed": 0}
-    pool.wait("every task to have run", pool.settled)
+    wait_for("every task to have run", pool.settled)
     assert pool.pool_containers() == [] and pool.free() == set()

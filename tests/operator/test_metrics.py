@@ -6,9 +6,8 @@ was never written is missing from a scrape, and `value` says so (None), never 0.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from spawner.metrics import TURN_SECONDS
 from tests.conftest import Fleet, RedisServer, _free_port
 from tests.operator.conftest import http_get
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
@@ -95,9 +95,8 @@ class MetricsFleet:
 
     def start(self) -> None:
         self.fleet.start()
-        deadline = time.monotonic() + 60
-        while len(self.app.control.ping(timeout=0.5) or []) < 2:
-            assert time.monotonic() < deadline, "workers did not come up; see their logs in the test's folder"
+        wait_for("the workers to answer (their logs are in the test's folder)",
+                 lambda: len(self.app.control.ping(timeout=0.5) or []) >= 2)
 
     def call(self, name: str, **kwargs: Any) -> Any:
         return self.app.send_task(f"spawner.{name}", kwargs=kwargs, queue=self.queue).get(timeout=120)
@@ -136,13 +135,6 @@ def metrics_fleet(tmp_path: Path, docker_client: Any) -> Iterator[MetricsFleet]:
         env.stop(docker_client)
 
 
-def _wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 def test_the_workers_count_sweep_and_reconcile_actions_and_a_redis_outage(metrics_fleet, docker_client):
     mf = metrics_fleet
     api = docker_client.api
@@ -167,7 +159,7 @@ def test_the_workers_count_sweep_and_reconcile_actions_and_a_redis_outage(metric
         sweeps.append(mf.call("sweep"))
         return mf.state(pausing) == "paused" and mf.state(expiring) == "expired"
 
-    _wait_for("the sweep to pause one agent and expire another", swept)
+    wait_for("the sweep to pause one agent and expire another", swept)
     after = scrape(mf.url)
     assert grew(before, after, "spawner_sweep_actions_total", kind="pause", reason="idle") == 1, sweeps
     assert grew(before, after, "spawner_sweep_actions_total", kind="expire", reason="idle_ttl") == 1, sweeps

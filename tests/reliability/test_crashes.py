@@ -14,15 +14,14 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from tests.conftest import TEST_RUN
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
-
-T = TypeVar("T")
 
 # 20 numbered lines over 10 s; the counter file proves the turn ran once
 TEN_SECOND_TURN = ("echo run >> /workspace/runs; "
@@ -42,14 +41,6 @@ def _create(chaos) -> str:
     agent_id = chaos.call("create", config={"name": "chaos", "agent": "shell"})["agent_id"]
     chaos.known.add(agent_id)
     return agent_id
-
-
-def _wait_for(what: str, check: Callable[[], T], timeout: float = 60) -> T:
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return found
 
 
 def _kill_mid(what: str, send: Callable[[signal.Signals], None], still_mid: Callable[[], bool]) -> None:
@@ -117,7 +108,7 @@ def test_sigkill_of_the_whole_node_during_a_turn_loses_nothing(chaos):
     fleet = _start(chaos)
     agent_id = _create(chaos)
     pending = chaos.send("send_command", agent_id=agent_id, command=TEN_SECOND_TURN)
-    _wait_for("the turn's first output", lambda: _turn_started_not_ended(chaos, agent_id))
+    wait_for("the turn's first output", lambda: _turn_started_not_ended(chaos, agent_id))
     _kill_nodes_mid("turn", fleet, ["worker-turns", "worker-control"], lambda: _turn_started_not_ended(chaos, agent_id))
     fleet.start_worker("control2", "spawner", 8)
     fleet.start_worker("turns2", "spawner.turns", 8)
@@ -130,7 +121,7 @@ def test_sigkill_of_a_pool_child_during_a_turn_loses_nothing(chaos):
     fleet = _start(chaos, pool="prefork")
     agent_id = _create(chaos)
     pending = chaos.send("send_command", agent_id=agent_id, command=TEN_SECOND_TURN)
-    _wait_for("the turn's first output", lambda: _turn_started_not_ended(chaos, agent_id))
+    wait_for("the turn's first output", lambda: _turn_started_not_ended(chaos, agent_id))
     parent = fleet.procs["worker-turns"].pid
     children = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == parent]
     assert children, "no pool children found"

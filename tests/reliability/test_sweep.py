@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import shelve
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bench.fleet import stop_all
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
 
 def _status_events(chaos, agent_id: str, state: str) -> list[dict]:
     return [e for e in chaos.events(agent_id) if e["type"] == "status" and e["state"] == state]
-
-
-def _wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def _sweeps_sent(schedule: Path) -> int:
@@ -56,10 +49,10 @@ def test_idle_pause_and_ttl_with_two_beats_for_a_minute(chaos):
     # the turn began has been paused (so a sweep ran past the busy agent's limit too)
     turn = chaos.send("send_command", agent_id=busy,
                       command="echo started; until [ -e /workspace/go ]; do sleep 0.1; done; echo done")
-    _wait_for("the busy agent's turn to start", lambda: any(
+    wait_for("the busy agent's turn to start", lambda: any(
         e["type"] == "output" and "started\n" in e["data"] for e in chaos.events(busy)))
     later = create(2, 40)
-    _wait_for("an agent created after the turn began to be paused",
+    wait_for("an agent created after the turn began to be paused",
               lambda: chaos.call("status", agent_id=later)["state"] == "paused")
     assert chaos.call("status", agent_id=busy)["state"] == "busy"
     assert chaos.docker.containers.get(chaos.containers()[busy].id).status == "running"
@@ -67,13 +60,13 @@ def test_idle_pause_and_ttl_with_two_beats_for_a_minute(chaos):
     assert turn.get(timeout=60)["output"] == "started\ndone\n"
 
     # a paused agent answers the next turn, transparently resumed
-    _wait_for("the agent to be paused", lambda: chaos.call("status", agent_id=resumed)["state"] == "paused")
+    wait_for("the agent to be paused", lambda: chaos.call("status", agent_id=resumed)["state"] == "paused")
     assert chaos.containers()[resumed].status == "paused"
     assert chaos.call("send_command", agent_id=resumed, command="echo awake")["output"] == "awake\n"
     assert chaos.call("status", agent_id=resumed)["state"] == "idle"
 
     # idle agents: paused once, then removed once their TTL passes
-    _wait_for("the idle agents to expire",
+    wait_for("the idle agents to expire",
               lambda: all(chaos.call("status", agent_id=a)["state"] == "expired" for a in idle))
     # the beats go on until the minute is over: a sweep of one beat repeating the other's work
     # would show as a second pause or expiry below
