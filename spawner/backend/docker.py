@@ -23,6 +23,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
+import tenacity
 
 from spawner import errors, limits, names, turn_records
 from spawner.backend import runner_socket
@@ -64,6 +65,18 @@ def _translate(exc: Exception, what: str) -> errors.SpawnerError:
 
 
 _DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+
+#: A call that is safe to repeat is retried when the connection to the engine is lost or refused
+#: (an engine restarting, a socket reset): 4 tries over about 1.5 s, then `Unavailable`. Never on
+#: a timeout (the call may still be running) nor on an answer (APIError, NotFound).
+_RETRYING = tenacity.Retrying(retry=tenacity.retry_if_exception_type(requests.exceptions.ConnectionError),
+                              stop=tenacity.stop_after_attempt(4),
+                              wait=tenacity.wait_exponential(multiplier=0.2, max=1.0), reraise=True)
+
+
+def _again(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`call(*args, **kwargs)` under the retry policy above (a copy per call: threads share none)."""
+    return _RETRYING.copy()(call, *args, **kwargs)
 
 
 class DockerBackend:
@@ -207,7 +220,7 @@ class DockerBackend:
     def engine_id(self) -> str:
         """The Docker engine's own id (stable across restarts of the engine)."""
         try:
-            return str(self._api.info()["ID"])
+            return str(_again(self._api.info)["ID"])
         except (_DOCKER_ERRORS + (KeyError,)) as exc:
             raise _translate(exc, "reading the engine id") from None
 
@@ -244,7 +257,7 @@ class DockerBackend:
     def inspect_state(self, container_id: str) -> str | None:
         """Docker's status of the container (running, paused, exited, ...), or None if gone."""
         try:
-            attrs = self._api.inspect_container(container_id)
+            attrs = _again(self._api.inspect_container, container_id)
         except docker.errors.NotFound:
             return None
         except _DOCKER_ERRORS as exc:
@@ -254,7 +267,7 @@ class DockerBackend:
 
     def inspect(self, container_id: str) -> dict[str, Any] | None:
         try:
-            return self._api.inspect_container(container_id)
+            return _again(self._api.inspect_container, container_id)
         except docker.errors.NotFound:
             return None
         except _DOCKER_ERRORS as exc:
@@ -272,7 +285,7 @@ class DockerBackend:
             run_path = self._run_paths.pop(container_id, None)
             self._daemon_deadline.pop(container_id, None)
         try:
-            self._api.remove_container(container_id, force=True, v=True)
+            _again(self._api.remove_container, container_id, force=True, v=True)
             self._run_dirs.remove(run_path)
         except docker.errors.NotFound:
             self._run_dirs.remove(run_path)
@@ -288,7 +301,7 @@ class DockerBackend:
         """Every container carrying our management label, in any state; with `fleet`, only that
         fleet's (its agents, and its warm-pool containers claimed or free). Filters by label only."""
         try:
-            found = self._api.containers(all=True, filters={"label": f"{names.LABEL_MANAGED}=true"})
+            found = _again(self._api.containers, all=True, filters={"label": f"{names.LABEL_MANAGED}=true"})
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, "listing containers") from None
         if fleet is not None:
@@ -323,7 +336,7 @@ class DockerBackend:
 
     def _call_tolerating(self, verb: Any, container_id: str, benign: str) -> None:
         try:
-            verb(container_id)
+            _again(verb, container_id)
         except docker.errors.APIError as exc:
             if exc.status_code == 409 and benign in str(exc.explanation):
                 return
@@ -334,7 +347,7 @@ class DockerBackend:
     # ---------------------------------------------------------------------------- images
     def image_id(self, image: str) -> str | None:
         try:
-            return str(self._api.inspect_image(image)["Id"])
+            return str(_again(self._api.inspect_image, image)["Id"])
         except docker.errors.ImageNotFound:
             return None
         except _DOCKER_ERRORS as exc:
@@ -342,7 +355,7 @@ class DockerBackend:
 
     def image_labels(self, image: str) -> dict[str, str]:
         try:
-            return dict(self._api.inspect_image(image)["Config"].get("Labels") or {})
+            return dict(_again(self._api.inspect_image, image)["Config"].get("Labels") or {})
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, f"inspecting image {image}") from None
 
@@ -485,6 +498,11 @@ class DockerBackend:
         data, _ = self._run_runner(container_id, ["get", path, str(max_bytes)], b"",
                                    seconds=limits.FILE_CALL_SECONDS, max_out=max_bytes)
         return data
+
+    def cancel_turn(self, container_id: str, command_id: str) -> bool:
+        """Tell the turn's supervisor in the container to kill the turn; True if it was running."""
+        _, status = self._run_runner(container_id, ["cancel", command_id], b"", seconds=limits.FILE_CALL_SECONDS)
+        return status.get("cancelled") is True
 
     def follow_turn(self, container_id: str, request: dict[str, Any], *,
                     deadline: float) -> Iterator[dict[str, Any]]:
