@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from spawner import errors
 from tests.conftest import OUTPUT_DIR, TEST_RUN_FILTER
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
@@ -119,9 +120,8 @@ def test_a_canary_secret_never_shows_outside_the_container(client, fleet, produc
     assert digests == [hashlib.sha256(v.encode()).hexdigest() for v in (inline, by_name)], "secrets not delivered"
     seen = json.dumps([created, turn, client.call("status", agent_id=agent_id), client.call("logs", agent_id=agent_id),
                        client.call("list"), received])
-    time.sleep(1)
+    wait_for("the create's task-received event", lambda: any(e.get("name") == "spawner.create" for e in received))
     seen += json.dumps(received)
-    assert any(e.get("name") == "spawner.create" for e in received), "no task-received event captured"
     seen += _redis_dump(redis_client)
     seen += "".join(p.read_text(errors="replace") for p in OUTPUT_DIR.glob("worker-*.log"))
     seen += json.dumps(docker_client.api.inspect_container(created["container_id"]))
