@@ -90,6 +90,8 @@ class _InHand:
     command: protocol.Command
     handle: Any
     give_up_at: float
+    next_poll: float = 0.0
+    polls: int = 0
 
 
 class Bridge:
@@ -154,8 +156,13 @@ class Bridge:
 
     def _collect(self) -> None:
         for entry_id, job in list(self.in_hand.items()):
+            if self._mono() < job.next_poll:
+                continue
             outcome = self.tasks.poll(job.handle)
             if outcome is None:
+                # quick answers come back at once; a long turn is looked at about once a second
+                job.polls += 1
+                job.next_poll = self._mono() + min(1.0, 0.02 * job.polls)
                 if self._mono() < job.give_up_at:
                     continue
                 reply = protocol.error_reply(job.command.request_id, "no result in time: the fleet may be down or "
@@ -204,6 +211,11 @@ class Bridge:
             work()
         except errors.Unavailable as exc:
             log.warning("%s; retrying in 1 s", exc)
+            time.sleep(1.0)
+        except Exception:  # noqa: BLE001 - e.g. the broker refused a task: the entry stays pending
+            # (never answered, never ACKed), so it is taken over after the claim time, by this
+            # bridge or another; the bridge itself must not die of it (spawner up would stop)
+            log.exception("a pass of the bridge failed; retrying in 1 s")
             time.sleep(1.0)
 
 
