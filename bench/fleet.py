@@ -49,27 +49,34 @@ class RedisServer:
     """redis-server on a free loopback port, no persistence, its own folder. Shared with the
     test suite (tests/conftest.py), which restarts it on the same port for its chaos tests."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RedisServerError("redis-server is not installed; run scripts/setup.sh")
         self.binary = binary
         self.port = free_port()
         self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = password
+        self.url = f"redis://{':' + password + '@' if password else ''}127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         import redis
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # a password goes in on stdin ("-": config from stdin), never in argv where `ps` shows it
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), "--maxmemory-policy", "noeviction"],
+            [self.binary, *(["-"] if self.password else []), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.workdir), "--maxmemory-policy", "noeviction"],
+            stdin=subprocess.PIPE if self.password else subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if self.password:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(f"requirepass {self.password}\n".encode())
+            self.proc.stdin.close()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                redis.Redis(port=self.port).ping()
+                redis.Redis(port=self.port, password=self.password).ping()
                 return
             except redis.exceptions.ConnectionError:
                 time.sleep(0.02)

@@ -97,6 +97,11 @@ class SpawnerSettings(BaseSettings):
         return value
 
     @property
+    def agents_may_share_loopback(self) -> bool:
+        """Whether an agent may get network `host` (the default, or the per-agent override)."""
+        return self.agent_network == "host" or self.allow_agent_network_override
+
+    @property
     def broker(self) -> str:
         return self.broker_url or self.redis_url
 

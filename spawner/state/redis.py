@@ -30,7 +30,7 @@ from redis.retry import Retry
 from spawner import errors, limits, names
 from spawner.models import AgentRecord
 
-__all__ = ["RedisClient", "RedisStore", "connect", "redis_answers", "translated"]
+__all__ = ["RedisClient", "RedisStore", "answers_anonymously", "connect", "redis_answers", "translated"]
 
 # Prefix of every script that appends agent events; its last key is the fleet stream (CONTRACT
 # §8.7): a `status` event appended to an agent's stream as `event_id` is also appended there (with
@@ -241,6 +241,17 @@ def redis_answers(url: str, *, timeout_seconds: float = 1.0) -> str | None:
         return " ".join(str(exc).split()) or type(exc).__name__
     except redis.exceptions.RedisError as exc:  # something answers, but not a Redis we can use
         return f"unexpected answer ({' '.join(str(exc).split())})"
+
+
+def answers_anonymously(url: str, *, timeout_seconds: float = 1.0) -> bool:
+    """Whether the Redis at `url`'s host and port answers a client that gives no user and no
+    password (CONTRACT §8.4: what an agent on network `host` could do). A unix socket is never
+    reachable from a container, so it counts as closed."""
+    scheme, _, rest = url.partition("://")
+    if scheme == "unix":
+        return False
+    anonymous = f"{scheme}://{rest.rsplit('@', 1)[-1]}"
+    return redis_answers(anonymous, timeout_seconds=timeout_seconds) is None
 
 
 def _iso(ts: float) -> str:

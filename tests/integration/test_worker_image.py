@@ -4,12 +4,16 @@ behind `orchestrator respond`, the permission guard inside a real container, a r
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
+from tests.conftest import Fleet, RedisServer
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
@@ -57,28 +61,39 @@ def test_an_agent_created_with_a_set_the_image_has_builds_nothing(client):
 
 
 @pytest.fixture
-def host_network_fleet(make_fleet, producer):
-    fleet = make_fleet({"SPAWNER_AGENT_NETWORK": "host", "SPAWNER_QUEUE": "spawner-host"})
+def host_network_fleet(tmp_path):
+    """A fleet whose agents share the host's loopback: on a Redis of its own with a password, as
+    CONTRACT §8.4 requires (its workers refuse to start on one without:
+    tests/containment/test_host_network.py)."""
+    import redis
+    from celery import Celery
+
+    server = RedisServer(tmp_path / "redis", password=secrets.token_hex(16))
+    server.start()
+    fleet = Fleet(server.url, tmp_path, extra_env={"SPAWNER_AGENT_NETWORK": "host", "SPAWNER_QUEUE": "spawner-host"})
     fleet.start()
+    app = Celery(broker=server.url, backend=server.url)
+    app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
     deadline = time.monotonic() + 60
-    while len(producer.control.ping(timeout=0.5) or []) < 4 and time.monotonic() < deadline:
+    while len(app.control.ping(timeout=0.5) or []) < 2 and time.monotonic() < deadline:
         pass
     created: list[str] = []
 
     def call(name: str, **kwargs: Any) -> Any:
-        result = producer.send_task(f"spawner.{name}", kwargs=kwargs, queue="spawner-host").get(timeout=120)
+        result = app.send_task(f"spawner.{name}", kwargs=kwargs, queue="spawner-host").get(timeout=120)
         if name == "create":
             created.append(result["agent_id"])
         return result
 
-    yield call
+    yield SimpleNamespace(call=call, redis=redis.Redis.from_url(server.url, decode_responses=True))
     for agent_id in created:
         call("delete", agent_id=agent_id)
+    fleet.stop()
+    server.stop()
 
 
-def test_orchestrator_respond_reaches_pubsub_and_the_stream_with_the_agents_own_identity(
-        host_network_fleet, redis_client):
-    call = host_network_fleet
+def test_orchestrator_respond_reaches_pubsub_and_the_stream_with_the_agents_own_identity(host_network_fleet):
+    call, redis_client = host_network_fleet.call, host_network_fleet.redis
     allowed = call("create", config={"name": "talker", "agent": "shell", "allowed_tools": ["respond"]})["agent_id"]
     other = call("create", config={"name": "other", "agent": "shell"})["agent_id"]
     pubsub = redis_client.pubsub()

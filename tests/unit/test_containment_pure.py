@@ -111,3 +111,12 @@ def test_a_symlink_planted_as_the_socket_is_never_followed(tmp_path):
     sock = runner_socket.connect(target, wait_seconds=1.0)  # the real one still answers
     assert sock is not None
     sock.close()
+
+
+def test_agents_may_share_the_hosts_loopback_with_host_network_or_the_override():
+    from spawner.settings import load_settings
+
+    assert load_settings({"SPAWNER_AGENT_NETWORK": "host"}).agents_may_share_loopback
+    assert load_settings({"SPAWNER_ALLOW_AGENT_NETWORK_OVERRIDE": "true"}).agents_may_share_loopback
+    assert not load_settings({}).agents_may_share_loopback
+    assert not load_settings({"SPAWNER_AGENT_NETWORK": "bridge-net"}).agents_may_share_loopback
