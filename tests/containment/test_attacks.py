@@ -186,3 +186,14 @@ def test_container_logs_are_rotated_and_read_within_bounds(client, docker_client
     lines = client.call("logs", agent_id=agent_id, tail=100_000)["lines"]
     container_bytes = sum(len(line) for line in lines if line.startswith("[container] "))
     assert 0 < container_bytes <= limits.LOGS_MAX_BYTES + 20 * len(lines)
+
+
+def test_old_finished_turn_folders_are_pruned_when_a_turn_starts(client):
+    agent_id = client.create_shell()["agent_id"]
+    # 30 finished turns from two hours ago (the runner's folders are the agent's to write anyway)
+    plant = ("cd /home/worker/.spawner/turns && for i in $(seq 1 30); do mkdir old-$i && echo '{}' > old-$i/exit "
+             "&& touch -d '2 hours ago' old-$i; done; ls | grep -c '^old-'")
+    assert client.call("send_command", agent_id=agent_id, command=plant)["output"] == "30\n"
+    left = client.call("send_command", agent_id=agent_id, command="ls /home/worker/.spawner/turns | grep -c '^old-'")
+    # the newest 20 folders stay whatever their age; the planted ones beyond that are gone
+    assert int(left["output"]) <= 20
