@@ -45,6 +45,7 @@ __all__ = [
     "agent_id_from_container_name",
     "agent_activity_key",
     "agent_key",
+    "agent_turn_key",
     "agents_index_key",
     "container_name",
     "due_key",
@@ -210,6 +211,11 @@ def sweep_lock_key() -> str:
 def agent_activity_key(agent_id: str) -> str:
     """Held while a turn or file operation of the agent starts; the sweep leaves the agent alone then."""
     return f"spawner:agent-activity:{agent_id}"
+
+
+def agent_turn_key(agent_id: str) -> str:
+    """Held by the follower of the agent's one running turn, from reading its session to its end."""
+    return f"spawner:agent-turn:{agent_id}"
 
 
 def turn_lease_key(command_id: str) -> str:

@@ -349,6 +349,13 @@ class SpawnerService:
         size = len(command.encode("utf-8", "surrogatepass"))
         if size > names.COMMAND_MAX_BYTES:
             raise errors.PayloadTooLarge(f"command is {size} bytes; the limit is {names.COMMAND_MAX_BYTES}")
+        # one turn at a time per agent, from reading its session to its end: a turn queued behind
+        # another resumes the session that one leaves, never the one before it (no forked conversation)
+        with self._once.held(names.agent_turn_key(agent_id)):
+            return self._start_and_follow(agent_id, command, command_id, timeout_seconds, lease)
+
+    def _start_and_follow(self, agent_id: str, command: str, command_id: str, timeout_seconds: int | None,
+                          lease: Lease) -> dict[str, Any]:
         with self._starting(agent_id):  # from the readiness check to `busy`, the sweep leaves it alone
             record = self._live_record(agent_id)
             container_id = self._ready_container(record)
@@ -427,9 +434,10 @@ class SpawnerService:
             pass  # the delivery that holds the lease now writes the session and the end events
         elif session_id:
             self.store.update_record(agent_id, session_id=session_id)
-        elif exit_code not in (0, None) and record.session_id:
-            # a failed turn that names no session (e.g. the stored one is unknown to the CLI):
-            # start afresh next time rather than fail every later turn the same way
+        elif exit_code not in (0, None) and record.session_id and record.session_id in output.text:
+            # the CLI named the stored session in its error ("No conversation found with session
+            # ID: ..."): it does not know it any more, so start afresh next time rather than fail
+            # every later turn the same way. Any other failed or timed-out turn keeps the conversation.
             self.store.update_record(agent_id, session_id=None)
             record = record.model_copy(update={"session_id": None})
         duration_ms = int(end.get("duration_ms") or 0)
