@@ -17,7 +17,7 @@ from tests.operator.conftest import http_get, require_tool
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
-SERVICES = {"redis", "worker-image", "control", "turns", "beat", "flower", "metrics", "bridge"}
+SERVICES = {"redis", "worker-image", "control", "turns", "beat", "flower", "metrics", "gateway", "bridge"}
 
 
 def compose(*args: str, env_file: Path | None = None, project: str | None = None,
@@ -50,7 +50,8 @@ def test_compose_file_parses_and_every_service_is_on_the_host_network_or_none():
 def test_compose_fleet_serves_create_turn_delete_and_goes_away(tmp_path, docker_client):
     project = "spawner-ci-" + uuid.uuid4().hex[:8]
     worker_image = f"workers-spawner/worker:{project}"
-    ports = {"SPAWNER_REDIS_PORT": _free_port(), "FLOWER_PORT": _free_port(), "SPAWNER_METRICS_PORT": _free_port()}
+    ports = {"SPAWNER_REDIS_PORT": _free_port(), "FLOWER_PORT": _free_port(), "SPAWNER_METRICS_PORT": _free_port(),
+             "SPAWNER_GATEWAY_PORT": _free_port()}
     env_file = tmp_path / "compose.env"
     env_file.write_text("\n".join([
         *(f"{k}={v}" for k, v in ports.items()),
@@ -94,6 +95,7 @@ def test_compose_fleet_serves_create_turn_delete_and_goes_away(tmp_path, docker_
         assert docker_client.containers.list(all=True, filters={"label": f"spawner.agent_id={created['agent_id']}"}) == []
 
         assert http_get(f"http://127.0.0.1:{ports['FLOWER_PORT']}/healthcheck")[1] == "OK"
+        assert json.loads(http_get(f"http://127.0.0.1:{ports['SPAWNER_GATEWAY_PORT']}/health")[1])["ok"] is True
         metrics = http_get(f"http://127.0.0.1:{ports['SPAWNER_METRICS_PORT']}/metrics")[1]
         assert 'spawner_turn_duration_seconds_count{agent="shell",outcome="ok"} 1.0' in metrics
         health = json.loads(subprocess.run(["docker", "inspect", f"{project}_redis_1"], capture_output=True,
