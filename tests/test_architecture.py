@@ -27,6 +27,8 @@ FORBIDDEN = [
     # the service's metrics calls must not pull an adapter into it; the CLI stays quick to start
     ("spawner.service", {"docker", "redis", "celery", "kombu", "prometheus_client"}),
     ("spawner.cli", {"docker", "redis", "celery", "kombu", "prometheus_client"}),
+    # the bridge's translation of the predecessor's protocol is pure (its edge is bridge/streams.py)
+    ("spawner.bridge.protocol", {"docker", "redis", "celery", "kombu", "pydantic"}),
 ]
 # Modules that must load nothing beyond the standard library and their own package.
 STDLIB_ONLY = ["orchestrator_cli.catalog", "spawner.errors", "spawner.names", "spawner.metrics", "spawner.fleet"]
