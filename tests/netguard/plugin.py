@@ -37,10 +37,10 @@ def _activate() -> None:
         sys.path.insert(0, str(SITE))
     import spawner_netguard
     spawner_netguard.install()
-    atexit.register(_drop_if_empty)
+    atexit.register(_drop_unless_a_test_failed)
 
 
-def _drop_if_empty() -> None:
+def _drop_unless_a_test_failed() -> None:
     """Kept (in test-output/) only when a refusal failed a test, not for those taken on purpose."""
     if not _REFUSALS.failed:
         LOG.unlink(missing_ok=True)
