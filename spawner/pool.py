@@ -43,6 +43,7 @@ __all__ = [
     "WarmPool",
     "adoption_labels",
     "claim_payload",
+    "orphaned_pool_containers",
     "pool_owner",
 ]
 
@@ -56,6 +57,10 @@ CLAIM_GRACE_SECONDS = 60.0
 MAKE_GRACE_SECONDS = 120.0
 #: A pool key nobody created an agent with for this long stops being refilled.
 KEY_IDLE_SECONDS = 3600.0
+#: A free pool container of another fleet this old was left by a fleet that stopped (`spawner up`
+#: on SIGTERM, `docker-compose down`): any fleet's reconcile removes it. Should its fleet still
+#: live, that costs it one refill (a claim skips a container that is gone).
+ORPHAN_POOL_SECONDS = 6 * 3600.0
 REFILL_LOCK_SECONDS = 120.0
 
 
@@ -124,6 +129,17 @@ def adoption_labels(raw: bytes | None, *, agent_id: str) -> dict[str, str] | Non
     if not isinstance(labels, dict) or labels.get(names.LABEL_AGENT_ID) != agent_id:
         return None
     return {str(k): str(v) for k, v in labels.items()}
+
+
+def orphaned_pool_containers(infos: list[ContainerInfo], *, owner: str, now: float) -> list[ContainerInfo]:
+    """Free pool containers (no agent) of fleets other than `owner`, older than ORPHAN_POOL_SECONDS."""
+    def age(info: ContainerInfo) -> float:
+        try:
+            return now - float(info.labels.get(names.LABEL_CREATED_AT, ""))
+        except ValueError:
+            return 0.0  # not ours to judge: its fleet will
+    return [i for i in infos if names.LABEL_POOL in i.labels and not i.agent_id
+            and i.labels.get(names.LABEL_POOL_OWNER) != owner and age(i) > ORPHAN_POOL_SECONDS]
 
 
 class PoolStore(Protocol):
@@ -290,6 +306,11 @@ class WarmPool:
         for container_id, started in claiming.items():
             if now - started >= CLAIM_GRACE_SECONDS:
                 self.store.claim_done(container_id)
+        for info in orphaned_pool_containers(infos, owner=self.owner, now=now):  # a stopped fleet's stock
+            log.info("removing pool container %s left by fleet %s", info.container_id[:12],
+                     info.labels.get(names.LABEL_POOL_OWNER))
+            self.backend.remove(info.container_id)
+            removed += 1
         self.backend.prune_run_dirs(infos)
         if self.size > 0:
             self._request_refill()

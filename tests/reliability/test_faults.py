@@ -319,3 +319,36 @@ def test_a_redis_error_reply_is_an_error_of_the_contract(chaos):
         chaos.call("send_command", agent_id=agent_id, command="echo never")
     assert type(info.value).__name__ == "Unavailable", f"{type(info.value).__name__}: {info.value}"
     assert "Redis" in str(info.value) and "WRONGTYPE" in str(info.value)
+
+
+def _foreign_pool_container(chaos, *, age_seconds: float) -> str:
+    """A free, paused warm-pool container of a fleet that is not this one, made `age_seconds` ago."""
+    from tests.conftest import TEST_IMAGE, TEST_RUN
+    labels = {names.LABEL_MANAGED: "true", names.LABEL_POOL: "0123456789abcdef",
+              names.LABEL_POOL_OWNER: "another-fleet", names.LABEL_CREATED_AT: repr(time.time() - age_seconds),
+              "spawner.test-run": TEST_RUN}
+    container = chaos.docker.containers.run(TEST_IMAGE, ["sleep", "infinity"], detach=True, labels=labels,
+                                            network_mode="none", entrypoint=[])
+    container.pause()
+    return container.id
+
+
+def test_pool_containers_left_by_a_fleet_that_stopped_are_removed(chaos):
+    """A fleet that stopped (`spawner up` on SIGTERM, `docker-compose down`) left its free pool
+    containers paused on the engine for good: nobody else ever removed them. Any fleet's
+    reconcile removes another fleet's free pool containers once they are older than
+    pool.ORPHAN_POOL_SECONDS; younger ones (a live neighbour's stock) are left alone."""
+    _start(chaos)
+    old = _foreign_pool_container(chaos, age_seconds=48 * 3600)
+    young = _foreign_pool_container(chaos, age_seconds=60)
+    try:
+        result = chaos.call("sweep")
+        assert not chaos.docker.api.containers(all=True, filters={"id": old}), result
+        assert chaos.docker.api.containers(all=True, filters={"id": young}), "a live neighbour's stock was removed"
+        assert result["pool_removed"] >= 1 and result["errors"] == 0, result
+    finally:
+        for container_id in (old, young):
+            try:
+                chaos.docker.api.remove_container(container_id, force=True, v=True)
+            except Exception:  # noqa: BLE001 - already removed, as the test wants for `old`
+                pass

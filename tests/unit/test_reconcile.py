@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from spawner import names
+from spawner.backend.base import ContainerInfo
 from spawner.models import AgentRecord, AgentState, AgentType
+from spawner.pool import ORPHAN_POOL_SECONDS, orphaned_pool_containers
 from spawner.reconcile import GONE, Kind, Step, plan_due, plan_reconcile, records_to_read, to_inspect
 
 A, C = "ag-1", "c-1"
@@ -147,3 +150,24 @@ def test_the_sweep_forgets_a_due_agent_whose_record_expired():
 
 def test_an_agent_with_no_container_yet_is_never_paused():
     assert plan_due(A, _record(container_id=None), running_turns=0, now=110) is None
+
+
+# ------------------------------------------------------------------------------ the warm pool
+def _pool_info(owner: str, age: float | None, agent_id: str = "") -> ContainerInfo:
+    labels = {names.LABEL_POOL: "k", names.LABEL_POOL_OWNER: owner}
+    if age is not None:
+        labels[names.LABEL_CREATED_AT] = repr(1e6 - age)
+    return ContainerInfo(container_id=f"c-{owner}-{age}-{agent_id}", agent_id=agent_id, state="paused",
+                         image="img", labels=labels)
+
+
+@pytest.mark.parametrize(("owner", "age", "agent_id", "orphaned"), [
+    ("other", ORPHAN_POOL_SECONDS + 1, "", True),  # a stopped fleet's free stock
+    ("other", ORPHAN_POOL_SECONDS - 1, "", False),  # a live neighbour's, maybe
+    ("us", ORPHAN_POOL_SECONDS * 10, "", False),  # ours: our own reconcile decides
+    ("other", ORPHAN_POOL_SECONDS * 10, "ag-1", False),  # claimed: an agent, never pool stock
+    ("other", None, "", False),  # no age to judge by
+])
+def test_a_stopped_fleets_free_pool_containers_are_orphans_once_old(owner, age, agent_id, orphaned):
+    info = _pool_info(owner, age, agent_id)
+    assert (orphaned_pool_containers([info], owner="us", now=1e6) == [info]) is orphaned
