@@ -19,6 +19,8 @@ __all__ = [
     "LOGS_TAIL_MAX_LINES",
     "RUNNER_FRAME_MAX_BYTES",
     "RUNNER_STATUS_MAX_BYTES",
+    "RUN_DIR_MAX_BYTES",
+    "RUN_DIR_MAX_FILES",
     "TURN_DEADLINE_GRACE_SECONDS",
     "TURN_LINE_MAX_BYTES",
     "TURN_RECORD_STREAMS",
@@ -51,6 +53,11 @@ ARCHIVE_READ_MAX_BYTES = 1024 * 1024
 
 #: SPAWNER_EVENTS_MAX_BYTES's default (CONTRACT §8.1): the byte cap of one agent's event stream.
 EVENTS_MAX_BYTES_DEFAULT = 64 * 1024 * 1024
+
+#: Each container's runner-socket folder on the host (SPAWNER_RUN_DIR/<name>) is a tmpfs this
+#: small, with this many inodes: the agent can write there, never fill the host's /run.
+RUN_DIR_MAX_BYTES = 64 * 1024
+RUN_DIR_MAX_FILES = 16
 
 # --- disk ----------------------------------------------------------------------------------------
 #: Docker's json-file log rotation for every agent container: files of this size, this many kept.

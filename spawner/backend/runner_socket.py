@@ -14,6 +14,7 @@ requirement. Stdlib only; the Docker calls stay in docker.py.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -74,6 +75,9 @@ class RunDirs:
             pass
         except OSError:
             return None
+        if not _bound_size(path):
+            log.warning("the runner socket folder %s is not size-bounded (mounting a small tmpfs needs "
+                        "root); the agent can write files there", path)
         try:
             # O_NOFOLLOW: a folder of the same name left behind is used only if it is a folder;
             # the agent's user owns it (its daemon binds the socket there), nobody else may enter
@@ -92,7 +96,7 @@ class RunDirs:
 
     def remove(self, path: str | None) -> None:
         if path and self.root and os.path.dirname(path) == self.root:
-            shutil.rmtree(path, ignore_errors=True)
+            _remove(path)
 
     def prune(self, keep: set[str], *, older_than_seconds: float = 120.0) -> int:
         """Remove folders no container refers to any more (and old enough not to be mid-create)."""
@@ -107,9 +111,31 @@ class RunDirs:
                     continue
                 with contextlib.suppress(OSError):
                     if now - entry.stat(follow_symlinks=False).st_mtime > older_than_seconds:
-                        shutil.rmtree(entry.path, ignore_errors=True)
+                        _remove(entry.path)
                         removed += 1
         return removed
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MNT_DETACH = 2, 4, 8, 2
+
+
+def _bound_size(path: str) -> bool:
+    """Mount a tmpfs of limits.RUN_DIR_MAX_BYTES (and a handful of inodes) on `path`, owned by the
+    agent user, so what the agent writes there never fills the host's /run. False if it cannot
+    (not root, or already a mount point left by a crashed worker: then it is bounded already)."""
+    if os.path.ismount(path):
+        return True
+    options = (f"size={limits.RUN_DIR_MAX_BYTES},nr_inodes={limits.RUN_DIR_MAX_FILES},"
+               f"mode=0700,uid={AGENT_UID},gid={AGENT_UID}").encode()
+    return _libc.mount(b"tmpfs", path.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, options) == 0
+
+
+def _remove(path: str) -> None:
+    """Remove a socket folder: unmount its tmpfs (if any), then delete it."""
+    if os.path.ismount(path):
+        _libc.umount2(path.encode(), _MNT_DETACH)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 class RunnerDeadline(OSError):

@@ -197,3 +197,22 @@ def test_old_finished_turn_folders_are_pruned_when_a_turn_starts(client):
     left = client.call("send_command", agent_id=agent_id, command="ls /home/worker/.spawner/turns | grep -c '^old-'")
     # the newest 20 folders stay whatever their age; the planted ones beyond that are gone
     assert int(left["output"]) <= 20
+
+
+def test_the_socket_folder_on_the_host_is_size_bounded_and_goes_with_the_agent(client, docker_client):
+    created = client.create_shell()
+    agent_id = created["agent_id"]
+    folder = docker_client.api.inspect_container(created["container_id"])["Config"]["Labels"][names.LABEL_RUN_DIR]
+    fill = ("{ head -c 10000000 /dev/zero > /run/spawner/fill; "
+            "for i in $(seq 1 100); do : > /run/spawner/f$i; done; } 2>/dev/null; "
+            "du -sb /run/spawner | cut -f1; ls /run/spawner | wc -l")
+    size, count = client.call("send_command", agent_id=agent_id, command=fill)["output"].split()
+    assert int(size) <= limits.RUN_DIR_MAX_BYTES + 4096 and int(count) < limits.RUN_DIR_MAX_FILES
+    import os
+    assert os.path.ismount(folder)
+    usage = os.statvfs(folder)
+    assert usage.f_blocks * usage.f_frsize <= limits.RUN_DIR_MAX_BYTES
+    # the runner socket still answers (a file operation through it), and the folder goes on delete
+    assert client.call("send_file", agent_id=agent_id, path="after", content="ok")["size"] == 2
+    client.call("delete", agent_id=agent_id)
+    assert not os.path.exists(folder)
