@@ -144,6 +144,7 @@ class Fleet:
         """Remove this fleet's containers: its agents (by this Redis) and its pool (by owner)."""
         import redis
 
+        from spawner.backend.runner_socket import RunDirs
         from spawner.pool import pool_owner
         known = set(redis.Redis.from_url(self.redis.url, decode_responses=True).zrange("spawner:agents", 0, -1))
         owner = pool_owner(self.redis.url, self.queue)
@@ -154,8 +155,8 @@ class Fleet:
                     or name.removeprefix("spawner-") in known)
             if mine:
                 docker_client.api.remove_container(c["Id"], force=True, v=True)
-                if run_dir := labels.get("spawner.run_dir"):
-                    shutil.rmtree(run_dir, ignore_errors=True)
+                if run_dir := labels.get("spawner.run_dir"):  # a small tmpfs: unmounted, then removed
+                    RunDirs(os.path.dirname(run_dir)).remove(run_dir)
 
 
 def _tree_rss(pid: int) -> int:

@@ -177,9 +177,13 @@ def fleet(redis_server: RedisServer, docker_client: Any) -> Iterator[Fleet]:
 
 
 def _remove_agent_containers(docker_client: Any) -> None:
-    """Remove every container this test session made (never others)."""
+    """Remove every container this test session made (never others), and its socket folder."""
+    from spawner.backend.runner_socket import RunDirs
+
     for c in docker_client.api.containers(all=True, filters=TEST_RUN_FILTER):
         docker_client.api.remove_container(c["Id"], force=True, v=True)
+        if run_dir := c["Labels"].get("spawner.run_dir"):  # a small tmpfs: unmounted, then removed
+            RunDirs(os.path.dirname(run_dir)).remove(run_dir)
 
 
 @pytest.fixture
