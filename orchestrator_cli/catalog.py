@@ -8,6 +8,7 @@ them equal.
 
 from __future__ import annotations
 
+import json
 import re
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "ENV_AGENT_ID",
     "ENV_ALLOWED_TOOLS",
     "ENV_COMMAND_ID",
+    "ENV_CONTEXT",
+    "ENV_CONTEXT_PREFIX",
     "ENV_REDIS_URL",
     "ENV_RESPONSE_FILE",
     "EVENT_STREAM_MAXLEN",
@@ -31,6 +34,7 @@ __all__ = [
     "TOOL_PATTERN_RE",
     "agent_channel",
     "agent_events_key",
+    "context_env",
 ]
 
 # --- environment (set by the spawner on the container, read once by the CLI) -----------------
@@ -43,6 +47,10 @@ ENV_COMMAND_ID = "SPAWNER_COMMAND_ID"
 #: Set by the in-container runner for each turn: where `respond` appends when it has no Redis
 #: (an agent on network `none`); the runner relays each line as a `response` event.
 ENV_RESPONSE_FILE = "SPAWNER_RESPONSE_FILE"
+#: The create call's `context` object as JSON (what `orchestrator context --json` prints).
+ENV_CONTEXT = "ORCHESTRATOR_CONTEXT"
+#: Each context key also becomes its own variable: this prefix and the key upper-cased (CONTRACT §8.3).
+ENV_CONTEXT_PREFIX = "ORCHESTRATOR_CONTEXT_"
 
 # --- exit codes (the non-zero ones follow sysexits.h where one fits) -------------------------
 EXIT_OK = 0
@@ -60,7 +68,7 @@ EXIT_CONFIG = 78
 #: Each entry point in this group loads a click Group, added under the entry point's name.
 PLUGIN_ENTRY_POINT_GROUP = "orchestrator_cli.tools"
 #: Commands the permission guard never blocks: an agent must always be able to ask what it may run.
-ALWAYS_ALLOWED = frozenset({"tools"})
+ALWAYS_ALLOWED = frozenset({"tools", "context"})
 #: A tool group or command name that an allow-list pattern can name.
 TOOL_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 #: One allow-list entry; `spawner.models` checks WorkerConfig.allowed_tools with the same grammar.
@@ -82,3 +90,10 @@ def agent_events_key(agent_id: str) -> str:
 def agent_channel(agent_id: str, event_type: str) -> str:
     """The Pub/Sub channel of one event type; equals `spawner.names.agent_channel`."""
     return f"agents:{agent_id}:{event_type}"
+
+
+def context_env(context: dict[str, str]) -> dict[str, str]:
+    """The variables an agent's turns get for its `context`: one per key, and the whole object."""
+    env = {ENV_CONTEXT_PREFIX + key.upper(): value for key, value in sorted(context.items())}
+    env[ENV_CONTEXT] = json.dumps(context, ensure_ascii=False, sort_keys=True)
+    return env

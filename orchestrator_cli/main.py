@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from orchestrator_cli import __version__, catalog, output, permissions
+from orchestrator_cli.commands.context import context
 from orchestrator_cli.commands.respond import respond
 from orchestrator_cli.commands.tools import tools
 from orchestrator_cli.settings import CliSettings
@@ -32,7 +33,7 @@ __all__ = [
     "runnable_commands",
 ]
 
-_BUILTINS: tuple[click.Command, ...] = (respond, tools)
+_BUILTINS: tuple[click.Command, ...] = (context, respond, tools)
 
 
 class GuardedGroup(click.Group):

@@ -80,6 +80,10 @@ def create(obj: Ctx, config_file: Path, context: tuple[str, ...], request_id: st
 
 
 # ------------------------------------------------------------------------------------------ send
+#: In `send --follow`, a second Ctrl-C within this many seconds of the first cancels the turn.
+CANCEL_WINDOW_SECONDS = 2.0
+
+
 def _resume_hint(obj: Ctx, verb: str, agent_id: str, cursor: str | None, until: str | None) -> str:
     since = f" --since {cursor}" if cursor else ""
     return f"spawner{' --json' if obj.as_json else ''} {verb} {agent_id} -f{since}" + (f" --until {until}" if until else "")
@@ -122,9 +126,17 @@ def _follow(obj: Ctx, agent_id: str, since: str | None, *, until: str | None, fo
                 return cursor  # the task ended (failed before its turn started, or its events are shown)
             if not forever and not until and pending is None and not batch:
                 return cursor
-    sys.stdout.flush()
-    click.echo(f"\ninterrupted at cursor {cursor or '(start)'}; resume with: "
-               f"{_resume_hint(obj, verb, agent_id, cursor, until)}", err=True)
+        sys.stdout.flush()
+        click.echo(f"\ninterrupted at cursor {cursor or '(start)'}; resume with: "
+                   f"{_resume_hint(obj, verb, agent_id, cursor, until)}", err=True)
+        if pending is not None and until and not pending.ready():
+            click.echo(f"Ctrl-C again within {CANCEL_WINDOW_SECONDS:g} s cancels the turn", err=True)
+            if interrupt.again_within(CANCEL_WINDOW_SECONDS):
+                result = obj.call("cancel", f"cancelling turn {until}", agent_id=agent_id, command_id=until,
+                                  request_id="cli-" + uuid.uuid4().hex)
+                click.echo(json.dumps(result) if obj.as_json else
+                           f"turn {until} {'cancelled' if result['cancelled'] else 'was no longer running'}",
+                           err=not obj.as_json)
     sys.exit(EXIT_INTERRUPTED)
 
 
@@ -203,6 +215,23 @@ def get(obj: Ctx, agent_id: str, remote: str, local: Path | None) -> None:
 
 
 # ------------------------------------------------------------------------------------------ reads
+@cli.command()
+@click.argument("agent_id")
+@click.option("--command-id", default=None, help="The turn to stop (default: the one running).")
+@pass_ctx
+def cancel(obj: Ctx, agent_id: str, command_id: str | None) -> None:
+    """Stop an agent's running turn; its send returns `cancelled: true` with the output so far."""
+    kwargs = {"command_id": command_id} if command_id else {}
+    result = obj.call("cancel", f"cancelling {agent_id}'s turn", agent_id=agent_id,
+                      request_id="cli-" + uuid.uuid4().hex, **kwargs)
+    if obj.as_json:
+        obj.show(result)
+    elif result["cancelled"]:
+        click.echo(f"cancelled turn {result['command_id']} of {agent_id}")
+    else:
+        click.echo(f"{agent_id} has no running turn{' ' + command_id if command_id else ''}; nothing cancelled")
+
+
 @cli.command()
 @click.argument("agent_id")
 @pass_ctx

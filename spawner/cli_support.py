@@ -57,11 +57,20 @@ class Interrupt:
 
     def __init__(self) -> None:
         self.requested = False
+        self.count = 0
+
+    def again_within(self, seconds: float) -> bool:
+        """Whether another Ctrl-C comes within `seconds` (inside `deferred`)."""
+        seen, deadline = self.count, time.monotonic() + seconds
+        while self.count == seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.count != seen
 
     @contextmanager
     def deferred(self) -> Iterator[Interrupt]:
         def handler(signum: int, frame: Any) -> None:
             self.requested = True
+            self.count += 1
 
         try:
             previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -212,6 +212,15 @@ class SpawnerClient:
             kwargs["request_id"] = request_id
         return cast(DeleteResult, self.call("delete", **kwargs))
 
+    def cancel(self, agent_id: str, *, command_id: str | None = None, request_id: str | None = None) -> dict[str, Any]:
+        """`spawner.cancel`: stop the agent's running turn (or `command_id`); `cancelled` says if one was."""
+        kwargs: dict[str, Any] = {"agent_id": agent_id}
+        if command_id:
+            kwargs["command_id"] = command_id
+        if request_id:
+            kwargs["request_id"] = request_id
+        return self.call("cancel", **kwargs)
+
     def list_agents(self, *, state: str | None = None) -> ListResult:
         """`spawner.list`: every agent's summary, or only those in `state`."""
         kwargs: dict[str, Any] = {"state": state} if state else {}

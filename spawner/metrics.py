@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "COUNTERS",
@@ -69,7 +69,21 @@ IMAGE_BUILDS = CounterDef(
     "Worker image builds, by image and outcome (ok, failed).",
     ("image", "outcome"))
 
-COUNTERS: tuple[CounterDef, ...] = (SWEEP_ACTIONS, RECONCILE_ACTIONS, IMAGE_BUILDS)
+AGENT_TOKENS = CounterDef(
+    "spawner_agent_tokens",
+    "Model tokens agents' turns used, by agent type, model and kind (input, output, cache_read, "
+    "cache_write): the gateway's metered numbers for an agent with a model, else what its CLI reported.",
+    ("agent_type", "model", "kind"))
+AGENT_COST = CounterDef(
+    "spawner_agent_cost_usd",
+    "Model cost of agents' turns in US dollars, by agent type and model (same sources as the tokens; "
+    "a CLI that reports no cost adds nothing).",
+    ("agent_type", "model"))
+
+COUNTERS: tuple[CounterDef, ...] = (SWEEP_ACTIONS, RECONCILE_ACTIONS, IMAGE_BUILDS, AGENT_TOKENS, AGENT_COST)
+#: The token counts of a turn's `usage` and the `kind` label each is counted under.
+_TOKEN_KINDS = (("input_tokens", "input"), ("output_tokens", "output"), ("cache_read_tokens", "cache_read"),
+                ("cache_write_tokens", "cache_write"))
 HISTOGRAMS: tuple[HistogramDef, ...] = (CREATE_SECONDS, TURN_SECONDS)
 
 
@@ -82,7 +96,7 @@ def bucket_index(buckets: tuple[float, ...], value: float) -> int:
 
 
 class MetricsSink(Protocol):
-    def add(self, metric: str, labels: tuple[str, ...], amount: int = 1) -> None: ...
+    def add(self, metric: str, labels: tuple[str, ...], amount: int | float = 1) -> None: ...
     def observe(self, metric: str, labels: tuple[str, ...], bucket: int, value: float) -> None: ...
 
 
@@ -106,6 +120,16 @@ class Metrics:
     def reconcile_action(self, action: str, reason: str) -> None:
         self._add(RECONCILE_ACTIONS, (action, reason))
 
+    def turn_usage(self, agent_type: str, model: str, usage: Mapping[str, Any]) -> None:
+        """A finished turn's `usage` (CONTRACT §8.2): tokens by kind, and its cost."""
+        for key, kind in _TOKEN_KINDS:
+            amount = usage.get(key)
+            if isinstance(amount, int) and amount > 0:
+                self._add(AGENT_TOKENS, (agent_type, model, kind), amount)
+        cost = usage.get("cost_usd")
+        if isinstance(cost, (int, float)) and cost > 0:
+            self._add(AGENT_COST, (agent_type, model), float(cost))
+
     def image_built(self, image: str, *, ok: bool) -> None:
         self._add(IMAGE_BUILDS, (image, "ok" if ok else "failed"))
 
@@ -127,11 +151,11 @@ class Metrics:
         except Exception as exc:  # noqa: BLE001 - a metric must never fail the operation it counts
             self._warn(exc)
 
-    def _add(self, metric: CounterDef, labels: tuple[str, ...]) -> None:
+    def _add(self, metric: CounterDef, labels: tuple[str, ...], amount: int | float = 1) -> None:
         if self._sink is None:
             return
         try:
-            self._sink.add(metric.name, labels)
+            self._sink.add(metric.name, labels, amount)
         except Exception as exc:  # noqa: BLE001 - see _observe
             self._warn(exc)
 

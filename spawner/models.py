@@ -91,6 +91,31 @@ class Resources(_Frozen):
 
 #: Which provider each agent CLI speaks to (CONTRACT §8.1); other agents have no `model`.
 MODEL_PROVIDERS = {AgentType.CLAUDE_CODE: "anthropic", AgentType.CODEX: "openai"}
+#: Agents whose CLI reads skills (CONTRACT §8.3); the factory knows where (`skills_dir`).
+SKILL_AGENTS = frozenset({AgentType.CLAUDE_CODE})
+
+
+class Skill(_Frozen):
+    """One skill, written where the agent's CLI reads skills (`<name>/SKILL.md`)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9-]{1,64}$")]
+    description: Annotated[str, Field(min_length=1, max_length=1024)]
+    #: the SKILL.md body, below the name and description the fleet writes on top
+    content: Annotated[str, Field(max_length=100 * 1024)]
+
+    @field_validator("content")
+    @classmethod
+    def _check_size(cls, value: str) -> str:
+        if len(value.encode("utf-8", "surrogatepass")) > 100 * 1024:
+            raise ValueError("is over 100 KiB")
+        return value
+
+
+class GitIdentity(_Frozen):
+    """Who the agent's commits are by."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f<>]+$")]
+    email: Annotated[str, Field(min_length=3, max_length=254, pattern=r"^[^\s<>@]+@[^\s<>@]+$")]
 
 
 class ModelConfig(_Frozen):
@@ -125,6 +150,8 @@ class WorkerConfig(_Frozen):
     resources: Resources = Resources()
     network: str | None = None
     model: ModelConfig | None = None
+    skills: tuple[Skill, ...] = ()
+    git: GitIdentity | None = None
 
     @model_validator(mode="after")
     def _check_model_provider(self) -> WorkerConfig:
@@ -135,6 +162,16 @@ class WorkerConfig(_Frozen):
                                  f"(only {', '.join(a.value for a in MODEL_PROVIDERS)})")
             if self.model.provider != wanted:
                 raise ValueError(f"model.provider: agent {self.agent.value} speaks to {wanted}, not {self.model.provider}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_skills(self) -> WorkerConfig:
+        if self.skills and self.agent not in SKILL_AGENTS:
+            raise ValueError(f"skills: agent {self.agent.value} has no skills "
+                             f"(only {', '.join(sorted(a.value for a in SKILL_AGENTS))})")
+        seen = [s.name for s in self.skills]
+        if len(set(seen)) != len(seen):
+            raise ValueError("skills: two skills have the same name")
         return self
 
     @field_validator("capabilities")
@@ -261,3 +298,5 @@ class AgentRecord(_Frozen):
     session_id: str | None = None
     idle_pause_seconds: int
     idle_ttl_seconds: int
+    #: the agent's usage totals as its CLI reported them (agents without a model; CONTRACT §8.2)
+    usage: dict[str, Any] | None = None

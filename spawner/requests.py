@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
 from spawner import errors
 from spawner.models import AgentState, describe_validation_error
 
 __all__ = [
+    "CancelRequest",
     "CreateRequest",
     "DeleteRequest",
     "ListRequest",
@@ -28,6 +29,7 @@ __all__ = [
 
 RequestId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$", strict=True)]
 AgentId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$", strict=True)]
+ContextKey = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", strict=True)]
 
 
 class _Request(BaseModel):
@@ -36,7 +38,17 @@ class _Request(BaseModel):
 
 class CreateRequest(_Request):
     config: dict[str, Any]
-    context: dict[StrictStr, Annotated[str, Field(max_length=10_000, strict=True)]] = Field(default_factory=dict, max_length=100)
+    #: keys become ORCHESTRATOR_CONTEXT_<KEY> in the agent's turns (CONTRACT §8.3)
+    context: dict[ContextKey, Annotated[str, Field(max_length=4096, strict=True)]] = Field(
+        default_factory=dict, max_length=100)
+
+    @field_validator("context")
+    @classmethod
+    def _check_context_bytes(cls, value: dict[str, str]) -> dict[str, str]:
+        big = [k for k, v in value.items() if len(v.encode("utf-8", "surrogatepass")) > 4096]
+        if big:
+            raise ValueError(f"values are at most 4 KiB; too long: {', '.join(big)}")
+        return value
     request_id: RequestId | None = None
 
 
@@ -69,6 +81,13 @@ class StatusRequest(_Request):
 class LogsRequest(_Request):
     agent_id: AgentId
     tail: Annotated[StrictInt, Field(ge=0, le=100_000)] = 200
+
+
+class CancelRequest(_Request):
+    agent_id: AgentId
+    #: the turn to stop; None: the agent's running turn
+    command_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$", strict=True)] | None = None
+    request_id: RequestId | None = None
 
 
 class DeleteRequest(_Request):

@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator_cli import catalog
 from spawner import errors, limits, names
 from spawner.backend.base import ContainerBackend
 from spawner.gateway.core import ModelGateway, turn_usage
@@ -31,6 +32,7 @@ from spawner.paths import resolve_path
 from spawner.pool import WarmPool, claim_payload
 from spawner.once import Lease, Once
 from spawner.state.base import StateStore
+from spawner.factories.streams import TurnStream, add_usage, agent_usage, reply_of
 from spawner.transcript import CappedText, iso, transcript
 from spawner.upkeep import Upkeep
 
@@ -72,6 +74,23 @@ def new_agent_id(key: str) -> str:
 
 def _idempotency_key(request_id: str | None, task_id: str) -> str:
     return f"request:{request_id}" if request_id else f"task:{task_id}"
+
+
+class _LiveEvents:
+    """Publishes a turn's mapped events (message, tool, usage) as they come, each once per
+    command id (a re-attached delivery folds the same records again and publishes nothing twice)."""
+
+    def __init__(self, store: StateStore, agent_id: str, command_id: str) -> None:
+        self.store, self.agent_id, self.command_id = store, agent_id, command_id
+        self.usage_seen = False
+
+    def publish(self, where: int | str, events: list[dict[str, Any]], *, held: bool) -> None:
+        for i, event in enumerate(events):
+            self.usage_seen = self.usage_seen or event["type"] == "usage"
+            if held:
+                fields = {k: v for k, v in event.items() if k != "type"}
+                self.store.publish_once(self.agent_id, names.turn_once_key(self.command_id, f"event-{where}-{i}"),
+                                        event["type"], command_id=self.command_id, **fields)
 
 
 def command_id_for(*, request_id: str | None, task_id: str) -> str:
@@ -147,7 +166,7 @@ class SpawnerService:
         spec = build_spec(
             config, agent_id=agent_id, image=image, network_mode=network,
             created_at=now, secret_values={**secret_values, **orchestrator_secret},
-            orchestrator_env={}, instructions_text=instructions,
+            orchestrator_env=catalog.context_env(context), instructions_text=instructions,
         )
         fleet_label = {names.LABEL_FLEET: self.options.fleet_id} if self.options.fleet_id else {}
         if self.options.extra_labels or fleet_label:
@@ -391,6 +410,9 @@ class SpawnerService:
         request = {"command_id": command_id, "argv": list(argv), "stdin_input": stdin_input, "input": command,
                    "timeout_seconds": turn_seconds, "from_seq": 0}
         output, stdout = CappedText(names.OUTPUT_MAX_BYTES), CappedText(names.OUTPUT_MAX_BYTES)
+        factory = agent_factory(record.agent)
+        stream = TurnStream(factory.stream_line)  # the CLI's lines as message / tool / usage events
+        live = _LiveEvents(self.store, agent_id, command_id)
         end: dict[str, Any] = {}
         last_touch = time.monotonic()
         # the worker's own deadline: nothing the agent does inside can stretch it (limits.py)
@@ -414,21 +436,26 @@ class SpawnerService:
             if rec["n"] > published and lease.held:
                 self.store.publish_turn_record(agent_id, rec["n"], "output",
                                                {"command_id": command_id, "stream": rec["s"], "data": rec["d"]})
+            if rec["s"] == "stdout":
+                live.publish(rec["n"], stream.feed(rec["d"]), held=lease.held)
             if time.monotonic() - last_touch > 5 and lease.held:  # output is activity; keep it cheap
                 self._touch(agent_id)
                 last_touch = time.monotonic()
+        live.publish("end", stream.close(), held=lease.held)
         exit_code = end.get("exit_code")
         timed_out = bool(end.get("timed_out"))
+        # the fleet's own word that a cancel stopped it (spawner.cancel), never the runner's claim
+        cancel = self.store.get_request_result("cancel-turn", f"command:{command_id}") or {}
+        cancelled = cancel.get("cancelled") is True and exit_code != 0
         reason = end.get("reason")
         if reason:  # the runner inside gave no exit status the worker can use: say why
             output.add(f"\n[spawner] the turn ended without an exit status: {reason}\n")
             if timed_out:
                 self._end_turn_by_force(agent_id, container_id)
-        factory = agent_factory(record.agent)
         if record.agent == AgentType.SHELL:
             response, session_id = output.text, None
         else:
-            reply = factory.parse_reply(stdout=stdout.text, exit_code=exit_code)
+            reply = reply_of(stream.state, stdout.text)
             response, session_id = reply.response, reply.session_id
         if not lease.held:
             pass  # the delivery that holds the lease now writes the session and the end events
@@ -442,17 +469,61 @@ class SpawnerService:
             record = record.model_copy(update={"session_id": None})
         duration_ms = int(end.get("duration_ms") or 0)
         self.metrics.turn_finished(record.agent.value, duration_ms / 1000, exit_code=exit_code, timed_out=timed_out)
-        if lease.held:
-            self.store.publish_once(agent_id, names.turn_once_key(command_id, "exit"), "command_exit",
-                                    command_id=command_id, exit_code=exit_code, duration_ms=duration_ms,
-                                    timed_out=timed_out, **({"reason": reason} if reason else {}))
+        accounting = turn_usage(usage_before, self._model_usage(record) if usage_before is not None else None)
+        if accounting["usage"]["source"] == "none" and stream.state.usage is not None:
+            accounting["usage"] = agent_usage(stream.state.usage)
+        if lease.held and not live.usage_seen and accounting["usage"]["source"] != "none":
+            usage = accounting["usage"]
+            live.publish("end-usage", [{"type": "usage", "input_tokens": usage["input_tokens"],
+                                        "output_tokens": usage["output_tokens"], "cost_usd": usage["cost_usd"]}],
+                         held=True)
+        if lease.held and self.store.publish_once(
+                agent_id, names.turn_once_key(command_id, "exit"), "command_exit",
+                command_id=command_id, exit_code=exit_code, duration_ms=duration_ms, timed_out=timed_out,
+                cancelled=cancelled, **({"reason": reason} if reason else {})):
+            # once per turn, by the delivery that ended it: the fleet's counters and the agent's totals
+            self._account(record, accounting["usage"], model=stream.state.model)
         if response and lease.held:
             self.store.publish_once(agent_id, names.turn_once_key(command_id, "response"), "response",
                                     message=response[:names.OUTPUT_MAX_BYTES], command_id=command_id)
         return {"agent_id": agent_id, "command_id": command_id, "exit_code": exit_code, "output": output.text,
                 "response": response, "session_id": session_id or record.session_id, "duration_ms": duration_ms,
                 "timed_out": timed_out, "output_truncated": output.truncated or bool(end.get("truncated")),
-                **turn_usage(usage_before, self._model_usage(record) if usage_before is not None else None)}
+                "cancelled": cancelled, **accounting}
+
+    def _account(self, record: AgentRecord, usage: dict[str, Any], *, model: str | None) -> None:
+        """Count a finished turn's tokens and cost (by agent type and model), and add what the CLI
+        reported to the agent's totals (an agent with a model has the gateway's instead)."""
+        if usage["source"] == "none":
+            return
+        configured = (record.config.get("model") or {}).get("model")
+        self.metrics.turn_usage(record.agent.value, configured or model or "", usage)
+        if usage["source"] == "agent":
+            current = self.store.get_record(record.agent_id)
+            totals = add_usage(current.usage if current is not None else None, usage)
+            self.store.update_record(record.agent_id, usage=totals)
+
+    def cancel(self, agent_id: str, *, command_id: str | None, request_id: str | None,
+               task_id: str) -> dict[str, Any]:
+        """Stop the agent's running turn (or turn `command_id` if it is the one running): the
+        runner in the container kills every process of it, and its send_command answers
+        `cancelled: true` with the output it had. No running turn: `cancelled: false`."""
+        def run() -> dict[str, Any]:
+            record = self.store.get_record(agent_id)
+            if record is None:
+                raise errors.AgentNotFound(f"no agent {agent_id!r}; list agents with `spawner ls`")
+            running = self.store.running_command_ids(agent_id) if not record.state.is_terminal else []
+            target = command_id or (running[0] if running else None)
+            if target is None or target not in running or not record.container_id:
+                return {"agent_id": agent_id, "command_id": target, "cancelled": False}
+            # written first: the turn's follower reads it when the turn ends, which may be at once
+            self.store.save_request_result("cancel-turn", f"command:{target}", {"cancelled": True})
+            stopped = self.backend.cancel_turn(record.container_id, target)
+            if not stopped:  # it ended on its own meanwhile
+                self.store.save_request_result("cancel-turn", f"command:{target}", {"cancelled": False})
+            return {"agent_id": agent_id, "command_id": target, "cancelled": stopped}
+
+        return self.idempotent("cancel", _idempotency_key(request_id, task_id), run)
 
     def _end_turn_by_force(self, agent_id: str, container_id: str) -> None:
         """The worker's deadline passed and the runner inside did not end the turn: restart the
@@ -508,7 +579,11 @@ class SpawnerService:
             container_state = self.backend.inspect_state(record.container_id) or "missing"
         totals = self._model_usage(record)
         usage = turn_usage({}, totals)["usage"] if totals is not None else turn_usage(None, None)["usage"]
-        return {**self._summary(record, container_state=container_state), "usage": usage}
+        if totals is None and record.usage:  # no model: what the agent's CLI reported, summed
+            usage = {**usage, **record.usage}
+        running = self.store.running_command_ids(agent_id) if not record.state.is_terminal else []
+        return {**self._summary(record, container_state=container_state), "usage": usage,
+                "running_command_id": running[0] if running else None}
 
     def _summary(self, record: AgentRecord, *, container_state: str | None) -> dict[str, Any]:
         expires = None if record.state.is_terminal else iso(record.last_activity_at + record.idle_ttl_seconds)

@@ -16,7 +16,7 @@ from celery import Task
 from spawner import errors
 from spawner.models import parse_config
 from spawner.requests import (
-    CreateRequest, DeleteRequest, ListRequest, LogsRequest, ReadFileRequest, SendCommandRequest,
+    CancelRequest, CreateRequest, DeleteRequest, ListRequest, LogsRequest, ReadFileRequest, SendCommandRequest,
     SendFileRequest, StatusRequest, parse_request,
 )
 from spawner.service import command_id_for
@@ -85,6 +85,13 @@ def logs(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
 def delete(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     req = parse_request(DeleteRequest, args, kwargs)
     return get_service().delete(req.agent_id, request_id=req.request_id, task_id=self.request.id)
+
+
+@app.task(name="spawner.cancel", **TASK_OPTIONS)
+def cancel(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    req = parse_request(CancelRequest, args, kwargs)
+    return get_service().cancel(req.agent_id, command_id=req.command_id, request_id=req.request_id,
+                                task_id=self.request.id)
 
 
 @app.task(name="spawner.list", **TASK_OPTIONS)

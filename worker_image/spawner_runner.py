@@ -6,6 +6,7 @@ or raw bytes on stdin and, for the non-streaming ones, ends by printing one JSON
 stderr (`{"ok": true, ...}` or `{"ok": false, "error": "<ErrorType>", "message": ...}`).
 
     turn    start a turn, or re-attach to it, and stream its records as JSON lines on stdout
+    cancel  stop a running turn: every process it started is killed (CONTRACT §8.2)
     put     write a file atomically as the agent user, never following a symlink
     get     read a file, never following a symlink
     init    write the secrets file and the create-time files, then run the readiness check
@@ -276,6 +277,47 @@ def _kill_group(pgid: int, sig: int) -> None:
         pass
 
 
+def _become_subreaper() -> None:
+    """Orphans of the turn (a tool the CLI started in a session of its own, then left) become
+    this process's children instead of the container's init, so a cancel can still find them."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError, ImportError):
+        pass
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below `root`, read from /proc (a process that ends meanwhile is skipped)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+            ppid = int(stat[stat.rindex(b")") + 2:].split()[1])  # "pid (comm) state ppid ..."
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill_tree() -> None:
+    """SIGKILL everything this supervisor started, whatever session or group it moved to (the
+    CLIs run their tools in sessions of their own: a process-group kill misses them)."""
+    for pid in _descendants(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def _supervise(turn_dir: str, spec: dict) -> None:
     """Run the turn to completion; runs detached from the exec that started it."""
     with open(os.path.join(turn_dir, "pid"), "w") as fh:
@@ -292,6 +334,9 @@ def _supervise(turn_dir: str, spec: dict) -> None:
     log = _Log(os.path.join(turn_dir, "log"))
     responses_path = os.path.join(turn_dir, "responses")
     responses = _Responses(responses_path, log)
+    cancel_path = os.path.join(turn_dir, "cancel")
+    cancelled = False
+    _become_subreaper()
     started = time.time()
     stdin = open(input_path, "rb") if spec.get("stdin_input") else subprocess.DEVNULL
     timed_out = False
@@ -318,6 +363,11 @@ def _supervise(turn_dir: str, spec: dict) -> None:
             _kill_group(proc.pid, signal.SIGTERM)
         if killed_at and now - killed_at > KILL_GRACE_SECONDS:
             _kill_group(proc.pid, signal.SIGKILL)
+        if not cancelled and os.path.exists(cancel_path):  # `spawner-runner cancel`, seen within 50 ms
+            cancelled = True
+            killed_at = killed_at or now
+        if cancelled:
+            _kill_tree()  # again on every pass: nothing the turn forks meanwhile survives it
         if exited_at is None and proc.poll() is not None:
             exited_at = now
         if exited_at is not None and now - exited_at > 0.2:
@@ -338,7 +388,7 @@ def _supervise(turn_dir: str, spec: dict) -> None:
     _kill_group(proc.pid, signal.SIGKILL)  # nothing of the turn outlives it
     exit_code = 128 - code if code < 0 else code
     _write_json_atomic(os.path.join(turn_dir, "exit"), {
-        "exit_code": exit_code, "timed_out": timed_out, "truncated": log.truncated,
+        "exit_code": exit_code, "timed_out": timed_out, "cancelled": cancelled, "truncated": log.truncated,
         "duration_ms": int((time.time() - started) * 1000), "records": log.seq})
 
 
@@ -496,10 +546,26 @@ def cmd_turn() -> None:
     _follow(turn_dir, int(spec.get("from_seq", 0)), claimed)
 
 
+def cmd_cancel(command_id: str) -> None:
+    """Ask the turn's supervisor to kill the turn (it owns the processes); `cancelled` says
+    whether the turn was still running."""
+    if not command_id.replace("-", "").isalnum():
+        raise RunnerError("InvalidRequest", "bad command id")
+    turn_dir = os.path.join(TURNS_DIR, command_id)
+    if not os.path.isdir(turn_dir) or os.path.exists(os.path.join(turn_dir, "exit")):
+        _status(True, cancelled=False)
+        return
+    with open(os.path.join(turn_dir, "cancel"), "w"):
+        pass
+    _status(True, cancelled=True)
+
+
 def main(argv: list[str]) -> int:
     try:
         if argv[:1] == ["turn"]:
             cmd_turn()
+        elif argv[:1] == ["cancel"] and len(argv) == 2:
+            cmd_cancel(argv[1])
         elif argv[:1] == ["put"] and len(argv) == 3:
             cmd_put(argv[1], int(argv[2], 8))
         elif argv[:1] == ["get"] and len(argv) == 3:
@@ -507,7 +573,7 @@ def main(argv: list[str]) -> int:
         elif argv[:1] == ["init"]:
             cmd_init()
         else:
-            raise RunnerError("InvalidRequest", "usage: spawner-runner turn|put PATH MODE|get PATH MAX|init")
+            raise RunnerError("InvalidRequest", "usage: spawner-runner turn|cancel COMMAND_ID|put PATH MODE|get PATH MAX|init")
     except RunnerError as exc:
         _status(False, error=exc.error, message=exc.message)
         return 3

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from orchestrator_cli import catalog
 from spawner import names
 from spawner.factories.registry import agent_factory, capability_factory
-from spawner.models import Capability, ContainerSpec, SpecFile, WorkerConfig
+from spawner.models import Capability, ContainerSpec, Skill, SpecFile, WorkerConfig
 
 __all__ = [
     "CAPABILITY_IMAGE_REPOSITORY",
@@ -28,7 +28,9 @@ __all__ = [
     "capability_checks",
     "capability_factory",
     "capability_image_tag",
+    "git_identity_env",
     "required_capability_packages",
+    "skill_file",
 ]
 
 #: Repository of the images that add a capability set's apt packages to the worker image.
@@ -59,6 +61,7 @@ def build_spec(
         env.update(capability_factory(capability).env())
     if config.model is not None:  # only agents with model_env pass WorkerConfig's check
         env.update(agent.model_env(config.model))  # type: ignore[attr-defined]
+    env.update(git_identity_env(config, agent_id))
     env.update(orchestrator_env)
     # Set last, so nothing above can widen the allow-list or change the agent's identity.
     env[catalog.ENV_ALLOWED_TOOLS] = ",".join(config.allowed_tools)
@@ -68,6 +71,9 @@ def build_spec(
     if agent.instruction_file is not None and instructions_text is not None:
         files = (SpecFile(path=f"{names.WORKSPACE}/{agent.instruction_file}",
                           content=instructions_text.encode("utf-8"), mode=0o644),)
+    if agent.skills_dir is not None:
+        files += tuple(SpecFile(path=f"{agent.skills_dir}/{skill.name}/SKILL.md", content=skill_file(skill), mode=0o644)
+                       for skill in config.skills)
 
     return ContainerSpec(
         image=image,
@@ -78,7 +84,8 @@ def build_spec(
             names.LABEL_AGENT_TYPE: config.agent.value,
             names.LABEL_CREATED_AT: repr(float(created_at)),
             # without the instructions: a label is no place for up to 200 KB (the file is in the workspace)
-            names.LABEL_CONFIG: json.dumps({**config.redacted(), "instructions": None},
+            names.LABEL_CONFIG: json.dumps({**config.redacted(), "instructions": None,
+                                            "skills": [s.name for s in config.skills]},
                                            separators=(",", ":"), sort_keys=True),
         },
         env=env,
@@ -92,6 +99,26 @@ def build_spec(
         files=files,
         ready_argv=agent.ready_argv,
     )
+
+
+def skill_file(skill: Skill) -> bytes:
+    """A skill's SKILL.md: its name and description as YAML front matter (JSON strings are valid
+    YAML scalars, so no value can break out of it), then its content."""
+    head = f"---\nname: {skill.name}\ndescription: {json.dumps(skill.description, ensure_ascii=False)}\n---\n\n"
+    return (head + skill.content).encode("utf-8", "surrogatepass")
+
+
+def git_identity_env(config: WorkerConfig, agent_id: str) -> dict[str, str]:
+    """Author and committer of the agent's commits: `config.git`, else with the git capability
+    the agent's name and `<agent_id>@agents.invalid` (CONTRACT §8.3), else nothing."""
+    if config.git is not None:
+        name, email = config.git.name, config.git.email
+    elif Capability.GIT in config.capabilities:
+        name, email = config.name, f"{agent_id}@agents.invalid"
+    else:
+        return {}
+    return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
+            "GIT_COMMITTER_EMAIL": email}
 
 
 def required_capability_packages(config: WorkerConfig) -> tuple[str, ...]:

@@ -52,6 +52,10 @@ class AgentFactory(Protocol):
         """File name in the workspace the CLI reads as project instructions, or None."""
 
     @property
+    def skills_dir(self) -> str | None:
+        """Folder the CLI reads skills from (`<name>/SKILL.md` in it), or None: it has none."""
+
+    @property
     def ready_argv(self) -> tuple[str, ...]:
         """Run once after create; exit 0 proves the CLI is installed and starts."""
 

@@ -35,6 +35,9 @@ __all__ = [
     "Mapper",
     "StreamState",
     "TurnStream",
+    "USAGE_KEYS",
+    "add_usage",
+    "agent_usage",
     "claude_line",
     "codex_line",
     "cut",
@@ -49,6 +52,8 @@ FIELD_MAX_BYTES = 4096
 #: A line longer than this is not read as an event (it still goes out as raw `output`).
 LINE_MAX_CHARS = 8 * 1024 * 1024
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+#: The numbers of a turn's `usage` (CONTRACT §8.2), besides `source`.
+USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd", "requests")
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class StreamState:
     #: at least one line was a known event of the CLI (else the output is read as plain text)
     seen: bool = False
     session_id: str | None = None
+    #: the model the CLI said it uses (its init line), or None
+    model: str | None = None
     #: the turn's answer: the final result's text, else the last assistant message
     response: str | None = None
     #: the last assistant text, for a turn that ended before its final result (killed, cancelled)
@@ -166,7 +173,9 @@ def claude_line(state: StreamState, obj: dict[str, Any]) -> tuple[StreamState, l
     events: list[Event] = []
     if kind == "system":
         if obj.get("subtype") == "init":
-            state = replace(state, seen=True, session_id=clean_session_id(obj.get("session_id")) or state.session_id)
+            model = obj.get("model")
+            state = replace(state, seen=True, session_id=clean_session_id(obj.get("session_id")) or state.session_id,
+                            model=model[:200] if isinstance(model, str) else state.model)
         return state, events
     if kind in ("assistant", "user") and isinstance(obj.get("message"), dict):
         message = obj["message"]
@@ -389,6 +398,21 @@ class TurnStream:
             return []
         self.state, events = self.mapper(self.state, obj)
         return events
+
+
+def agent_usage(usage: Mapping[str, Any]) -> dict[str, Any]:
+    """A turn's `usage` from what the CLI reported (`source: agent`; a CLI that reports no cost,
+    like Codex, counts 0.0)."""
+    numbers: dict[str, Any] = {k: _int(usage.get(k)) for k in USAGE_KEYS if k != "cost_usd"}
+    return {**numbers, "cost_usd": _cost(usage.get("cost_usd")) or 0.0, "source": "agent"}
+
+
+def add_usage(totals: Mapping[str, Any] | None, usage: Mapping[str, Any]) -> dict[str, Any]:
+    """An agent's running totals plus one turn's usage (same keys, `source` of the turn)."""
+    before = totals or {}
+    summed: dict[str, Any] = {k: _int(before.get(k)) + _int(usage.get(k)) for k in USAGE_KEYS if k != "cost_usd"}
+    summed["cost_usd"] = round((_cost(before.get("cost_usd")) or 0.0) + (_cost(usage.get("cost_usd")) or 0.0), 9)
+    return {**summed, "source": usage.get("source", "agent")}
 
 
 def reply_of(state: StreamState, stdout: str) -> TurnReply:

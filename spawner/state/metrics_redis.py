@@ -31,7 +31,7 @@ def metric_key(metric: str) -> str:
 
 @dataclass
 class MetricsSnapshot:
-    counters: dict[str, dict[tuple[str, ...], int]] = field(default_factory=dict)
+    counters: dict[str, dict[tuple[str, ...], int | float]] = field(default_factory=dict)
     #: metric -> labels -> (non-cumulative bucket counts by index, sum, count)
     histograms: dict[str, dict[tuple[str, ...], tuple[dict[int, int], float, int]]] = field(default_factory=dict)
     #: (state, agent type) -> number of agent records
@@ -46,8 +46,11 @@ class RedisMetricsSink:
     def from_url(cls, url: str) -> RedisMetricsSink:
         return cls(connect(url, socket_connect_timeout=2, socket_timeout=5))
 
-    def add(self, metric: str, labels: tuple[str, ...], amount: int = 1) -> None:
-        self._r.hincrby(metric_key(metric), json.dumps(list(labels)), amount)
+    def add(self, metric: str, labels: tuple[str, ...], amount: int | float = 1) -> None:
+        if isinstance(amount, float):  # a dollar amount; a count stays an exact integer
+            self._r.hincrbyfloat(metric_key(metric), json.dumps(list(labels)), amount)
+        else:
+            self._r.hincrby(metric_key(metric), json.dumps(list(labels)), amount)
 
     def observe(self, metric: str, labels: tuple[str, ...], bucket: int, value: float) -> None:
         base = json.dumps(list(labels))
@@ -65,7 +68,7 @@ class RedisMetricsSink:
             pipe.zrange(names.agents_index_key(), 0, -1)
             *hashes, agent_ids = pipe.execute()
         for name, raw in zip(counters, hashes[:len(counters)]):
-            snap.counters[name] = {tuple(json.loads(k)): int(v) for k, v in raw.items()}
+            snap.counters[name] = {tuple(json.loads(k)): _number(v) for k, v in raw.items()}
         for name, raw in zip(histograms, hashes[len(counters):]):
             series: dict[tuple[str, ...], tuple[dict[int, int], float, int]] = {}
             for key, value in raw.items():
@@ -89,3 +92,11 @@ class RedisMetricsSink:
                 key = (json.loads(state), json.loads(agent) if agent else "")
                 snap.agents[key] = snap.agents.get(key, 0) + 1
         return snap
+
+
+def _number(value: str) -> int | float:
+    """A stored counter: an integer count, or a float amount (HINCRBYFLOAT's decimal text)."""
+    try:
+        return int(value)
+    except ValueError:
+        return float(value)

@@ -398,6 +398,11 @@ class RedisStore:
         with self._translated("counting turns"):
             return int(self._r.scard(names.agent_key(agent_id) + ":turns"))
 
+    def running_command_ids(self, agent_id: str) -> list[str]:
+        """Command ids of the agent's running turns (at most one but for a turn ending meanwhile)."""
+        with self._translated("reading running turns"):
+            return sorted(self._r.smembers(names.agent_key(agent_id) + ":turns"))
+
     # ---------------------------------------------------------------------------- events
     @staticmethod
     def _event_json(event_type: str, agent_id: str, fields: dict[str, Any]) -> str:

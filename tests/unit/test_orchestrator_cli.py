@@ -272,7 +272,7 @@ def test_unusable_plugins_are_skipped_with_a_reason() -> None:
         "chained": chained,
     }
     cli = build_cli(plugins)
-    assert set(cli.commands) == {"respond", "tools"}
+    assert set(cli.commands) == {"context", "respond", "tools"}
     assert cli.commands["respond"] is not plugins["respond"]  # the built-in, not the impostor
     assert cli.commands["respond"].callback is not None
     assert len(cli.plugin_problems) == 4

@@ -57,6 +57,7 @@ CLAUDE_CONFIG_DIR = f"{names.CONTAINER_HOME}/.claude"
 class ClaudeCodeFactory:
     agent_type: AgentType = field(default=AgentType.CLAUDE_CODE, init=False)
     instruction_file: str | None = field(default="CLAUDE.md", init=False)
+    skills_dir: str | None = field(default=f"{CLAUDE_CONFIG_DIR}/skills", init=False)
     ready_argv: tuple[str, ...] = field(default=("claude", "--version"), init=False)
     secret_names: tuple[str, ...] = field(default=("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"), init=False)
 

@@ -57,6 +57,7 @@ _FLAGS = ("--json", "--skip-git-repo-check", "--dangerously-bypass-approvals-and
 class CodexFactory:
     agent_type: AgentType = field(default=AgentType.CODEX, init=False)
     instruction_file: str | None = field(default="AGENTS.md", init=False)
+    skills_dir: str | None = field(default=None, init=False)
     ready_argv: tuple[str, ...] = field(default=("codex", "--version"), init=False)
     secret_names: tuple[str, ...] = field(default=("CODEX_API_KEY", "OPENAI_API_KEY"), init=False)
 

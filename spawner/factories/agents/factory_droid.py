@@ -44,6 +44,7 @@ __all__ = ["FactoryDroidFactory"]
 class FactoryDroidFactory:
     agent_type: AgentType = field(default=AgentType.FACTORY_DROID, init=False)
     instruction_file: str | None = field(default="AGENTS.md", init=False)
+    skills_dir: str | None = field(default=None, init=False)
     ready_argv: tuple[str, ...] = field(default=("droid", "--version"), init=False)
     secret_names: tuple[str, ...] = field(default=("FACTORY_API_KEY",), init=False)
 

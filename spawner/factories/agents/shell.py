@@ -22,6 +22,7 @@ __all__ = ["ShellFactory"]
 class ShellFactory:
     agent_type: AgentType = field(default=AgentType.SHELL, init=False)
     instruction_file: str | None = field(default=None, init=False)
+    skills_dir: str | None = field(default=None, init=False)
     ready_argv: tuple[str, ...] = field(default=("bash", "--version"), init=False)
     secret_names: tuple[str, ...] = field(default=(), init=False)
 
