@@ -174,8 +174,21 @@ class Ctx:
 pass_ctx = click.make_pass_decorator(Ctx)
 
 
+def _json_after_verb(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_object(Ctx).as_json = True
+
+
 class SpawnerGroup(click.Group):
-    """Usage errors in one line (`error: UsageError: ...`), exit code 2, like task errors."""
+    """Usage errors in one line (`error: UsageError: ...`), exit code 2, like task errors.
+
+    Every verb also takes `--json` after it (`spawner ls --json`), meaning the same as before it."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not any(isinstance(p, click.Option) and "--json" in p.opts for p in cmd.params):
+            cmd.params.append(click.Option(["--json"], is_flag=True, expose_value=False, is_eager=True,
+                                           callback=_json_after_verb, help="Print JSON (same as `spawner --json VERB`)."))
+        super().add_command(cmd, name)
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:

@@ -194,3 +194,16 @@ def test_send_follow_on_a_coding_agent_shows_its_output_then_its_answer(cli, cli
     assert '"result"' in followed.stdout, "the CLI's raw output streams first"
     answered = cli("send", agent_id, "again")
     assert answered.stdout.startswith("resumed ") and answered.stdout.endswith("; echo: again\n")
+
+
+def test_json_after_the_verb_means_the_same_as_before_it(cli):
+    created = json.loads(cli("create", "-f", "examples/shell.yaml", "--context", "user=u2", "--json").stdout)
+    agent_id = created["agent_id"]
+    try:
+        after = json.loads(cli("status", agent_id, "--json").stdout)
+        before = json.loads(cli("--json", "status", agent_id).stdout)
+        assert after["context"] == before["context"] == {"user": "u2"}
+        listed = json.loads(cli("ls", "--json").stdout)
+        assert agent_id in [agent["agent_id"] for agent in listed["agents"]]
+    finally:
+        cli("rm", agent_id)
