@@ -70,9 +70,10 @@ def _pairs(items: tuple[str, ...]) -> dict[str, str]:
 @pass_ctx
 def create(obj: Ctx, config_file: Path, context: tuple[str, ...], request_id: str | None) -> None:
     """Create an agent from a config file; prints its id."""
-    from spawner.service import new_agent_id
+    from spawner.service import agent_id_for_request
     request_id = request_id or "cli-" + uuid.uuid4().hex
-    result = obj.call("create", f"creating agent {new_agent_id(request_id)}", watch_agent=new_agent_id(request_id),
+    agent_id = agent_id_for_request(request_id)
+    result = obj.call("create", f"creating agent {agent_id}", watch_agent=agent_id,
                       config=_load_config(config_file), context=_pairs(context), request_id=request_id)
     obj.show(result)
     if not obj.as_json:
@@ -155,7 +156,7 @@ def send(obj: Ctx, agent_id: str, command: str, follow: bool, timeout_seconds: i
         kwargs["timeout_seconds"] = timeout_seconds
     if not follow:
         pending = obj.submit("send_command", agent_id=agent_id, command=command,
-                             request_id=request_id or "cli-" + uuid.uuid4().hex, **kwargs)
+                             **{"request_id": "cli-" + uuid.uuid4().hex, **kwargs})
         result = obj.wait(pending, f"agent {agent_id}: turn", watch_agent=agent_id)
         if obj.as_json:
             obj.show(result)

@@ -36,7 +36,7 @@ from spawner.factories.streams import TurnStream, add_usage, agent_usage, reply_
 from spawner.transcript import CappedText, iso, transcript
 from spawner.upkeep import Upkeep
 
-__all__ = ["ServiceOptions", "SpawnerService", "new_agent_id"]
+__all__ = ["ServiceOptions", "SpawnerService", "agent_id_for_request", "new_agent_id"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,11 @@ def new_agent_id(key: str) -> str:
 
 def _idempotency_key(request_id: str | None, task_id: str) -> str:
     return f"request:{request_id}" if request_id else f"task:{task_id}"
+
+
+def agent_id_for_request(request_id: str) -> str:
+    """The id `create` gives the agent it makes for `request_id` (what `spawner create` watches)."""
+    return new_agent_id(_idempotency_key(request_id, ""))
 
 
 class _LiveEvents:

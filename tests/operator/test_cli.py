@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from spawner.service import agent_id_for_request
 from tests.conftest import REPO, _free_port
 from tests.operator.conftest import SPAWNER, cli_env, run_cli
 
@@ -197,9 +198,15 @@ def test_send_follow_on_a_coding_agent_shows_its_output_then_its_answer(cli, cli
 
 
 def test_json_after_the_verb_means_the_same_as_before_it(cli):
-    created = json.loads(cli("create", "-f", "examples/shell.yaml", "--context", "user=u2", "--json").stdout)
+    request_id = "json-after-" + os.urandom(4).hex()
+    created = json.loads(cli("create", "-f", "examples/shell.yaml", "--context", "user=u2", "--json",
+                             "--request-id", request_id).stdout)
     agent_id = created["agent_id"]
     try:
+        assert agent_id == agent_id_for_request(request_id), "the id `spawner create` watches is the one it makes"
+        turn = json.loads(cli("send", agent_id, "echo once", "--request-id", f"{request_id}-turn", "--json").stdout)
+        again = json.loads(cli("send", agent_id, "echo twice", "--request-id", f"{request_id}-turn", "--json").stdout)
+        assert turn["output"] == again["output"] == "once\n", "--request-id makes the turn idempotent"
         after = json.loads(cli("status", agent_id, "--json").stdout)
         before = json.loads(cli("--json", "status", agent_id).stdout)
         assert after["context"] == before["context"] == {"user": "u2"}
