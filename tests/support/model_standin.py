@@ -40,6 +40,9 @@ class Text:
     cache_write_tokens: int = 0
     #: stream the text in pieces of this many characters (one `content_block_delta` each)
     chunk_chars: int = 64
+    #: with a streamed answer: send the text block whole, then hold the message's end back until
+    #: this is set (the CLI has the text; its turn is not over)
+    hold: threading.Event | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -258,7 +261,9 @@ class ModelStandin:
         model = body.get("model", self.model) if isinstance(body, dict) else self.model
         if not (isinstance(body, dict) and body.get("stream")):
             return web.json_response(anthropic_message(answer, model=model))
-        return await self._stream(request, anthropic_events(answer, model=model))
+        hold = answer.hold if isinstance(answer, Text) else None
+        return await self._stream(request, anthropic_events(answer, model=model), hold=hold,
+                                  hold_before=b"event: message_delta")
 
     async def _openai(self, request: web.Request) -> web.StreamResponse:
         body, answer = await self._record(request)
@@ -270,10 +275,13 @@ class ModelStandin:
         return await self._stream(request, openai_events(answer, model=model))
 
     @staticmethod
-    async def _stream(request: web.Request, events: list[bytes]) -> web.StreamResponse:
+    async def _stream(request: web.Request, events: list[bytes], *, hold: threading.Event | None = None,
+                      hold_before: bytes = b"") -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         for event in events:
+            if hold is not None and event.startswith(hold_before):
+                await asyncio.get_running_loop().run_in_executor(None, hold.wait)
             await response.write(event)
         await response.write_eof()
         return response
