@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -71,14 +69,5 @@ def _join_quoted(args: list[str]) -> list[str]:
     return out
 
 
-def test_the_readme_chat_bot_example_works_as_written(fleet, producer):
-    block = next(b for b in re.findall(r"```python\n(.*?)```", README, re.S) if "SpawnerClient" in b)
-    # The session fleet's agents run stand-in CLIs (tests/images) and have CANARY_SECRET, not a real key.
-    code = block.replace("redis://127.0.0.1:6379/0", fleet.redis_url).replace("ANTHROPIC_API_KEY", "CANARY_SECRET")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert "echo: What is 2 + 2?" in lines
-    resumed = [line for line in lines if line.startswith("resumed ")]
-    assert len(resumed) == 1 and resumed[0].endswith("; echo: And doubled?")
-    assert any('"result"' in line for line in lines), "the agent's output streamed before the answer"
+# The README's chat bot needs a model gateway, which this session fleet does not run: it is run as
+# written against the real claude and the model stand-in in tests/turns/test_live_turns.py.

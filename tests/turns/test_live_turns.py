@@ -196,3 +196,30 @@ def test_git_commit_works_at_once_with_the_git_capability(gateway_fleet: Gateway
     assert result["exit_code"] == 0, result["output"]
     identity = f"committer <{agent_id}@agents.invalid>"
     assert result["output"].strip() == f"{identity}|{identity}"
+
+
+def test_the_readme_chat_bot_prints_live_messages_and_tools_then_the_answer(gateway_fleet: GatewayFleet) -> None:
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.gateway.conftest import KEY_VAR
+
+    gf = gateway_fleet
+    readme = (REPO / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "SpawnerClient" in b)
+    code = block.replace('SpawnerClient.from_url("redis://127.0.0.1:6379/0")',
+                         f'SpawnerClient.from_url("{gf.fleet.redis_url}", queue="{gf.fleet.queue}")')
+    code = code.replace('"ANTHROPIC_API_KEY"', f'"{KEY_VAR}"')
+    assert gf.fleet.queue in code and KEY_VAR in code
+    gf.standin.script(
+        ToolUse("Bash", {"command": "echo $((2 + 2))", "description": "add"}),
+        Text("2 + 2 is 4."),
+        Text("Doubled, that is 8."))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines == ['[Bash] {"command": "echo $((2 + 2))", "description": "add"}',
+                     "2 + 2 is 4.", "2 + 2 is 4.",
+                     "Doubled, that is 8.", "Doubled, that is 8."]
