@@ -71,6 +71,8 @@ def build_spec(
     if agent.instruction_file is not None and instructions_text is not None:
         files = (SpecFile(path=f"{names.WORKSPACE}/{agent.instruction_file}",
                           content=instructions_text.encode("utf-8"), mode=0o644),)
+    if config.model is not None:  # how the CLI is pointed at the gateway, where env is not enough
+        files += agent.model_files(config.model)  # type: ignore[attr-defined]
     if agent.skills_dir is not None:
         files += tuple(SpecFile(path=f"{agent.skills_dir}/{skill.name}/SKILL.md", content=skill_file(skill), mode=0o644)
                        for skill in config.skills)

@@ -49,10 +49,16 @@ def test_claude_code_gets_the_loopback_url_and_a_placeholder_key() -> None:
     assert env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
 
 
-def test_codex_gets_its_base_url_setting_and_a_placeholder_key() -> None:
-    env = _env({"name": "c", "agent": "codex", "model": {"provider": "openai", "key": "OPENAI_API_KEY"}})
-    assert env["OPENAI_BASE_URL"] == core.LOOPBACK_BASE_URL
+def test_codex_gets_a_provider_at_the_loopback_url_and_a_placeholder_key() -> None:
+    config = {"name": "c", "agent": "codex", "model": {"provider": "openai", "key": "OPENAI_API_KEY", "model": "gpt-5"}}
+    env = _env(config)
     assert env["CODEX_API_KEY"] == env["OPENAI_API_KEY"] == core.PLACEHOLDER_KEY
+    spec = build_spec(parse_config(config), agent_id="ag-1", image="img", network_mode="none", created_at=0.0,
+                      secret_values={}, orchestrator_env={}, instructions_text=None)
+    toml = next(f for f in spec.files if f.path == "/home/worker/.codex/config.toml").content.decode()
+    assert toml.splitlines()[:2] == ['model = "gpt-5"', 'model_provider = "spawner"']
+    assert f'base_url = "{core.LOOPBACK_BASE_URL}"' in toml and 'env_key = "CODEX_API_KEY"' in toml
+    assert core.PLACEHOLDER_KEY not in toml
 
 
 def test_without_a_model_nothing_changes() -> None:

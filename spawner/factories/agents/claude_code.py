@@ -46,7 +46,7 @@ from spawner import names
 from spawner.gateway import core as gateway
 from spawner.factories import streams
 from spawner.factories.base import check_session_id
-from spawner.models import AgentType, ModelConfig, TurnPlan, TurnReply
+from spawner.models import AgentType, ModelConfig, SpecFile, TurnPlan, TurnReply
 
 __all__ = ["ClaudeCodeFactory"]
 
@@ -80,6 +80,9 @@ class ClaudeCodeFactory:
         if model.model:
             env["ANTHROPIC_MODEL"] = model.model
         return env
+
+    def model_files(self, model: ModelConfig) -> tuple[SpecFile, ...]:
+        return ()  # the environment is enough
 
     def plan_turn(self, *, session_id: str | None) -> TurnPlan:
         argv: tuple[str, ...] = ("claude", "-p", "--output-format", "stream-json", "--verbose",

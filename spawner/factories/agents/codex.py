@@ -38,6 +38,7 @@ message instead; with neither, the last top-level `error` message. The session i
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +46,7 @@ from spawner import names
 from spawner.gateway import core as gateway
 from spawner.factories import streams
 from spawner.factories.base import check_session_id
-from spawner.models import AgentType, ModelConfig, TurnPlan, TurnReply
+from spawner.models import AgentType, ModelConfig, SpecFile, TurnPlan, TurnReply
 
 __all__ = ["CodexFactory"]
 
@@ -66,12 +67,27 @@ class CodexFactory:
         return {"CODEX_HOME": CODEX_HOME}
 
     def model_env(self, model: ModelConfig) -> dict[str, str]:
-        """The built-in `openai` provider of codex reads OPENAI_BASE_URL; the Responses path
-        (`/responses`) is appended to it, and the gateway appends it to the upstream's `/v1`.
-        The key is a placeholder: the gateway holds the real one. `model.model` is not passed
-        (codex takes its model from `-m` or config.toml; not wired yet)."""
-        return {"OPENAI_BASE_URL": gateway.LOOPBACK_BASE_URL, "CODEX_API_KEY": gateway.PLACEHOLDER_KEY,
-                "OPENAI_API_KEY": gateway.PLACEHOLDER_KEY}
+        """A placeholder key in the variable the provider below reads (the gateway holds the real one)."""
+        return {"CODEX_API_KEY": gateway.PLACEHOLDER_KEY, "OPENAI_API_KEY": gateway.PLACEHOLDER_KEY}
+
+    def model_files(self, model: ModelConfig) -> tuple[SpecFile, ...]:
+        """`CODEX_HOME/config.toml` naming a model provider at the loopback URL. Checked with
+        codex-cli 0.171.0 on network none through the gateway: it ignores OPENAI_BASE_URL (and
+        tries the Responses WebSocket first on its built-in provider), but a provider of its own
+        with `wire_api = "responses"` gets one streamed `POST /responses` per model call."""
+        lines = []
+        if model.model:
+            lines.append(f"model = {json.dumps(model.model)}")
+        lines += [
+            'model_provider = "spawner"',
+            "",
+            "[model_providers.spawner]",
+            'name = "spawner model gateway"',
+            f"base_url = {json.dumps(gateway.LOOPBACK_BASE_URL)}",
+            'env_key = "CODEX_API_KEY"',
+            'wire_api = "responses"',
+        ]
+        return (SpecFile(path=f"{CODEX_HOME}/config.toml", content=("\n".join(lines) + "\n").encode(), mode=0o600),)
 
     def plan_turn(self, *, session_id: str | None) -> TurnPlan:
         session_id = check_session_id(session_id)
