@@ -548,6 +548,24 @@ class RedisStore:
         with self._translated("releasing a lock"):
             self._release(keys=[key], args=[token])
 
+    def acquire_many(self, keys: list[str], *, ttl_seconds: float) -> dict[str, str | None]:
+        """`acquire` for each key, in one round trip: key -> its token, or None if held by another."""
+        tokens = {key: uuid.uuid4().hex for key in keys}
+        with self._translated("taking locks"), self._r.pipeline(transaction=False) as pipe:
+            for key, token in tokens.items():
+                pipe.set(key, token, nx=True, px=int(ttl_seconds * 1000))
+            taken = pipe.execute()
+        return {key: token if ok else None for (key, token), ok in zip(tokens.items(), taken)}
+
+    def release_many(self, tokens: dict[str, str]) -> None:
+        """`release` for each key still held with its token, in one round trip."""
+        if not tokens:
+            return
+        with self._translated("releasing locks"), self._r.pipeline(transaction=False) as pipe:
+            for key, token in tokens.items():
+                self._release(keys=[key], args=[token], client=pipe)
+            pipe.execute()
+
 
 def _stream_id_lt(a: str, b: str) -> bool:
     def parts(x: str) -> tuple[int, int]:
