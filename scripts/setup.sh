@@ -2,12 +2,13 @@
 # Provision everything the fleet and its tests need on a Debian 12 host, as root, without systemd
 # or a container registry. Idempotent: reuses whatever already answers, installs what is missing.
 #   - Debian packages: docker.io, redis-server, debootstrap; docker-compose (v1, the compose test),
-#     chromium + chromium-driver (the headless Flower check)
+#     chromium + chromium-driver (the headless Flower check), dpkg-dev (dpkg-scanpackages)
 #   - a Docker engine (no bridge, no iptables: containers use network none or host only)
 #   - a redis-server on 127.0.0.1:6379 (for the fleet; the test suite starts private ones)
 #   - the Python environment with this project installed (.venv, or $SPAWNER_VENV)
 #   - a base image made with debootstrap -> docker import (no registry)
 #   - the worker image from worker_image/Dockerfile, and the test image with stand-in agent CLIs
+#   - a local apt repository ($SPAWNER_STATE_DIR/apt-repo) the test suite's capability builds install from
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 STATE=${SPAWNER_STATE_DIR:-/var/tmp/workers-spawner}
@@ -24,7 +25,7 @@ die() { echo "setup: $*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- packages
 need=()
-for p in docker.io redis-server debootstrap docker-compose chromium chromium-driver; do
+for p in docker.io redis-server debootstrap docker-compose chromium chromium-driver dpkg-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if ((${#need[@]})); then
@@ -95,4 +96,36 @@ step "$WORKER_IMAGE built"
 if [ -f "$REPO/tests/images/Dockerfile" ]; then
   build "$TEST_IMAGE" "$REPO/tests/images/Dockerfile" "$REPO/tests/images" --build-arg WORKER_IMAGE="$WORKER_IMAGE"
   step "$TEST_IMAGE built"
+fi
+
+# ---------------------------------------------------------------- local apt repository (the tests' capability builds)
+# Tests may reach only 127.0.0.0/8, so the suite's capability-image builds install from this folder,
+# which tests/conftest.py serves on 127.0.0.1 and names in SPAWNER_APT_SOURCES: the .deb files of
+# every capability's packages, and of their dependencies, that the test image does not have.
+APT_REPO="$STATE/apt-repo"
+if docker image inspect "$TEST_IMAGE" >/dev/null 2>&1; then
+  wanted=$("$VENV/bin/python" -c 'from spawner.factories import capability_factory
+from spawner.models import Capability
+print(" ".join(sorted({p for c in Capability for p in capability_factory(c).apt_packages})))')
+  have=$(docker run --rm --network none --entrypoint dpkg-query "$TEST_IMAGE" -W -f '${db:Status-Status} ${Package}\n' \
+         | awk '$1 == "installed" {print $2}' | sort -u)
+  # shellcheck disable=SC2086 # word splitting wanted
+  closure=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces \
+            --no-enhances $wanted | grep '^[a-z0-9]' | sed 's/:any$//' | sort -u)
+  debs=$(comm -23 <(echo "$closure") <(echo "$have") | tr '\n' ' ')
+  key=$(echo "$debs" | sha256sum | cut -c1-16)
+  if [ -f "$APT_REPO/Packages" ] && [ "$(cat "$APT_REPO/.key" 2>/dev/null)" = "$key" ]; then
+    step "local apt repository $APT_REPO up to date - reused"
+  else
+    rm -rf "$APT_REPO.tmp"; mkdir -p "$APT_REPO.tmp"
+    # shellcheck disable=SC2086
+    fetch() { (cd "$APT_REPO.tmp" && apt-get download $debs) >>"$STATE/logs/apt-repo.log" 2>&1; }
+    [ -z "${debs// }" ] || fetch || { apt-get update -qq >>"$STATE/logs/apt-repo.log" 2>&1 && fetch; } \
+      || { tail -20 "$STATE/logs/apt-repo.log"; die "apt-get download $debs failed"; }
+    (cd "$APT_REPO.tmp" && dpkg-scanpackages --multiversion . /dev/null >Packages 2>>"$STATE/logs/apt-repo.log") \
+      || die "dpkg-scanpackages failed (see $STATE/logs/apt-repo.log)"
+    echo "$key" >"$APT_REPO.tmp/.key"
+    rm -rf "$APT_REPO"; mv "$APT_REPO.tmp" "$APT_REPO"
+    step "local apt repository $APT_REPO made (${debs% })"
+  fi
 fi

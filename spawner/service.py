@@ -65,6 +65,8 @@ class ServiceOptions:
     extra_labels: tuple[tuple[str, str], ...] = ()
     #: This fleet's identity on the engine (spawner.pool.pool_owner); "" means every fleet's.
     fleet_id: str = ""
+    #: sources.list lines capability-image builds use instead of the worker image's own (SPAWNER_APT_SOURCES).
+    apt_sources: tuple[str, ...] = ()
 
 
 def new_agent_id(key: str) -> str:
@@ -265,7 +267,8 @@ class SpawnerService:
                                            reason="building_image", image=tag, progress=line)
 
                 with self.metrics.image_build(tag):
-                    self.backend.build_image(tag, capability_dockerfile(base_id, present, wanted), on_line=progress)
+                    dockerfile = capability_dockerfile(base_id, present, wanted, self.options.apt_sources)
+                    self.backend.build_image(tag, dockerfile, on_line=progress)
         return tag
 
     def _network_for(self, config: WorkerConfig) -> str:

@@ -55,6 +55,10 @@ class SpawnerSettings(BaseSettings):
     model_prices: str = ""
     gateway_port: int = Field(default=9810, ge=1, le=65535)
 
+    #: Debian sources for capability-image builds, instead of the worker image's own: sources.list
+    #: lines separated by `;` (an internal mirror; the test suite's local repository). Empty: the image's.
+    apt_sources: str = ""
+
     #: Extra labels on every agent container, as `key=value,key=value`.
     extra_labels: str = Field(default="", pattern=r"^([A-Za-z0-9._/-]+=[^,]*(,[A-Za-z0-9._/-]+=[^,]*)*)?$")
 
@@ -81,6 +85,18 @@ class SpawnerSettings(BaseSettings):
     def model_upstream_map(self) -> dict[str, str]:
         from spawner.gateway.core import parse_upstreams
         return parse_upstreams(self.model_upstreams)
+
+    @field_validator("apt_sources")
+    @classmethod
+    def _check_apt_sources(cls, value: str) -> str:
+        from spawner.factories import parse_apt_sources  # pure
+        parse_apt_sources(value)
+        return value
+
+    @property
+    def apt_source_lines(self) -> tuple[str, ...]:
+        from spawner.factories import parse_apt_sources
+        return parse_apt_sources(self.apt_sources)
 
     @field_validator("run_dir")
     @classmethod

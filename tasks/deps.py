@@ -44,6 +44,7 @@ def _build() -> tuple[SpawnerService, SpawnerSettings]:
         agent_redis_url=settings.redis_url if settings.agent_network == "host" else None,
         extra_labels=settings.extra_label_pairs,
         fleet_id=pool_owner(settings.redis_url, settings.queue),
+        apt_sources=settings.apt_source_lines,
     )
     backend = DockerBackend.from_env(run_dir=settings.run_dir or None)
     service = SpawnerService(backend=backend, store=RedisStore.from_url(settings.redis_url, events_max_bytes=settings.events_max_bytes),

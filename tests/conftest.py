@@ -22,6 +22,7 @@ import pytest
 
 from bench.fleet import RedisServer, stop_all
 from tests.leftovers import Ledger, reap_stale
+from tests.support import apt_repo
 from bench.fleet import free_port as _free_port  # noqa: F401 - the test modules import it from here
 
 #: No test, fixture or process of the suite reaches beyond 127.0.0.0/8 (tests/netguard/).
@@ -103,6 +104,12 @@ def docker_client() -> Iterator[Any]:
     _remove_agent_containers(client)
 
 
+@pytest.fixture(scope="session")
+def local_apt_repo() -> apt_repo.AptRepo:
+    """The local apt repository every fleet's capability builds use (tests/support/apt_repo.py)."""
+    return apt_repo.served()
+
+
 class Fleet:
     """Real `celery -A tasks worker` processes: a control pool and a turns pool, as `spawner up` runs."""
 
@@ -119,6 +126,8 @@ class Fleet:
             # cold creates: these suites find containers by their agent-id label, which a claimed
             # warm-pool container lacks; tests/integration/test_pool.py runs them on the pool
             "SPAWNER_WARM_POOL_SIZE": "0",
+            # capability images install from setup.sh's local repository, never the Debian archive
+            "SPAWNER_APT_SOURCES": apt_repo.served().sources,
             "CANARY_SECRET": "canary-" + uuid.uuid4().hex,
             "CELERY_TRACE_APP": "1",
             "PYTHONUNBUFFERED": "1",

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shlex
 from collections.abc import Iterable
 
 from orchestrator_cli import catalog
@@ -29,6 +31,7 @@ __all__ = [
     "capability_factory",
     "capability_image_tag",
     "git_identity_env",
+    "parse_apt_sources",
     "required_capability_packages",
     "skill_file",
 ]
@@ -153,14 +156,44 @@ def _packages(capabilities: Iterable[Capability]) -> tuple[str, ...]:
     return tuple(sorted({p for c in capabilities for p in capability_factory(c).apt_packages}))
 
 
-def capability_dockerfile(base_image: str, base_packages: Iterable[str], packages: Iterable[str]) -> str:
-    """The Dockerfile of a capability image: `base_image` plus the Debian `packages` it lacks."""
+#: One sources.list line (`deb [options] URI suite [component...]`), in characters that need no
+#: quoting in a Dockerfile or a shell: no quotes, `$`, backslash, `;` or newline.
+_APT_SOURCE_RE = re.compile(r"^deb (\[[A-Za-z0-9=,._/ -]+\] )?https?://[A-Za-z0-9._~:/%@+=-]+( [A-Za-z0-9._~/+-]+)+$")
+#: Where a capability build with its own apt sources writes them, for that build step only.
+_BUILD_SOURCES = "/tmp/spawner-apt-sources.list"
+
+
+def parse_apt_sources(text: str) -> tuple[str, ...]:
+    """`SPAWNER_APT_SOURCES`: sources.list lines separated by `;` or newlines ("" = none).
+
+    Raises ValueError naming the first line that is not `deb [options] URI suite [component...]`.
+    """
+    lines = tuple(" ".join(part.split()) for part in re.split(r"[;\n]", text) if part.strip())
+    for line in lines:
+        if not _APT_SOURCE_RE.match(line):
+            raise ValueError(f"{line!r} is not a sources.list line 'deb [options] http(s)://URI suite [component...]'")
+    return lines
+
+
+def capability_dockerfile(base_image: str, base_packages: Iterable[str], packages: Iterable[str],
+                          apt_sources: Iterable[str] = ()) -> str:
+    """The Dockerfile of a capability image: `base_image` plus the Debian `packages` it lacks.
+
+    With `apt_sources` (sources.list lines, see `parse_apt_sources`) apt reads those and nothing
+    else, for this build only: the image keeps the base image's own sources.
+    """
     missing = sorted(set(packages) - set(base_packages))
     every = " ".join(sorted(set(base_packages) | set(packages)))
+    sources = tuple(apt_sources)
+    apt, write_sources, drop_sources = "apt-get", "", ""
+    if sources:
+        apt = f"apt-get -o Dir::Etc::SourceList={_BUILD_SOURCES} -o Dir::Etc::SourceParts=-"
+        write_sources = f"printf '%s\\n' {' '.join(shlex.quote(s) for s in sources)} >{_BUILD_SOURCES} && "
+        drop_sources = f" {_BUILD_SOURCES}"
     return (
         f"FROM {base_image}\n"
         "USER root\n"
-        "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
-        f"{' '.join(missing)} && rm -rf /var/lib/apt/lists/*\n"
+        f"RUN {write_sources}{apt} update && DEBIAN_FRONTEND=noninteractive {apt} install -y --no-install-recommends "
+        f"{' '.join(missing)} && rm -rf /var/lib/apt/lists/*{drop_sources}\n"
         f'LABEL {names.LABEL_APT_PACKAGES}="{every}"\n'
     )

@@ -4,6 +4,7 @@ behind `orchestrator respond`, the permission guard inside a real container, a r
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import subprocess
 import threading
@@ -23,7 +24,11 @@ def _status_events(redis_client, agent_id: str) -> list[dict[str, Any]]:
             if json.loads(f["data"])["type"] == "status"]
 
 
-def test_a_new_capability_set_is_built_once_and_reused(client, docker_client, redis_client, fleet):
+def test_a_new_capability_set_is_built_once_and_reused(client, docker_client, redis_client, fleet, local_apt_repo):
+    """The build installs from the local apt repository on 127.0.0.1 (SPAWNER_APT_SOURCES), never
+    from the Debian archive: tests reach only 127.0.0.0/8."""
+    if (problem := local_apt_repo.problem()) is not None:
+        pytest.fail(problem)
     from spawner.exporter import serve
     from spawner.factories import capability_image_tag
     from spawner.models import Capability
@@ -37,6 +42,7 @@ def test_a_new_capability_set_is_built_once_and_reused(client, docker_client, re
     exporter = serve(fleet.redis_url, address="127.0.0.1", port=port)
     url = f"http://127.0.0.1:{port}/metrics"
     before = scrape(url)
+    served_before = len(local_apt_repo.requests)
     config = {"name": "caps", "agent": "shell", "capabilities": ["github", "git", "git"]}
     first = [client.send("create", config=config) for _ in range(2)]
     created = [r.get(timeout=600) for r in first]
@@ -50,6 +56,15 @@ def test_a_new_capability_set_is_built_once_and_reused(client, docker_client, re
         assert grew(before, scrape(url), "spawner_image_builds_total", image=tag, outcome="ok") == 1
     finally:
         exporter.shutdown()
+    # apt read the local repository's index and took gh from it...
+    served = local_apt_repo.requests[served_before:]
+    assert ("/./Packages", 200) in served and any(p.startswith("/./gh_") and code == 200 for p, code in served), served
+    # ...and no other source: the build step's sources name only 127.0.0.1, the image's own are off
+    history = docker_client.api.history(tag)
+    own = history[:[h["Id"] for h in history].index(base_id)]  # the layers on top of the worker image
+    steps = [h["CreatedBy"] for h in own if "apt-get" in h["CreatedBy"]]
+    assert len(steps) == 1 and "Dir::Etc::SourceParts=-" in steps[0], steps
+    assert re.findall(r"\w+://[^\s']+", steps[0]) == [local_apt_repo.url], steps[0]
     turn = client.call("send_command", agent_id=third["agent_id"], command="id -un; gh --version | head -1; git --version")
     lines = turn["output"].splitlines()
     assert lines[0] == "worker" and lines[1].startswith("gh version") and lines[2].startswith("git version")

@@ -83,6 +83,11 @@ def test_a_bad_setting_stops_with_one_line_naming_the_variable():
         load_settings({"SPAWNER_IDLE_TTL_SECONDS": "soon"})
     with pytest.raises(SettingsError, match="SPAWNER_REDIS_URL"):
         load_settings({"SPAWNER_REDIS_URL": "http://x"})
+    with pytest.raises(SettingsError, match="SPAWNER_APT_SOURCES"):
+        load_settings({"SPAWNER_APT_SOURCES": "deb http://mirror.internal/debian"})
+    assert load_settings({}).apt_source_lines == ()
+    assert load_settings({"SPAWNER_APT_SOURCES": "deb http://m/debian bookworm main;deb http://m/s bookworm-security main"}
+                         ).apt_source_lines == ("deb http://m/debian bookworm main", "deb http://m/s bookworm-security main")
 
 
 def test_transcript_shows_commands_output_lines_and_exits_in_order():

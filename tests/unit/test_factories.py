@@ -19,7 +19,9 @@ from spawner import errors, names
 from spawner.factories import (
     build_spec,
     capability_checks,
+    capability_dockerfile,
     capability_image_tag,
+    parse_apt_sources,
     required_capability_packages,
 )
 from spawner.factories.base import INPUT_PLACEHOLDER
@@ -170,6 +172,33 @@ def test_capability_image_tag_is_deterministic_and_order_insensitive() -> None:
 
 def test_no_capabilities_means_the_base_image_itself() -> None:
     assert capability_image_tag("sha256:abc", []) == "sha256:abc"
+
+
+def test_a_capability_build_installs_what_the_base_lacks_from_the_images_own_sources() -> None:
+    dockerfile = capability_dockerfile("sha256:abc", ["git", "curl"], ["gh", "git"])
+    assert dockerfile.splitlines()[0] == "FROM sha256:abc"
+    assert "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gh &&" \
+        in dockerfile
+    assert "SourceList" not in dockerfile and 'spawner.apt-packages="curl gh git"' in dockerfile
+
+
+def test_apt_sources_replace_the_images_own_for_the_build_only() -> None:
+    sources = parse_apt_sources(" deb [trusted=yes]  http://127.0.0.1:8080/ ./ ;deb http://mirror.internal/debian bookworm main\n")
+    assert sources == ("deb [trusted=yes] http://127.0.0.1:8080/ ./", "deb http://mirror.internal/debian bookworm main")
+    run = next(line for line in capability_dockerfile("sha256:abc", [], ["gh"], sources).splitlines()
+               if line.startswith("RUN "))
+    assert run.count("apt-get -o Dir::Etc::SourceList=/tmp/spawner-apt-sources.list -o Dir::Etc::SourceParts=- ") == 2
+    assert "'deb [trusted=yes] http://127.0.0.1:8080/ ./' 'deb http://mirror.internal/debian bookworm main'" in run
+    assert run.endswith("rm -rf /var/lib/apt/lists/* /tmp/spawner-apt-sources.list")
+    assert parse_apt_sources("") == () and parse_apt_sources(" ; ") == ()
+
+
+@pytest.mark.parametrize("bad", ["deb http://mirror.internal/debian", "deb-src http://m/debian bookworm main",
+                                 "deb file:///srv/debian bookworm main", "deb http://m/debian bookworm main'",
+                                 "deb http://m/$(id) bookworm main", "http://m/debian bookworm main"])
+def test_an_apt_source_that_is_not_one_plain_deb_line_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="is not a sources.list line"):
+        parse_apt_sources(bad)
 
 
 def test_unknown_capability_is_an_invalid_request() -> None:
