@@ -87,6 +87,10 @@ def run(*, smoke: bool, out: Path, image: str, pool_size: int) -> dict[str, Any]
         from bench import gateway as gateway_bench  # noqa: PLC0415 - aiohttp only when measured
         ours["gateway"] = gateway_bench.run(image=image, smoke=smoke, log=log)
 
+        log("live turn events: the stand-in sends a text block -> a Pub/Sub subscriber has the message event")
+        from bench import live  # noqa: PLC0415
+        ours["live"] = live.run(image=image, smoke=smoke, log=log)
+
         log("noisy neighbour: one agent printing random bytes while others run turns")
         from bench import noisy  # noqa: PLC0415
         ours["noisy"] = noisy.run(image=image, smoke=smoke, log=log)
@@ -111,6 +115,9 @@ def write_reports(results: dict[str, Any], out: Path, *, smoke: bool) -> None:
     if "noisy" in results["ours"]:  # bench/noisy.py (results written before it existed lack it)
         from bench import noisy  # noqa: PLC0415
         notes = noisy.markdown(results["ours"]["noisy"]["summary"]) + "\n" + notes
+    if "live" in results["ours"]:  # bench/live.py (results written before it existed lack it)
+        from bench import live  # noqa: PLC0415
+        notes = live.markdown(results["ours"]["live"]["summary"]) + "\n" + notes
     (out / "benchmarks.md").write_text(report.markdown(results, plot_name=plot_name, json_name="benchmarks.json",
                                                        notes=notes))
 
@@ -140,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     for key, what, limit, unit in noisy.TARGETS if "noisy" in results["ours"] else ():
         value = results["ours"]["noisy"]["summary"][key]
         print(f"{'met   ' if value <= limit else 'MISSED'} {what}: {value:.2f} (limit {limit:g} {unit})")
+    if "live" in results["ours"]:
+        live_p95 = results["ours"]["live"]["summary"]["message_ms_p95"]
+        print(f"{'met   ' if results['ours']['live']['summary']['meets_target'] else 'MISSED'} live message event "
+              f"p95: {live_p95} (limit 50 ms)")
     print(f"wrote {args.out}/benchmarks.md, benchmarks.json, benchmarks-create.png")
     return 0
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -161,6 +162,8 @@ class ModelStandin:
         self.default_answer: Answer = Text("ok")
         #: keep a record of every request (a benchmark making thousands turns it off)
         self.record = True
+        #: time.monotonic() at which each held answer had sent its text and began holding (Text.hold)
+        self.holds: list[float] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
@@ -274,13 +277,13 @@ class ModelStandin:
         model = body.get("model", self.model) if isinstance(body, dict) else self.model
         return await self._stream(request, openai_events(answer, model=model))
 
-    @staticmethod
-    async def _stream(request: web.Request, events: list[bytes], *, hold: threading.Event | None = None,
+    async def _stream(self, request: web.Request, events: list[bytes], *, hold: threading.Event | None = None,
                       hold_before: bytes = b"") -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         for event in events:
             if hold is not None and event.startswith(hold_before):
+                self.holds.append(time.monotonic())
                 await asyncio.get_running_loop().run_in_executor(None, hold.wait)
             await response.write(event)
         await response.write_eof()
