@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ import pytest
 
 from bench.fleet import free_port, stop_all
 from spawner import names
+from spawner.backend.runner_socket import RunDirs
 from tests.conftest import REPO, TEST_RUN, Fleet
 from tests.support.model_standin import ModelStandin
 
@@ -106,8 +108,10 @@ def gateway_fleet(redis_server: Any, docker_api: Any, tmp_path_factory: pytest.T
         except Exception:  # noqa: BLE001 - best effort; the containers are removed below anyway
             pass
     stop_all(fleet.procs, timeout=20)
+    folders = RunDirs(run_dir)
     for c in docker_api.api.containers(all=True, filters={"label": f"spawner.test-run={TEST_RUN}"}):
-        if c["Labels"].get(names.LABEL_RUN_DIR, "").startswith(run_dir):
+        if (path := c["Labels"].get(names.LABEL_RUN_DIR, "")).startswith(run_dir + "/"):
             docker_api.api.remove_container(c["Id"], force=True, v=True)
+            folders.remove(path)  # a small tmpfs: unmounted, then removed
     gf.standin.stop()
-    subprocess.run(["rm", "-rf", run_dir], check=False)
+    shutil.rmtree(run_dir, ignore_errors=True)
