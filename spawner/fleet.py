@@ -59,6 +59,8 @@ class ProcessSpec:
     argv: tuple[str, ...]
     env: dict[str, str]  # added to the inherited environment
     what: str  # one line for the summary
+    #: written to the process's stdin, then closed (a secret that must stay out of `ps`)
+    stdin: bytes = b""
 
 
 def plan(opts: UpOptions, *, python: str, queue: str, turns_queue: str) -> list[ProcessSpec]:
@@ -104,9 +106,11 @@ def private_redis_spec(redis_url: str, data_dir: Path, *, binary: str = "redis-s
     port = parts.port or 6379
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--appendonly", "yes",
             "--save", "", "--daemonize", "no", "--protected-mode", "yes"]
-    if parts.password:
-        argv += ["--requirepass", parts.password]
-    return ProcessSpec("redis", tuple(argv), {}, f"redis-server on 127.0.0.1:{port} (data in {data_dir})")
+    # a password goes in as configuration on stdin ("-"), never in argv, which `ps` shows to every user
+    stdin = f"requirepass {parts.password}\n".encode() if parts.password else b""
+    if stdin:
+        argv.insert(1, "-")
+    return ProcessSpec("redis", tuple(argv), {}, f"redis-server on 127.0.0.1:{port} (data in {data_dir})", stdin)
 
 
 def _host(address: str) -> str:

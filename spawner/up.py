@@ -25,6 +25,7 @@ import os
 import queue
 import shlex
 import shutil
+import secrets
 import signal
 import socket
 import subprocess
@@ -93,6 +94,12 @@ def _tail(path: Path, lines: int = 12) -> str:
     return "\n".join("    " + line for line in data.splitlines()[-lines:])
 
 
+def _password_of(url: str) -> str | None:
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    return urlsplit(url).password
+
+
 def _safe_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     return scheme + sep + rest.rsplit("@", 1)[-1] if sep else url
@@ -124,6 +131,8 @@ class Fleet:
     # ---------------------------------------------------------------------------- start
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
+        if self.settings.agents_may_share_loopback:
+            self.secure_for_host_network()
         self.ensure_redis()
         self.ensure_image()
         python = sys.executable
@@ -144,15 +153,39 @@ class Fleet:
             env.pop("FLOWER_UNAUTHENTICATED_API", None)
         log = open(self.logs / f"{spec.name}.log", "ab")  # noqa: SIM115 - kept open for the child's life
         try:
-            self.procs[spec.name] = subprocess.Popen(
-                list(spec.argv), cwd=self.workdir, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+            self.procs[spec.name] = proc = subprocess.Popen(
+                list(spec.argv), cwd=self.workdir, env=env, stdin=subprocess.PIPE if spec.stdin else subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+            if spec.stdin and proc.stdin is not None:
+                proc.stdin.write(spec.stdin)
+                proc.stdin.close()
         except OSError as exc:
             raise StartError("StartFailed", f"could not start {spec.name} ({spec.argv[0]}: {exc})") from None
         finally:
             log.close()
         self.specs[spec.name] = spec
         self.write_state(ready=False)
+
+    def secure_for_host_network(self) -> None:
+        """Agents may get network `host`, so they share this machine's loopback (CONTRACT §8.4): the
+        Redis and Flower started here get a generated password and login, written to a 0600 file
+        in the data folder (never to a command line), unless the operator gave their own."""
+        generated = []
+        if not self.opts.flower_basic_auth:
+            self.opts = replace(self.opts, flower_basic_auth=f"spawner:{secrets.token_urlsafe(18)}")
+            generated.append(f"FLOWER_BASIC_AUTH={self.opts.flower_basic_auth}")
+        if redis_answers(self.redis_url) is not None and _password_of(self.redis_url) is None:
+            scheme, _, rest = self.redis_url.partition("://")
+            self.redis_url = f"{scheme}://:{secrets.token_urlsafe(24)}@{rest}"  # for the private Redis started next
+            generated.append(f"SPAWNER_REDIS_URL={self.redis_url}")
+        if generated:
+            self.opts.data_dir.mkdir(parents=True, exist_ok=True)
+            path = self.opts.data_dir / "credentials"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write("".join(line + "\n" for line in generated))
+            self.step(f"agents may get network host: generated {', '.join(g.split('=')[0] for g in generated)} "
+                      f"in {path} (mode 0600)")
 
     def ensure_redis(self) -> None:
         reason = redis_answers(self.redis_url)
@@ -166,7 +199,7 @@ class Fleet:
         except ValueError as exc:
             raise StartError("Unavailable", f"Redis at {_safe_url(self.redis_url)} does not answer ({reason}) and "
                                             f"{exc}; start that Redis, or unset SPAWNER_REDIS_URL") from None
-        port = int(spec.argv[2])
+        port = int(spec.argv[spec.argv.index("--port") + 1])
         if not _port_free(port):
             raise StartError("PortInUse", f"127.0.0.1:{port} is taken by something that is not a usable Redis "
                                           f"({reason}); free it, or set SPAWNER_REDIS_URL to another port")
@@ -183,7 +216,9 @@ class Fleet:
             time.sleep(0.05)
         self.redis_note = f"started by spawner up, data in {self.opts.data_dir / 'redis'}"
         self.step(f"no Redis answered at {_safe_url(self.redis_url)}: started a private one ({self.redis_note})")
-        for other in {self.settings.broker, self.settings.backend} - {self.redis_url}:
+        # only a broker or backend of their own: unset, they are this Redis (self.redis_url, which
+        # may carry a password generated for a host-network fleet, unlike settings.redis_url)
+        for other in {u for u in (self.settings.broker_url, self.settings.result_backend) if u} - {self.redis_url}:
             if (why := redis_answers(other)) is not None:
                 raise StartError("Unavailable", f"{_safe_url(other)} (SPAWNER_BROKER_URL / SPAWNER_RESULT_BACKEND) "
                                                 f"does not answer ({why})")
@@ -266,7 +301,8 @@ class Fleet:
 
     def wait_ready(self) -> None:
         from celery import Celery
-        app = Celery(broker=self.settings.broker, backend=self.settings.backend)
+        app = Celery(broker=self.settings.broker_url or self.redis_url,
+                     backend=self.settings.result_backend or self.redis_url)
         host = socket.gethostname()
         nodes = {f"control@{host}", f"turns@{host}"}
         flower = f"http://{_connect_host(self.opts.flower_address)}:{self.opts.flower_port}/healthcheck"

@@ -32,3 +32,37 @@ def test_a_worker_refuses_to_start_when_agents_may_reach_a_redis_without_a_passw
     log = (tmp_path / f"worker-refuse{'-' + XDIST_WORKER if XDIST_WORKER else ''}.log").read_text()
     assert "refusing to start: agents may get network host" in log
     assert f"127.0.0.1:{redis_server.port}/0 answers without a password" in log
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_spawner_up_gives_a_host_network_fleet_a_redis_password_and_a_flower_login(tmp_path: Path):
+    import os
+    import signal
+
+    import redis
+
+    from tests.conftest import TEST_IMAGE, _free_port
+    from tests.operator.conftest import SPAWNER, http_get
+    from tests.operator.test_up import Up, fleet_env
+
+    port = _free_port()  # nothing answers there: up starts a private Redis
+    up = Up(tmp_path, fleet_env(f"redis://127.0.0.1:{port}/0", SPAWNER_AGENT_NETWORK="host",
+                                SPAWNER_WORKER_IMAGE=TEST_IMAGE), [SPAWNER, "up", "--no-build"])
+    try:
+        state = up.wait_ready(timeout=180)  # the workers started: they found a Redis with a password
+        credentials = up.data_dir / "credentials"
+        assert oct(os.stat(credentials).st_mode & 0o777) == "0o600"
+        lines = dict(line.split("=", 1) for line in credentials.read_text().splitlines())
+        assert set(lines) == {"FLOWER_BASIC_AUTH", "SPAWNER_REDIS_URL"}
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(port=port).ping()
+        assert redis.Redis.from_url(lines["SPAWNER_REDIS_URL"]).ping()
+        password = lines["SPAWNER_REDIS_URL"].split("@")[0].rsplit(":", 1)[1]
+        for pid in state["processes"].values():  # no command line carries a secret
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().decode()
+            assert password not in argv and lines["FLOWER_BASIC_AUTH"] not in argv
+        assert http_get(f"{state['flower']}/api/workers", timeout=15)[0] == 401
+    finally:
+        up.stop(signal.SIGINT) if up.proc.poll() is None else None
+        up.kill()

@@ -41,9 +41,12 @@ def test_flower_needs_credentials_unless_bound_to_loopback():
 
 def test_a_private_redis_only_for_a_loopback_redis_url():
     spec = private_redis_spec("redis://:pw@127.0.0.1:6390/2", Path("/d/redis"))
-    assert spec.argv[:3] == ("redis-server", "--port", "6390")
-    assert "--appendonly" in spec.argv and ("--requirepass", "pw") == spec.argv[-2:]
-    assert ("--bind", "127.0.0.1") == spec.argv[3:5]
+    # the password is configuration on stdin ("-"), never in argv where `ps` shows it
+    assert spec.argv[:4] == ("redis-server", "-", "--port", "6390")
+    assert "--appendonly" in spec.argv and "pw" not in " ".join(spec.argv) and spec.stdin == b"requirepass pw\n"
+    assert ("--bind", "127.0.0.1") == spec.argv[4:6]
+    plain = private_redis_spec("redis://127.0.0.1:6390/2", Path("/d/redis"))
+    assert plain.argv[:3] == ("redis-server", "--port", "6390") and plain.stdin == b""
     with pytest.raises(ValueError, match="not this machine"):
         private_redis_spec("redis://10.1.2.3:6379/0", Path("/d"))
     with pytest.raises(ValueError, match="rediss"):
