@@ -396,14 +396,19 @@ class SpawnerService:
             self.store.publish_once(agent_id, names.turn_once_key(command_id, "started"), "status",
                                     state=AgentState.BUSY.value, reason="turn started",
                                     command_id=command_id, command=command[:COMMAND_IN_EVENT_MAX_CHARS])
+        outcome: dict[str, Any] = {}
         try:
-            return self._follow_turn(record, container_id, command, command_id, plan.argv,
-                                     plan.stdin_input, timeout_seconds, lease)
+            outcome = self._follow_turn(record, container_id, command, command_id, plan.argv,
+                                        plan.stdin_input, timeout_seconds, lease)
+            return outcome
         finally:
             if lease.held and self.store.turn_finished(agent_id, command_id) == 0:
                 current = self.store.get_record(agent_id)
                 if current is not None and current.state == AgentState.BUSY:
-                    self._set_state(agent_id, AgentState.IDLE, reason="turn finished",
+                    reason = ("turn finished; model budget exhausted (config model.budget_usd): the gateway "
+                              "refuses this agent's model requests") if outcome.get("budget_exhausted") \
+                        else "turn finished"
+                    self._set_state(agent_id, AgentState.IDLE, reason=reason,
                                     last_activity_at=self._now())
 
     def _follow_turn(self, record: AgentRecord, container_id: str, command: str, command_id: str,

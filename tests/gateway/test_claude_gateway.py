@@ -102,7 +102,8 @@ def test_a_budget_stops_the_next_model_request(gateway_fleet: GatewayFleet) -> N
     assert result["usage"]["requests"] == 1
     assert "budget" in (result["response"] or "") + result["output"]
     status = gf.call("status", agent_id=agent_id)
-    assert status["state"] in ("idle", "busy")
+    assert status["state"] == "idle" and "model budget exhausted" in status["reason"]
+    assert status["usage"]["requests"] == 1
     # the next turn is refused at once as well
     again = gf.call("send_command", agent_id=agent_id, command="Try again.", timeout=240)
     assert again["budget_exhausted"] is True
