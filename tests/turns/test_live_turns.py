@@ -223,3 +223,42 @@ def test_the_readme_chat_bot_prints_live_messages_and_tools_then_the_answer(gate
     assert lines == ['[Bash] {"command": "echo $((2 + 2))", "description": "add"}',
                      "2 + 2 is 4.", "2 + 2 is 4.",
                      "Doubled, that is 8.", "Doubled, that is 8."]
+
+
+def test_a_second_ctrl_c_within_two_seconds_in_send_follow_cancels_the_turn(
+        gateway_fleet: GatewayFleet, docker_api: Any) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    gf = gateway_fleet
+    created = gf.call("create", config={"name": "sleeper", "agent": "shell"})
+    agent_id = created["agent_id"]
+    proc = subprocess.Popen([sys.executable, "-m", "spawner.cli", "send", agent_id,
+                             "echo begun; sleep 60; echo never", "--follow"],
+                            cwd=REPO, env=gf.fleet.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    readers = [threading.Thread(target=lambda s=s, f=f: seen[s].extend(f), daemon=True)
+               for s, f in (("stdout", proc.stdout), ("stderr", proc.stderr))]
+    for reader in readers:
+        reader.start()
+    try:
+        wait_for("the follow printing the turn's output", lambda: "begun\n" in seen["stdout"])
+        proc.send_signal(signal.SIGINT)  # the first stops following, as before
+        wait_for("the offer to cancel", lambda: any("Ctrl-C again" in line for line in seen["stderr"]))
+        proc.send_signal(signal.SIGINT)  # the second, at once: cancel
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    for reader in readers:
+        reader.join(timeout=30)
+    assert proc.returncode == 130
+    assert any("cancelled" in line for line in seen["stderr"]), seen["stderr"]
+    status = wait_for("the turn's end", lambda: (s := gf.call("status", agent_id=agent_id))["running_command_id"]
+                      is None and s)
+    assert status["state"] == "idle"
+    assert "sleep 60" not in in_container(docker_api, created["container_id"], "ps -eo args")
