@@ -110,6 +110,9 @@ print(" ".join(sorted({p for c in Capability for p in capability_factory(c).apt_
   have=$(docker run --rm --network none --entrypoint dpkg-query "$TEST_IMAGE" -W -f '${db:Status-Status} ${Package}\n' \
          | awk '$1 == "installed" {print $2}' | sort -u)
   # shellcheck disable=SC2086 # word splitting wanted
+  apt-cache show $wanted >/dev/null 2>&1 || apt-get update -qq >>"$STATE/logs/apt-repo.log" 2>&1 \
+    || { tail -20 "$STATE/logs/apt-repo.log"; die "apt-get update failed"; }
+  # shellcheck disable=SC2086
   closure=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces \
             --no-enhances $wanted | grep '^[a-z0-9]' | sed 's/:any$//' | sort -u)
   debs=$(comm -23 <(echo "$closure") <(echo "$have") | tr '\n' ' ')
