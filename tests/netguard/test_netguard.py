@@ -192,3 +192,18 @@ def test_a_refusal_the_code_swallows_still_fails_its_test(tmp_path):
     assert "2 errors" in summary, done.stdout  # the two swallowing tests error at teardown
     assert "ERROR" in done.stdout and "test_stays_on_loopback" not in done.stdout.split("short test summary")[1]
     assert done.stdout.count("socket.connect to 192.0.2.1:9: not a loopback address") >= 2, done.stdout
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+
+
+@pytest.mark.docker
+@pytest.mark.redis
+def test_the_session_fleets_workers_run_under_the_guard(fleet):
+    assert set(fleet.procs) >= {"worker-control", "worker-turns"}
+    for name, proc in fleet.procs.items():
+        env = _environ(proc.pid)
+        assert env.get("NETGUARD_LOG") == str(LOG), name
+        assert str(SITE) in env.get("PYTHONPATH", "").split(os.pathsep), name
