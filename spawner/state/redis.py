@@ -500,7 +500,8 @@ class RedisStore:
 
     # ---------------------------------------------------------------------------- agent identities
     def create_agent_identity(self, agent_id: str, *, password: str, base_url: str) -> str:
-        """A Redis ACL user that may only append to and publish on this agent's own names.
+        """A Redis ACL user that may only append to this agent's own stream and publish on its
+        own `response` channel (never `status` or any other event type's channel).
 
         Returns the URL the agent uses (user and password in it); it is handed to the container
         through the secrets file only, never its environment or labels.
@@ -509,7 +510,7 @@ class RedisStore:
         with self._translated("creating the agent's Redis user"):
             self._r.execute_command(
                 "ACL", "SETUSER", user, "reset", "on", f">{password}",
-                f"~{names.agent_events_key(agent_id)}", f"&{names.agent_channel_pattern(agent_id)}",
+                f"~{names.agent_events_key(agent_id)}", f"&{names.agent_channel(agent_id, 'response')}",
                 "+ping", "+xadd", "+publish", "+hello", "+client|setname", "+auth", "+select",
             )
         scheme, _, rest = base_url.partition("://")

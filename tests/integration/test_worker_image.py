@@ -140,6 +140,11 @@ def test_orchestrator_respond_reaches_pubsub_and_the_stream_with_the_agents_own_
     assert not any(json.loads(f["data"]).get("message") == "forged"
                    for _, f in redis_client.xrange(f"agents:{other}:events"))
 
+    # nor publish on its own channels of other event types (a forged live `status`)
+    publish = ("/opt/venv/bin/python -c \"import os, redis; r = redis.Redis.from_url(os.environ['ORCHESTRATOR_REDIS_URL'], "
+               f"protocol=2); r.publish('agents:{allowed}:status', '{{}}')\"")
+    assert "no permissions to access one of the channels" in call("send_command", agent_id=allowed, command=publish)["output"]
+
     # a command outside the allow-list is denied inside the container
     denied_agent = call("create", config={"name": "mute", "agent": "shell"})["agent_id"]
     denied = call("send_command", agent_id=denied_agent, command="orchestrator respond hi --json")
