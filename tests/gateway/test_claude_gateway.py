@@ -136,3 +136,51 @@ def test_the_model_down_ends_the_turn_with_a_clear_error(gateway_fleet: GatewayF
     assert result["exit_code"] != 0
     assert "cannot reach the anthropic upstream" in (result["response"] or "") + result["output"]
     assert result["usage"]["requests"] == 0  # nothing reached a model, nothing is counted
+
+
+def test_a_warm_pool_agent_reaches_its_model_too(gateway_fleet: GatewayFleet, redis_server: Any, docker_api: Any,
+                                                 tmp_path: Any) -> None:
+    """`spawner up` keeps a warm pool by default: a claimed pool container was made before the
+    agent's `model` was known, so its model environment comes through the env file at claim."""
+    import time
+    import uuid
+
+    from bench.fleet import stop_all
+    from spawner.pool import pool_owner
+    from tests.conftest import Fleet
+
+    gf = gateway_fleet
+    queue = "gwpool-" + uuid.uuid4().hex[:6]
+    pooled = Fleet(redis_server.url, tmp_path, extra_env={**{k: v for k, v in gf.fleet.env.items()
+                                                             if k.startswith("SPAWNER_") or k == KEY_VAR},
+                                                          "SPAWNER_QUEUE": queue, "SPAWNER_WARM_POOL_SIZE": "1"})
+    pooled.start()
+    try:
+        owner = pool_owner(redis_server.url, queue)
+        # the pool fills once a worker has started (its reconcile asks for a refill); a create also would
+        gf.app.send_task("spawner.pool_refill", queue=queue)
+        deadline = time.monotonic() + 120
+        while not [c for c in docker_api.api.containers(filters={"label": f"{names.LABEL_POOL_OWNER}={owner}"})
+                   if c["State"] == "paused"]:  # paused: made, checked and offered
+            assert time.monotonic() < deadline, "the warm pool never filled"
+            time.sleep(0.2)
+        config = {"name": "pooled", "agent": "claude-code",
+                  "model": {"provider": "anthropic", "key": KEY_VAR, "model": "claude-sonnet-4-5"}}
+        created = gf.app.send_task("spawner.create", kwargs={"config": config}, queue=queue).get(timeout=180)
+        labels = docker_api.api.inspect_container(created["container_id"])["Config"]["Labels"]
+        assert names.LABEL_POOL in labels  # it was a pool container
+        gf.standin.script(Text("pooled and answering"))
+        result = gf.app.send_task("spawner.send_command", kwargs={"agent_id": created["agent_id"], "command": "hi"},
+                                  queue=queue).get(timeout=240)
+        assert result["response"] == "pooled and answering"
+        assert result["usage"]["requests"] == 1
+        assert gf.key not in json.dumps(docker_api.api.inspect_container(created["container_id"]))
+        gf.app.send_task("spawner.delete", kwargs={"agent_id": created["agent_id"]}, queue=queue).get(timeout=120)
+    finally:
+        stop_all(pooled.procs, timeout=20)
+        from spawner.backend.runner_socket import RunDirs
+        folders = RunDirs(gf.run_dir)
+        for c in docker_api.api.containers(all=True, filters={"label": f"{names.LABEL_POOL_OWNER}={owner}"}):
+            docker_api.api.remove_container(c["Id"], force=True, v=True)
+            if path := c["Labels"].get(names.LABEL_RUN_DIR):
+                folders.remove(path)
