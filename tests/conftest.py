@@ -50,7 +50,8 @@ def _session_ledger() -> None:
         engine.ping()
     except Exception:  # noqa: BLE001 - no engine: the Docker tests fail on their own, clearly
         engine = None
-    for line in reap_stale(OUTPUT_DIR / "sessions", engine):
+    remove = None if engine is None else (lambda label: _remove_agent_containers(engine, label))
+    for line in reap_stale(OUTPUT_DIR / "sessions", remove):
         print(f"[leftovers of a killed session] {line}")
 
 
@@ -185,14 +186,22 @@ def fleet(redis_server: RedisServer, docker_client: Any) -> Iterator[Fleet]:
     _remove_agent_containers(docker_client)
 
 
-def _remove_agent_containers(docker_client: Any) -> None:
-    """Remove every container this test session made (never others), and its socket folder."""
+def _remove_agent_containers(docker_client: Any, label: str = TEST_RUN_FILTER["label"]) -> int:
+    """Remove every container this test session made (never others), or those with `label` (a
+    killed session's), and their socket folders; how many."""
+    import docker
     from spawner.backend.runner_socket import RunDirs
 
-    for c in docker_client.api.containers(all=True, filters=TEST_RUN_FILTER):
-        docker_client.api.remove_container(c["Id"], force=True, v=True)
+    removed = 0
+    for c in docker_client.api.containers(all=True, filters={"label": label}):
+        try:
+            docker_client.api.remove_container(c["Id"], force=True, v=True)
+        except docker.errors.NotFound:  # gone meanwhile (two xdist workers reap one killed session)
+            continue
+        removed += 1
         if run_dir := c["Labels"].get("spawner.run_dir"):  # a small tmpfs: unmounted, then removed
             RunDirs(os.path.dirname(run_dir)).remove(run_dir)
+    return removed
 
 
 @pytest.fixture

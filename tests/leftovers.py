@@ -15,8 +15,8 @@ import os
 import shutil
 import signal
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 
 def start_time(pid: int) -> int | None:
@@ -105,8 +105,9 @@ def kill_if_same(pid: int, start: int) -> bool:
     return True
 
 
-def reap_stale(directory: Path, docker_client: Any | None) -> list[str]:
-    """Clean up after every session in `directory` whose pytest process is gone; what was done."""
+def reap_stale(directory: Path, remove_containers: Callable[[str], int] | None) -> list[str]:
+    """Clean up after every session in `directory` whose pytest process is gone; what was done.
+    `remove_containers(label)` removes the containers carrying a label (None: no engine)."""
     done: list[str] = []
     for path in sorted(directory.glob("*.jsonl")) if directory.is_dir() else []:
         try:
@@ -118,14 +119,10 @@ def reap_stale(directory: Path, docker_client: Any | None) -> list[str]:
         for entry in ledger.processes:
             if kill_if_same(entry["pid"], entry["start"]):
                 done.append(f"killed pid {entry['pid']}")
-        if docker_client is not None:
+        if remove_containers is not None:
             for label in ledger.labels:
-                for c in docker_client.api.containers(all=True, filters={"label": label}):
-                    try:
-                        docker_client.api.remove_container(c["Id"], force=True, v=True)
-                    except Exception:  # noqa: BLE001 - gone already: another session reaps at the same time
-                        continue
-                    done.append(f"removed container {c['Id'][:12]} ({label})")
+                if removed := remove_containers(label):
+                    done.append(f"removed {removed} containers ({label})")
         for folder in ledger.folders:
             shutil.rmtree(folder, ignore_errors=True)
             done.append(f"removed {folder}")

@@ -27,6 +27,7 @@ def test_a_killed_sessions_processes_are_reaped_and_a_live_sessions_are_not(tmp_
         stale.owner = {"pid": dead_pid(), "start": 1}  # its pytest process is gone
         stale.path.write_text("")
         stale._append({"owner": stale.owner})
+        stale.label("spawner.test-run=stale")
         stale.process(killed_session.pid)
         # a recorded PID whose start time differs is some other process now: never touched
         stale._append({"pid": other.pid, "start": (start_time(other.pid) or 0) + 1})
@@ -36,10 +37,13 @@ def test_a_killed_sessions_processes_are_reaped_and_a_live_sessions_are_not(tmp_
         live = Ledger.open(tmp_path, "live", test_label="spawner.test-run=live")  # owned by this process
         live.process(live_session.pid)
 
-        done = reap_stale(tmp_path, docker_client=None)
+        labels: list[str] = []
+        done = reap_stale(tmp_path, lambda label: labels.append(label) or 2)
 
         assert killed_session.wait(timeout=30) == -9
-        assert done == [f"killed pid {killed_session.pid}", f"removed {folder}"]
+        assert labels == ["spawner.test-run=stale"]  # the killed session's containers, never the live one's
+        assert done == [f"killed pid {killed_session.pid}", "removed 2 containers (spawner.test-run=stale)",
+                        f"removed {folder}"]
         assert not folder.exists() and not stale.path.exists()
         assert live_session.poll() is None and other.poll() is None and live.path.exists()
         assert Ledger.parse(live.path).processes == [{"pid": live_session.pid, "start": start_time(live_session.pid)}]
