@@ -214,24 +214,27 @@ class SseUsageReader:
         self._skipping = False
 
     def feed(self, chunk: bytes) -> None:
-        start = 0
-        while True:
-            end = chunk.find(b"\n", start)
-            if end < 0:
-                rest = chunk[start:]
-                if not self._skipping:
-                    self._buf += rest
-                    if len(self._buf) > self._max_line:
-                        self._buf.clear()
-                        self._skipping = True
+        if self._skipping:  # the rest of an over-long line
+            newline = chunk.find(b"\n")
+            if newline < 0:
                 return
-            if self._skipping:
-                self._skipping = False
-            else:
-                self._buf += chunk[start:end]
-                self._line(bytes(self._buf))
-            self._buf.clear()
-            start = end + 1
+            self._skipping = False
+            chunk = chunk[newline + 1:]
+        data = bytes(self._buf) + chunk if self._buf else chunk
+        newline = data.rfind(b"\n")
+        if newline < 0:
+            complete, rest = b"", data
+        else:
+            complete, rest = data[:newline], data[newline + 1:]
+        # most chunks are text deltas only: one scan per word, and no line is looked at
+        if complete and any(word in complete for word in _WORDS[self.provider]):
+            for line in complete.split(b"\n"):
+                self._line(line)
+        self._buf.clear()
+        if len(rest) > self._max_line:
+            self._skipping = True
+        else:
+            self._buf += rest
 
     def _line(self, line: bytes) -> None:
         line = line.rstrip(b"\r")
