@@ -149,3 +149,20 @@ def test_a_registration_whose_run_folder_is_gone_is_dropped(gateway_fleet: Gatew
     agent.store.register("ag-wake" + uuid.uuid4().hex[:8], {"run_path": "/nowhere/x", "provider": "anthropic",
                                                              "key": KEY_VAR})  # a nudge; not under the root: ignored
     _wait_for(lambda: agent.agent_id not in agent.store.registrations(), "the registration to be dropped")
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"SPAWNER_MODEL_PRICES": "/nonexistent/prices.json"}, "SPAWNER_MODEL_PRICES"),
+    ({"SPAWNER_RUN_DIR": ""}, "SPAWNER_RUN_DIR"),
+    ({"SPAWNER_MODEL_UPSTREAMS": "google=https://x"}, "SPAWNER_MODEL_UPSTREAMS"),
+])
+def test_the_gateway_refuses_to_start_on_a_bad_setting_naming_it(env: dict[str, str], says: str) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    done = subprocess.run([sys.executable, "-m", "spawner.cli", "gateway", "--port", "0"], cwd=REPO, timeout=60,
+                          env={**{k: v for k, v in os.environ.items() if not k.startswith("SPAWNER_")},
+                               "SPAWNER_REDIS_URL": "redis://127.0.0.1:1/0", **env}, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert says in done.stderr + done.stdout
