@@ -199,6 +199,7 @@ def test_a_turn_delivered_again_publishes_its_start_exit_and_response_once(chaos
     assert _state(chaos, agent_id) == "idle"
 
 
+@pytest.mark.slow
 def test_a_busy_agent_whose_turn_nobody_follows_is_reaped(chaos):
     """A turn message lost after its turn started (its worker died and the broker lost the
     message) left the agent `busy` for 7 days: nothing paused or expired it again. The sweep sees
@@ -258,6 +259,7 @@ def _deliveries(chaos, task_id: str) -> list[dict[str, Any]]:
             if (m[0] if isinstance(m, list) else m)["headers"]["id"] == task_id]
 
 
+@pytest.mark.slow
 def test_a_message_a_live_worker_holds_for_its_countdown_is_never_requeued(chaos):
     """Worker recovery requeued every message unacked for 8 s whose task was not running: a
     message a live worker holds for its ETA/countdown was given back every 8 s, delivered again,
@@ -289,7 +291,10 @@ def test_a_turn_sent_while_its_agent_is_created_runs_once_the_agent_is_ready(cha
                              request_id="fault-turn-during-create")
         agent_id = new_agent_id("request:fault-turn-during-create")
         chaos.known.add(agent_id)
-        _wait_state(chaos, agent_id, "creating")
+        deadline = time.monotonic() + WAIT_SECONDS
+        while chaos.client.hget(names.agent_key(agent_id), "state") != '"creating"':  # it waits for the lock
+            assert time.monotonic() < deadline, "the create never started"
+            time.sleep(0.1)
         turn = chaos.send("send_command", agent_id=agent_id, command="echo ready")
         put = chaos.send("send_file", agent_id=agent_id, path="early.txt", content="early")
         chaos.docker.api.tag(base, *tag.rsplit(":", 1))  # the "build" is done: the create goes on
