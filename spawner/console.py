@@ -79,6 +79,14 @@ def event_line(event: dict[str, Any]) -> str:
             " (timed out)" if event.get("timed_out") else "")
     elif kind == "response":
         what = json.dumps(event.get("message", ""))
+    elif kind == "message":
+        what = json.dumps(event.get("text", ""))
+    elif kind == "tool":
+        detail = event.get("input") if event.get("phase") == "started" else event.get("output")
+        what = f"{event.get('phase')} {event.get('name')} {event.get('tool_id')}" + (
+            " (error)" if event.get("is_error") else "") + f" {json.dumps(str(detail or '')[:200])}"
+    elif kind == "usage":
+        what = f"{event.get('input_tokens')} in, {event.get('output_tokens')} out, ${event.get('cost_usd')}"
     else:
         what = json.dumps({k: v for k, v in event.items() if k not in ("id", "type", "agent_id", "ts")})
     who = f"{event.get('agent_id')}  " if "agent_event_id" in event else ""  # the fleet stream: whose it is

@@ -115,3 +115,17 @@ def test_turn_usage_counts_tokens_by_kind_and_cost_by_agent_type_and_model() -> 
         (AGENT_TOKENS.name, ("claude-code", "claude-sonnet-4-5", "cache_write"), 7),
         (AGENT_COST.name, ("claude-code", "claude-sonnet-4-5"), 0.5),
     ]
+
+
+def test_spawner_events_shows_message_tool_and_usage_events_in_one_line_each() -> None:
+    from spawner.console import event_line
+    base = {"id": "1-0", "ts": "t", "agent_id": "ag-1", "command_id": "cmd-1"}
+    assert event_line({**base, "type": "message", "text": "hi\nthere"}).endswith('message      "hi\\nthere"')
+    started = event_line({**base, "type": "tool", "phase": "started", "tool_id": "t1", "name": "Bash",
+                          "input": '{"command": "ls"}', "is_error": False})
+    assert started.endswith('tool         started Bash t1 "{\\"command\\": \\"ls\\"}"')
+    failed = event_line({**base, "type": "tool", "phase": "finished", "tool_id": "t1", "name": "Bash",
+                         "input": "", "output": "boom", "is_error": True})
+    assert failed.endswith('finished Bash t1 (error) "boom"')
+    assert event_line({**base, "type": "usage", "input_tokens": 3, "output_tokens": 4, "cost_usd": 0.5}).endswith(
+        "usage        3 in, 4 out, $0.5")
