@@ -7,7 +7,8 @@
 #   - a redis-server on 127.0.0.1:6379 (for the fleet; the test suite starts private ones)
 #   - the Python environment with this project installed (.venv, or $SPAWNER_VENV)
 #   - a base image made with debootstrap -> docker import (no registry)
-#   - the worker image from worker_image/Dockerfile, and the test image with stand-in agent CLIs
+#   - the worker image from worker_image/Dockerfile, the test image with stand-in agent CLIs, and the
+#     fleet image from Dockerfile.fleet (docker-compose.yml)
 #   - a local apt repository ($SPAWNER_STATE_DIR/apt-repo) the test suite's capability builds install from
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,6 +17,7 @@ VENV=${SPAWNER_VENV:-$REPO/.venv}
 BASE_IMAGE=${SPAWNER_BASE_IMAGE:-workers-spawner/debian:bookworm}
 WORKER_IMAGE=${SPAWNER_WORKER_IMAGE:-workers-spawner/worker:latest}
 TEST_IMAGE=${SPAWNER_TEST_IMAGE:-workers-spawner/worker-test:latest}
+FLEET_IMAGE=${SPAWNER_FLEET_IMAGE:-workers-spawner/fleet:latest}
 mkdir -p "$STATE/logs"
 T0=$(date +%s.%N)
 step() { printf '[setup %6.1fs] %s\n' "$(awk "BEGIN{print $(date +%s.%N)-$T0}")" "$*"; }
@@ -93,6 +95,10 @@ cp /usr/local/share/ca-certificates/*.crt "$REPO/worker_image/certs/" 2>/dev/nul
 build "$WORKER_IMAGE" "$REPO/worker_image/Dockerfile" "$REPO" --build-arg BASE_IMAGE="$BASE_IMAGE" \
   --build-arg INSTALL_CLAUDE="${SPAWNER_INSTALL_CLAUDE:-1}" ${SPAWNER_IMAGE_BUILD_ARGS:-}
 step "$WORKER_IMAGE built"
+# The fleet's own image (Dockerfile.fleet, docker-compose.yml), built here where PyPI may be reached:
+# the compose test's build then finds the dependency layers cached and reaches nothing.
+build "$FLEET_IMAGE" "$REPO/Dockerfile.fleet" "$REPO" --build-arg BASE_IMAGE="$BASE_IMAGE"
+step "$FLEET_IMAGE built"
 if [ -f "$REPO/tests/images/Dockerfile" ]; then
   build "$TEST_IMAGE" "$REPO/tests/images/Dockerfile" "$REPO/tests/images" --build-arg WORKER_IMAGE="$WORKER_IMAGE"
   step "$TEST_IMAGE built"
