@@ -160,7 +160,10 @@ def test_sigterm_stops_a_fleet_on_a_reused_redis_and_builds_a_missing_image(tmp_
     redis_server.start()
     LEDGER.process(redis_server.proc.pid)
     image = f"workers-spawner/worker:up-test-{uuid.uuid4().hex[:8]}"  # built from cached layers
-    up = Up(tmp_path, fleet_env(redis_server.url, SPAWNER_WORKER_IMAGE=image), [SPAWNER, "up"])
+    # with loopback only (the last --network wins): tests reach nothing beyond 127.0.0.0/8, so a
+    # step that would fetch from the archive, PyPI or npm fails here instead of reaching out
+    up = Up(tmp_path, fleet_env(redis_server.url, SPAWNER_WORKER_IMAGE=image, SPAWNER_IMAGE_BUILD_ARGS="--network none"),
+            [SPAWNER, "up"])
     try:
         state = up.wait_ready(timeout=300)
         err = up.output()[1]
