@@ -49,6 +49,27 @@ class GatewayFleet:
                   "model": {"provider": "anthropic", "key": KEY_VAR, "model": "claude-sonnet-4-5", **model}}
         return self.call("create", config=config)
 
+    def start_gateway(self) -> None:
+        """Start (or start again) this fleet's gateway process and wait for its /health."""
+        self.fleet.procs["gateway"] = subprocess.Popen(
+            [sys.executable, "-m", "spawner.cli", "gateway", "--port", str(self.gateway_port)], cwd=REPO,
+            env=self.fleet.env, stdout=open(self.logdir / "gateway.log", "ab"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.gateway_port}/health", timeout=1) as answer:
+                    if json.load(answer)["ok"]:
+                        return
+            except OSError:
+                pass
+            assert self.fleet.procs["gateway"].poll() is None, f"the gateway exited; see {self.logdir}/gateway.log"
+            assert time.monotonic() < deadline, f"the gateway did not answer; see {self.logdir}/gateway.log"
+            time.sleep(0.1)
+
+    def stop_gateway(self) -> None:
+        stop_all({"gateway": self.fleet.procs.pop("gateway")}, timeout=20)
+
     def logs_text(self) -> str:
         return "".join(p.read_text(errors="replace") for p in sorted(self.logdir.glob("*.log")))
 
@@ -81,26 +102,15 @@ def gateway_fleet(redis_server: Any, docker_api: Any, tmp_path_factory: pytest.T
     }
     fleet = Fleet(redis_server.url, logdir, extra_env=env)
     port = free_port()
-    gateway = subprocess.Popen([sys.executable, "-m", "spawner.cli", "gateway", "--port", str(port)], cwd=REPO,
-                               env=fleet.env, stdout=open(logdir / "gateway.log", "ab"), stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    fleet.procs["gateway"] = gateway
     fleet.start()
     from celery import Celery
     app = Celery(broker=redis_server.url, backend=redis_server.url)
     app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
+    gf = GatewayFleet(fleet, standin, app, key, logdir, run_dir, port)
+    gf.start_gateway()
     deadline = time.monotonic() + 60
-    health = None
-    while time.monotonic() < deadline and health is None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
-                health = json.load(answer)
-        except OSError:
-            time.sleep(0.1)
-    assert health is not None and health["ok"], f"the gateway did not answer; see {logdir}/gateway.log"
     while time.monotonic() < deadline and len(app.control.ping(timeout=1.0) or []) < 2:
         pass
-    gf = GatewayFleet(fleet, standin, app, key, logdir, run_dir, port)
     yield gf
     for agent_id in gf.created:
         try:

@@ -166,3 +166,16 @@ def test_the_gateway_refuses_to_start_on_a_bad_setting_naming_it(env: dict[str, 
                                "SPAWNER_REDIS_URL": "redis://127.0.0.1:1/0", **env}, capture_output=True, text=True)
     assert done.returncode != 0
     assert says in done.stderr + done.stdout
+
+
+def test_a_restarted_gateway_binds_every_registered_agent_again(gateway_fleet: GatewayFleet, redis_server: Any) -> None:
+    gf = gateway_fleet
+    agent = FakeAgent(gf, redis_server.url, "anthropic")
+    gf.stop_gateway()
+    assert not os.path.exists(agent.socket)  # a stopped gateway leaves no socket behind
+    gf.start_gateway()
+    _wait_for(lambda: os.path.exists(agent.socket), "the restarted gateway to bind the socket again")
+    gf.standin.script(Text("after the restart", input_tokens=3, output_tokens=2))
+    status, _, raw = agent.post("/v1/messages", {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": []})
+    assert status == 200 and json.loads(raw)["content"][0]["text"] == "after the restart"
+    assert agent.store.usage(agent.agent_id)["requests"] == 1
