@@ -18,6 +18,11 @@ BASE_IMAGE=${SPAWNER_BASE_IMAGE:-workers-spawner/debian:bookworm}
 WORKER_IMAGE=${SPAWNER_WORKER_IMAGE:-workers-spawner/worker:latest}
 TEST_IMAGE=${SPAWNER_TEST_IMAGE:-workers-spawner/worker-test:latest}
 FLEET_IMAGE=${SPAWNER_FLEET_IMAGE:-workers-spawner/fleet:latest}
+# 1: reach nothing beyond this machine (a test runs this script through scripts/up.sh): stop where
+# packages, the venv, the base image or the apt repository would need the network; build with loopback only.
+OFFLINE=${SPAWNER_SETUP_OFFLINE:-0}
+BUILD_NETWORK=host; [ "$OFFLINE" != 1 ] || BUILD_NETWORK=none
+offline_stop() { [ "$OFFLINE" != 1 ] || die "$* (SPAWNER_SETUP_OFFLINE=1: no network; run scripts/setup.sh without it)"; }
 mkdir -p "$STATE/logs"
 T0=$(date +%s.%N)
 step() { printf '[setup %6.1fs] %s\n' "$(awk "BEGIN{print $(date +%s.%N)-$T0}")" "$*"; }
@@ -31,6 +36,7 @@ for p in docker.io redis-server debootstrap docker-compose chromium chromium-dri
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if ((${#need[@]})); then
+  offline_stop "Debian packages ${need[*]} are missing"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >"$STATE/logs/apt.log" 2>&1 || { tail -20 "$STATE/logs/apt.log"; die "apt-get update failed"; }
   apt-get install -y -qq --no-install-recommends "${need[@]}" >>"$STATE/logs/apt.log" 2>&1 \
@@ -64,6 +70,7 @@ fi
 # ---------------------------------------------------------------- python environment
 stamp="$VENV/.installed-$(cat "$REPO/pyproject.toml" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
+  offline_stop "the python environment $VENV is not up to date"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check -e "$REPO[test]" >"$STATE/logs/pip.log" 2>&1 \
     || { tail -30 "$STATE/logs/pip.log"; die "pip install failed"; }
@@ -77,6 +84,7 @@ fi
 if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   step "$BASE_IMAGE exists - reused"
 else
+  offline_stop "the base image $BASE_IMAGE is missing"
   bash "$REPO/scripts/make_base_image.sh" "$BASE_IMAGE" "$STATE" || die "could not make the base image"
   step "$BASE_IMAGE imported"
 fi
@@ -85,7 +93,7 @@ fi
 # The legacy builder caches layers, so a rebuild with nothing changed takes a few seconds.
 build() { # tag dockerfile context [build args...]
   local tag=$1 file=$2 context=$3; shift 3
-  docker build --network host -q -f "$file" "$@" -t "$tag" "$context" >"$STATE/logs/build-${tag//[\/:]/_}.log" 2>&1 \
+  docker build --network "$BUILD_NETWORK" -q -f "$file" "$@" -t "$tag" "$context" >"$STATE/logs/build-${tag//[\/:]/_}.log" 2>&1 \
     || { tail -40 "$STATE/logs/build-${tag//[\/:]/_}.log"; die "building $tag failed (log above)"; }
 }
 mkdir -p "$REPO/worker_image/certs"
@@ -116,8 +124,10 @@ print(" ".join(sorted({p for c in Capability for p in capability_factory(c).apt_
   have=$(docker run --rm --network none --entrypoint dpkg-query "$TEST_IMAGE" -W -f '${db:Status-Status} ${Package}\n' \
          | awk '$1 == "installed" {print $2}' | sort -u)
   # shellcheck disable=SC2086 # word splitting wanted
-  apt-cache show $wanted >/dev/null 2>&1 || apt-get update -qq >>"$STATE/logs/apt-repo.log" 2>&1 \
-    || { tail -20 "$STATE/logs/apt-repo.log"; die "apt-get update failed"; }
+  if ! apt-cache show $wanted >/dev/null 2>&1; then
+    offline_stop "the apt lists lack one of $wanted"
+    apt-get update -qq >>"$STATE/logs/apt-repo.log" 2>&1 || { tail -20 "$STATE/logs/apt-repo.log"; die "apt-get update failed"; }
+  fi
   # shellcheck disable=SC2086
   closure=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces \
             --no-enhances $wanted | grep '^[a-z0-9]' | sed 's/:any$//' | sort -u)
@@ -126,6 +136,7 @@ print(" ".join(sorted({p for c in Capability for p in capability_factory(c).apt_
   if [ -f "$APT_REPO/Packages" ] && [ "$(cat "$APT_REPO/.key" 2>/dev/null)" = "$key" ]; then
     step "local apt repository $APT_REPO up to date - reused"
   else
+    offline_stop "the local apt repository $APT_REPO is missing or out of date"
     rm -rf "$APT_REPO.tmp"; mkdir -p "$APT_REPO.tmp"
     # shellcheck disable=SC2086
     fetch() { (cd "$APT_REPO.tmp" && apt-get download $debs) >>"$STATE/logs/apt-repo.log" 2>&1; }

@@ -117,8 +117,8 @@ def fleet_env(redis_url: str, **extra: str) -> dict[str, str]:
 @pytest.mark.slow
 def test_readme_first_command_runs_the_fleet_and_ctrl_c_leaves_no_process(tmp_path, docker_client):
     redis_url = f"redis://127.0.0.1:{_free_port()}/0"  # nothing answers there: up starts a private Redis
-    # scripts/setup.sh (run by up.sh) must find the venv these tests run in
-    up = Up(tmp_path, fleet_env(redis_url, SPAWNER_VENV=str(Path(sys.executable).parents[1])),
+    # scripts/setup.sh (run by up.sh) must find the venv these tests run in, and reach no network
+    up = Up(tmp_path, fleet_env(redis_url, SPAWNER_VENV=str(Path(sys.executable).parents[1]), SPAWNER_SETUP_OFFLINE="1"),
             ["bash", "scripts/up.sh"])
     try:
         state = up.wait_ready(timeout=300)  # scripts/setup.sh runs first
