@@ -37,12 +37,15 @@ FILE_CALL_SECONDS = 30.0
 INIT_CALL_EXTRA_SECONDS = 30.0
 
 # --- bytes: what one read of agent-controlled data may hold ---------------------------------
-#: One frame of the runner's stream framing (the header may declare up to 4 GiB: refused above this).
-RUNNER_FRAME_MAX_BYTES = 4 * 1024 * 1024
+#: One frame of the runner's stream framing (the header may declare up to 4 GiB: refused above
+#: this), beyond what the call itself may carry in one write: a file's bytes for read_file
+#: (FILE_MAX_BYTES), a record line for a turn (TURN_LINE_MAX_BYTES).
+RUNNER_FRAME_MAX_BYTES = 256 * 1024
 #: A non-streaming runner call's status stream (stderr) is kept up to this many bytes.
 RUNNER_STATUS_MAX_BYTES = 64 * 1024
-#: One JSON line of a turn's record stream (a 64 KiB output chunk is at most ~6x that in JSON).
-TURN_LINE_MAX_BYTES = 1024 * 1024
+#: One JSON line of a turn's record stream: a 64 KiB output chunk is at most ~6x that in JSON, a
+#: relayed `orchestrator respond` line at most 2 MiB (the runner's RESPONSE_LINE_MAX_BYTES).
+TURN_LINE_MAX_BYTES = 3 * 1024 * 1024
 #: The only stream names a turn record may carry.
 TURN_RECORD_STREAMS = ("stdout", "stderr", "response", "question")
 #: `logs`: at most this many container log lines and bytes, whatever `tail` asks for.

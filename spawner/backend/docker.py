@@ -409,17 +409,19 @@ class DockerBackend:
             raise _translate(exc, "writing the fleet's files") from None
 
     # ---------------------------------------------------------------------------- the runner
-    def _exec_frames(self, container_id: str, argv: list[str], stdin: bytes, *,
-                     deadline: float) -> Iterator[tuple[int, bytes]]:
+    def _exec_frames(self, container_id: str, argv: list[str], stdin: bytes, *, deadline: float,
+                     max_frame: int = limits.RUNNER_FRAME_MAX_BYTES) -> Iterator[tuple[int, bytes]]:
         """Run argv as the agent user with `stdin`, yielding (stream, bytes) frames as they come,
         until time.monotonic() passes `deadline` (then Unavailable). Runner calls go through the
         container's runner socket when it answers, else docker exec; both are read by
-        runner_socket.read_frames, bounded per frame."""
+        runner_socket.read_frames, each frame at most `max_frame` bytes (else Unavailable)."""
         if argv[:1] == [names.RUNNER_PATH] and (sock := self._runner_socket(container_id)) is not None:
             try:
-                yield from runner_socket.request_frames(sock, argv[1:], stdin, deadline=deadline)
+                yield from runner_socket.request_frames(sock, argv[1:], stdin, deadline=deadline, max_frame=max_frame)
             except runner_socket.RunnerDeadline:
                 raise errors.Unavailable("the runner in the container did not answer in time") from None
+            except runner_socket.FrameTooLarge as exc:
+                raise errors.Unavailable(f"the runner in the container sent {exc}") from None
             except OSError as exc:
                 raise _translate(exc, "runner socket") from None
             return
@@ -434,9 +436,11 @@ class DockerBackend:
             raw.settimeout(max(0.001, deadline - time.monotonic()))
             raw.sendall(stdin)
             raw.shutdown(socket.SHUT_WR)
-            yield from runner_socket.read_frames(raw, deadline=deadline)
+            yield from runner_socket.read_frames(raw, deadline=deadline, max_frame=max_frame)
         except runner_socket.RunnerDeadline:
             raise errors.Unavailable("the runner in the container did not answer in time") from None
+        except runner_socket.FrameTooLarge as exc:
+            raise errors.Unavailable(f"the runner in the container sent {exc}") from None
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, "exec stream") from None
         finally:
@@ -449,7 +453,10 @@ class DockerBackend:
         limits.RUNNER_STATUS_MAX_BYTES of stderr."""
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + seconds
-        for stream, data in self._exec_frames(container_id, [names.RUNNER_PATH, *argv], stdin, deadline=deadline):
+        # a file's bytes may come in one frame (one write inside); anything else is small
+        max_frame = max_out + limits.RUNNER_FRAME_MAX_BYTES
+        for stream, data in self._exec_frames(container_id, [names.RUNNER_PATH, *argv], stdin, deadline=deadline,
+                                              max_frame=max_frame):
             if stream == STDOUT:
                 out.extend(data)
                 if len(out) > max_out:
@@ -520,7 +527,7 @@ class DockerBackend:
             return int((time.monotonic() - started) * 1000)
 
         frames = self._exec_frames(container_id, [names.RUNNER_PATH, "turn"], json.dumps(request).encode(),
-                                   deadline=deadline)
+                                   deadline=deadline, max_frame=limits.TURN_LINE_MAX_BYTES + limits.RUNNER_FRAME_MAX_BYTES)
         try:
             for stream, data in frames:
                 if stream != STDOUT:

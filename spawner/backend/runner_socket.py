@@ -201,8 +201,8 @@ def connect(path: str, *, wait_seconds: float = 0.0, ack_timeout_seconds: float 
     return sock
 
 
-def request_frames(sock: socket.socket, argv: list[str], stdin: bytes, *,
-                   deadline: float) -> Iterator[tuple[int, bytes]]:
+def request_frames(sock: socket.socket, argv: list[str], stdin: bytes, *, deadline: float,
+                   max_frame: int = limits.RUNNER_FRAME_MAX_BYTES) -> Iterator[tuple[int, bytes]]:
     """Send one runner call on an acknowledged connection and yield (stream, bytes) frames.
     Closes the socket when done or abandoned. Raises OSError if the connection breaks, and
     RunnerDeadline once time.monotonic() passes `deadline`."""
@@ -210,7 +210,7 @@ def request_frames(sock: socket.socket, argv: list[str], stdin: bytes, *,
         sock.settimeout(max(0.001, deadline - time.monotonic()))
         sock.sendall(json.dumps({"argv": argv}).encode() + b"\n" + stdin)
         sock.shutdown(socket.SHUT_WR)
-        yield from read_frames(sock, deadline=deadline)
+        yield from read_frames(sock, deadline=deadline, max_frame=max_frame)
     finally:
         sock.close()
 

@@ -216,3 +216,22 @@ def test_the_socket_folder_on_the_host_is_size_bounded_and_goes_with_the_agent(c
     assert client.call("send_file", agent_id=agent_id, path="after", content="ok")["size"] == 2
     client.call("delete", agent_id=agent_id)
     assert not os.path.exists(folder)
+
+
+def test_the_bounds_leave_room_for_everything_legitimate(client, redis_client):
+    # the largest file read_file allows, and a relayed `orchestrator respond` near its own limit,
+    # both come through the runner socket whole (each in one large write inside the container)
+    agent_id = client.create_shell(allowed_tools=["respond"])["agent_id"]
+    size = names.FILE_MAX_BYTES - 1
+    made = client.call("send_command", agent_id=agent_id, timeout=120,
+                       command=f"head -c {size} /dev/zero | tr '\\0' a > big.txt; stat -c %s big.txt")
+    assert made["output"] == f"{size}\n"
+    read = client.call("read_file", agent_id=agent_id, path="big.txt", timeout=120)
+    assert read["size"] == size and read["content"] == "a" * size
+    long = 1_000_000  # near RESPONSE_MAX_BYTES, of characters JSON doubles: a record line of ~2 MB
+    turn = client.call("send_command", agent_id=agent_id, timeout=120,
+                       command=f"head -c {long} /dev/zero | tr '\\0' '\"' | orchestrator respond - --json >/dev/null; echo sent")
+    assert turn["exit_code"] == 0 and turn["output"] == "sent\n"
+    assert turn["response"] == "sent\n"  # the shell's response is its output; the relayed one is an event
+    events = [json.loads(fields["data"]) for _, fields in redis_client.xrange(names.agent_events_key(agent_id))]
+    assert [len(e["message"]) for e in events if e["type"] == "response" and e.get("via") == "respond"] == [long]
