@@ -27,7 +27,7 @@ LOG = Path(os.environ.get("NETGUARD_DIR") or Path(__file__).resolve().parents[2]
 
 
 def _activate() -> None:
-    LOG.parent.mkdir(exist_ok=True)
+    LOG.parent.mkdir(parents=True, exist_ok=True)
     LOG.write_bytes(b"")
     os.environ["NETGUARD_LOG"] = str(LOG)
     parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
