@@ -214,8 +214,8 @@ EXPECTED_PLANS: dict[AgentType, tuple[tuple[str, ...], tuple[str, ...], bool]] =
         True,
     ),
     AgentType.FACTORY_DROID: (
-        ("droid", "exec", "-o", "json", "--skip-permissions-unsafe", "-f", INPUT_PLACEHOLDER),
-        ("droid", "exec", "-o", "json", "--skip-permissions-unsafe", "-s", "sess-1", "-f", INPUT_PLACEHOLDER),
+        ("droid", "exec", "-o", "stream-json", "--skip-permissions-unsafe", "-f", INPUT_PLACEHOLDER),
+        ("droid", "exec", "-o", "stream-json", "--skip-permissions-unsafe", "-s", "sess-1", "-f", INPUT_PLACEHOLDER),
         False,
     ),
     AgentType.CODEX: (

@@ -1,9 +1,9 @@
-"""Factory Droid (`factory-droid`): one headless turn is `droid exec -o json`.
+"""Factory Droid (`factory-droid`): one headless turn is `droid exec -o stream-json`.
 
 Invocation (checked against `droid exec --help` of droid 0.215.0, the linux-x64 build of
 Factory's npm package @factory/cli, run offline in an empty network namespace):
 
-    droid exec -o json --skip-permissions-unsafe [-s SESSION_ID] -f INPUT_FILE
+    droid exec -o stream-json --skip-permissions-unsafe [-s SESSION_ID] -f INPUT_FILE
 
 - Plain `droid` is a TUI that needs a terminal; `exec` is the non-interactive mode.
 - `-f/--file PATH` reads the prompt from a file: the runner's input file, so the prompt never
@@ -15,7 +15,10 @@ Factory's npm package @factory/cli, run offline in an empty network namespace):
   CLI fetches the session from Factory's service; when that fails it prints nothing on stdout
   and exits 1.
 
-Output (one JSON object; the 0.215.0 bundle builds it as
+Output: one JSON object a line as the turn goes (`system` init, `message`, `tool_call`,
+`tool_result`, `completion`, `error`: the shapes independent integrators parse, Droid publishes
+no schema; read by spawner/factories/streams.py, which also reads the one object of `-o json`).
+That `-o json` object (the 0.215.0 bundle builds it as
 `{type:"result", subtype: isError ? "failure" : "success", is_error, duration_ms, num_turns,
 result: finalText, session_id, usage}`), also on failure, with exit code 1. Observed offline:
 
@@ -53,7 +56,7 @@ class FactoryDroidFactory:
         return {"FACTORY_DROID_AUTO_UPDATE_ENABLED": "false"}
 
     def plan_turn(self, *, session_id: str | None) -> TurnPlan:
-        argv: tuple[str, ...] = ("droid", "exec", "-o", "json", "--skip-permissions-unsafe")
+        argv: tuple[str, ...] = ("droid", "exec", "-o", "stream-json", "--skip-permissions-unsafe")
         session_id = check_session_id(session_id)
         if session_id is not None:
             argv += ("-s", session_id)
