@@ -25,6 +25,7 @@ __all__ = [
     "Usage",
     "ModelGateway",
     "USAGE_KEYS",
+    "allowed_call",
     "budget_error",
     "turn_usage",
     "default_prices",
@@ -87,6 +88,29 @@ def upstream_url(base: str, path_qs: str) -> str:
     if any(seg in ("..", ".") for seg in path.split("/")) or "\\" in path or "%2e" in path.lower():
         raise ValueError("the request path must not contain dot segments")
     return base + path_qs
+
+
+#: The calls an agent may make with the fleet's key: model calls, and reading the model list.
+#: Everything else (files, batches, stored responses, admin) could read or change what other
+#: agents on the same key did, so it is refused.
+ALLOWED_CALLS = {
+    "anthropic": (("POST", "/v1/messages"), ("POST", "/v1/messages/count_tokens"), ("GET", "/v1/models")),
+    "openai": (("POST", "/responses"), ("POST", "/responses/compact"), ("POST", "/chat/completions"),
+               ("GET", "/models")),
+}
+
+
+def allowed_call(provider: str, method: str, path_qs: str) -> bool:
+    """Whether the agent may make this call; a GET of the model list may name one model."""
+    path = path_qs.split("?", 1)[0].rstrip("/")
+    for allowed_method, allowed_path in ALLOWED_CALLS.get(provider, ()):
+        if method != allowed_method:
+            continue
+        if path == allowed_path:
+            return True
+        if method == "GET" and path.startswith(allowed_path + "/") and "/" not in path[len(allowed_path) + 1:]:
+            return True
+    return False
 
 
 def upstream_headers(provider: str, incoming: Iterable[tuple[str, str]], key: str) -> list[tuple[str, str]]:

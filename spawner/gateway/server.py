@@ -236,6 +236,11 @@ class Gateway:
             url = core.upstream_url(base, request.path_qs)
         except ValueError as exc:
             return self._error(provider, 400, "invalid_request_error", str(exc))
+        if not core.allowed_call(provider, request.method, request.path):
+            self._metrics.requests.labels(provider, "forbidden").inc()
+            log.info("agent %s: refused %s %s (not a model call)", agent_id, request.method, request.path[:200])
+            return self._error(provider, 403, "permission_error",
+                               f"the model gateway forwards model calls only, not {request.method} {request.path[:200]}")
         if reg.budget_usd is not None:
             spent = float((await asyncio.to_thread(self._store.usage, agent_id))["cost_usd"])
             if core.over_budget(spent, reg.budget_usd):

@@ -114,11 +114,15 @@ def test_a_budget_refuses_with_the_providers_error_shape(gateway_fleet: GatewayF
     assert agent.store.usage(agent.agent_id)["refused"] == 1
 
 
-def test_a_path_that_leaves_the_upstream_and_an_unregistered_socket(gateway_fleet: GatewayFleet, redis_server: Any) -> None:
+def test_only_model_calls_pass_and_an_unregistered_socket_goes(gateway_fleet: GatewayFleet, redis_server: Any) -> None:
     gf = gateway_fleet
     agent = FakeAgent(gf, redis_server.url, "anthropic")
+    before = len(gf.standin.requests)
     status, _, raw = agent.post("/v1/../../admin", {})
-    assert status in (400, 404)  # aiohttp may normalise the path first; it never reaches another upstream path
+    assert status in (400, 403)  # aiohttp may normalise the path first; it never reaches another upstream path
+    status, _, raw = agent.post("/v1/files", {})
+    assert status == 403 and json.loads(raw)["error"]["type"] == "permission_error"
+    assert len(gf.standin.requests) == before  # nothing but model calls reach the provider
     agent.store.unregister(agent.agent_id)
     _wait_for(lambda: not os.path.exists(agent.socket), "the gateway to close the socket")
 

@@ -151,3 +151,27 @@ def test_the_reader_knows_when_the_answer_is_complete() -> None:
     for event in openai_events(Text("hi"), model="gpt-5"):
         openai.feed(event)
     assert openai.done
+
+
+@pytest.mark.parametrize(("provider", "method", "path", "allowed"), [
+    ("anthropic", "POST", "/v1/messages?beta=true", True),
+    ("anthropic", "POST", "/v1/messages/count_tokens?beta=true", True),
+    ("anthropic", "GET", "/v1/models", True),
+    ("anthropic", "GET", "/v1/models/claude-sonnet-4-5", True),
+    ("anthropic", "GET", "/v1/messages", False),
+    ("anthropic", "POST", "/v1/messages/batches", False),
+    ("anthropic", "GET", "/v1/files", False),
+    ("anthropic", "POST", "/v1/organizations/api_keys", False),
+    ("anthropic", "GET", "/v1/models/a/b", False),
+    ("anthropic", "POST", "/responses", False),
+    ("openai", "POST", "/responses", True),
+    ("openai", "POST", "/responses/compact", True),
+    ("openai", "POST", "/chat/completions", True),
+    ("openai", "GET", "/models", True),
+    ("openai", "GET", "/responses/resp_123", False),
+    ("openai", "DELETE", "/responses/resp_123", False),
+    ("openai", "GET", "/files", False),
+    ("openai", "POST", "/v1/messages", False),
+])
+def test_only_model_calls_are_allowed(provider: str, method: str, path: str, allowed: bool) -> None:
+    assert core.allowed_call(provider, method, path) is allowed
