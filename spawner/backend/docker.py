@@ -459,8 +459,8 @@ class DockerBackend:
                                               max_frame=max_frame):
             if stream == STDOUT:
                 out.extend(data)
-                if len(out) > max_out:
-                    raise errors.PayloadTooLarge(f"the runner sent more than {max_out} bytes")
+                if len(out) > max_out:  # the runner itself refuses a file over the limit: not ours
+                    raise errors.Unavailable(f"the runner in the container sent more than {max_out} bytes")
             else:
                 err.extend(data)
                 del err[:-limits.RUNNER_STATUS_MAX_BYTES]

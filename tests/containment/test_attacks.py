@@ -235,3 +235,25 @@ def test_the_bounds_leave_room_for_everything_legitimate(client, redis_client):
     assert turn["response"] == "sent\n"  # the shell's response is its output; the relayed one is an event
     events = [json.loads(fields["data"]) for _, fields in redis_client.xrange(names.agent_events_key(agent_id))]
     assert [len(e["message"]) for e in events if e["type"] == "response" and e.get("via") == "respond"] == [long]
+
+
+def test_a_turn_that_kills_every_process_of_its_user_gets_an_answer_and_frees_the_agent(client, docker_client):
+    # the runner's daemon, the follower and the supervisor all die (the container's main process
+    # with them): the producer gets a result or a named error in time, and the agent is not busy
+    agent_id = client.create_shell()["agent_id"]
+    async_result = client.send("send_command", agent_id=agent_id, command="kill -9 -1", timeout_seconds=5)
+    try:
+        outcome: Any = async_result.get(timeout=5 + RESULT_GRACE_SECONDS)
+        assert outcome["exit_code"] is None or outcome["exit_code"] != 0
+    except errors.SpawnerError as exc:
+        outcome = exc
+    assert client.call("status", agent_id=agent_id)["state"] in ("idle", "failed"), outcome
+    # its container stops with its main process: the next call says so, and fails the agent
+    container_id = client.call("status", agent_id=agent_id)["container_id"]
+    deadline = time.monotonic() + 30
+    while docker_client.api.inspect_container(container_id)["State"]["Running"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(errors.AgentGone, match="container exited"):
+        client.call("send_command", agent_id=agent_id, command="true")
+    assert client.call("status", agent_id=agent_id)["state"] == "failed"
+    _still_serves(client, client.create_shell()["agent_id"])  # the workers serve everyone else
