@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
 
 from bench import __main__ as bench_main
 from bench import report
@@ -21,7 +20,6 @@ def test_render_recomputes_the_summary_from_the_raw_samples(tmp_path):
     tampered["summary"]["targets"]["event_p95_ms"] = 777.0
     tampered["summary"]["warm_create"]["p50"] = 1.0
     (tmp_path / "benchmarks.json").write_text(json.dumps(tampered))
-    shutil.copy(REPO / "docs" / "benchmarks-create.png", tmp_path)
 
     assert bench_main.main(["--render", "--out", str(tmp_path)]) == 0
 
@@ -31,7 +29,7 @@ def test_render_recomputes_the_summary_from_the_raw_samples(tmp_path):
     assert rendered["summary"]["warm_create"]["p50"] == 1000 * report.percentile(STORED["ours"]["create_warm"]["samples"], 50)
     markdown = (tmp_path / "benchmarks.md").read_text()
     assert "777" not in markdown
-    assert f"| {recomputed['targets']['event_p95_ms']:.1f} ms | met |" in markdown
+    assert f"| {recomputed['targets']['event_p95_ms']:.1f} ms |" in markdown
 
 
 def test_an_event_line_that_never_came_is_counted_and_misses_the_target():
