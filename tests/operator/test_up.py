@@ -110,8 +110,10 @@ def assert_all_gone(up: Up) -> None:
 
 def fleet_env(redis_url: str, **extra: str) -> dict[str, str]:
     # A sweep interval longer than the test: this fleet shares the Docker engine with the session's.
+    # Its agents carry the session's label, so the session's cleanup removes what a failed test left.
     return cli_env(redis_url, SPAWNER_SWEEP_SECONDS="3600", SPAWNER_WARM_POOL_SIZE="0",
-                   SPAWNER_GATEWAY_PORT=str(_free_port()), **extra)
+                   SPAWNER_GATEWAY_PORT=str(_free_port()), SPAWNER_EXTRA_LABELS=f"spawner.test-run={TEST_RUN}",
+                   **extra)
 
 
 @pytest.mark.slow
@@ -134,6 +136,9 @@ def test_readme_first_command_runs_the_fleet_and_ctrl_c_leaves_no_process(tmp_pa
 
         env = cli_env(redis_url)
         agent_id = json.loads(run_cli(env, "--json", "create", "-f", "examples/shell.json").stdout)["agent_id"]
+        labelled = docker_client.api.containers(all=True, filters={"label": [f"spawner.agent_id={agent_id}",
+                                                                             f"spawner.test-run={TEST_RUN}"]})
+        assert len(labelled) == 1, "the fleet's agent lacks the session label its cleanup goes by"
         followed = run_cli(env, "send", agent_id, "echo hi", "--follow")
         assert followed.stdout == "hi\n"
         assert agent_id in run_cli(env, "ls").stdout
