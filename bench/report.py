@@ -160,13 +160,17 @@ def markdown(results: dict[str, Any], *, plot_name: str, json_name: str, notes: 
         f"Redis {m['redis']}, Python {m['python']}; load average before the run {m['load_before']}. "
         f"Image `{meta['image']}`. Raw results: [`{json_name}`]({json_name}).",
         "",
-        "Everything is real but the sweep rows: a private redis-server, the two worker pools started as the "
+        "Everything is real but the sweep rows" + (" and the model" if {"gateway", "live"} & set(ours) else "")
+        + ": a private redis-server, the two worker pools started as the "
         "tests start them (`celery -A tasks worker -P threads`, control 16 slots, turns 64), the real engine. "
         "The sweep rows alone run `SpawnerService.sweep` in the benchmark's process against an in-memory "
         "stand-in for Docker (`_InMemoryDocker` in bench/measure.py: it lists one running container per "
         "record, and its pause does nothing), so they measure Redis and the service only; on a real engine "
         "each pause adds Docker's own time. "
-        "Ours is timed from `send_task` to the result, as a producer sees it; the raw side is the "
+        + ("The model-gateway and live-turn sections answer from a model stand-in on this machine "
+           "(tests/support/model_standin.py), not a provider: they time the way to a model and back, not a model. "
+           if {"gateway", "live"} & set(ours) else "")
+        + "Ours is timed from `send_task` to the result, as a producer sees it; the raw side is the "
         "Docker SDK doing the same work on the same image with the same limits and hardening. Raw and "
         "ours alternate sample by sample, so load drift hits both alike. Times in ms.",
         "",

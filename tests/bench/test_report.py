@@ -54,3 +54,8 @@ def test_the_report_says_what_is_simulated_where():
     assert "in-memory stand-in for Docker" in intro
     sweep_rows = [line for line in markdown.splitlines() if line.startswith("| sweep")]
     assert sweep_rows and all("in-memory Docker" in row for row in sweep_rows)
+    # a run with the sections that answer from the model stand-in says so too
+    with_model = report.markdown({**STORED, "ours": {**STORED["ours"], "gateway": {}}}, plot_name="p.png",
+                                 json_name="b.json", notes="")
+    assert "real but the sweep rows and the model:" in with_model and "model stand-in" in with_model
+    assert "model stand-in" not in intro or "gateway" in STORED["ours"] or "live" in STORED["ours"]
