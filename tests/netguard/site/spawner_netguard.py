@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import sys
 from _thread import get_ident
+from functools import lru_cache
 from typing import Any
 
 _EVENTS = frozenset({"socket.connect", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",
@@ -49,6 +50,7 @@ def _hosts() -> dict[str, list[str]]:
     return _hosts_cache
 
 
+@lru_cache(maxsize=256)
 def is_loopback_ip(text: str) -> bool | None:
     """True/False for an IP address literal, None for anything else (a name)."""
     import ipaddress
