@@ -39,7 +39,7 @@ from typing import IO, Any
 
 from spawner import console, names
 from spawner.fleet import ProcessSpec, UpOptions, plan, private_redis_spec
-from spawner.state.redis import redis_answers
+from spawner.state.redis import answers_anonymously, redis_answers
 
 __all__ = ["REPO", "StartError", "UpOptions", "run_up"]
 
@@ -174,6 +174,11 @@ class Fleet:
         if not self.opts.flower_basic_auth:
             self.opts = replace(self.opts, flower_basic_auth=f"spawner:{secrets.token_urlsafe(18)}")
             generated.append(f"FLOWER_BASIC_AUTH={self.opts.flower_basic_auth}")
+        if answers_anonymously(self.redis_url):  # the workers would refuse it: say so before starting them
+            raise StartError("Unsafe", f"agents may get network host, and the Redis at {_safe_url(self.redis_url)} "
+                                       "answers without a password; give it one (requirepass) and put it in "
+                                       "SPAWNER_REDIS_URL, or point SPAWNER_REDIS_URL at a free port for a private "
+                                       "Redis with a generated password")
         if redis_answers(self.redis_url) is not None and _password_of(self.redis_url) is None:
             scheme, _, rest = self.redis_url.partition("://")
             self.redis_url = f"{scheme}://:{secrets.token_urlsafe(24)}@{rest}"  # for the private Redis started next

@@ -66,3 +66,19 @@ def test_spawner_up_gives_a_host_network_fleet_a_redis_password_and_a_flower_log
     finally:
         up.stop(signal.SIGINT) if up.proc.poll() is None else None
         up.kill()
+
+
+@pytest.mark.docker
+def test_spawner_up_refuses_a_host_network_fleet_on_a_redis_without_a_password(redis_server, tmp_path: Path):
+    import subprocess
+
+    from tests.conftest import REPO
+    from tests.operator.conftest import SPAWNER
+    from tests.operator.test_up import fleet_env
+
+    done = subprocess.run([SPAWNER, "up", "--no-build", "--data-dir", str(tmp_path / "data")], cwd=REPO,
+                          env=fleet_env(redis_server.url, SPAWNER_AGENT_NETWORK="host"),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "error: Unsafe: agents may get network host" in done.stderr
+    assert not (tmp_path / "data" / "up.json").exists()
