@@ -204,6 +204,7 @@ def _environ(pid: int) -> dict[str, str]:
 def test_the_session_fleets_workers_run_under_the_guard(fleet):
     assert set(fleet.procs) >= {"worker-control", "worker-turns"}
     for name, proc in fleet.procs.items():
+        assert proc.poll() is None, f"{name} exited with {proc.returncode}; see test-output/{name}*.log"
         env = _environ(proc.pid)
         assert env.get("NETGUARD_LOG") == str(LOG), name
         assert str(SITE) in env.get("PYTHONPATH", "").split(os.pathsep), name
