@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         live_p95 = results["ours"]["live"]["summary"]["message_ms_p95"]
         print(f"{'met   ' if results['ours']['live']['summary']['meets_target'] else 'MISSED'} live message event "
               f"p95: {live_p95} (limit 50 ms)")
+        cancel_max = results["ours"]["live"]["summary"]["cancel_s_max"]
+        print(f"{'met   ' if cancel_max is not None and cancel_max <= 3 else 'MISSED'} cancel to cancelled result, "
+              f"max: {cancel_max} (limit 3 s)")
     print(f"wrote {args.out}/benchmarks.md, benchmarks.json, benchmarks-create.png")
     return 0
 

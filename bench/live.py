@@ -8,6 +8,10 @@ is that arrival minus the moment the stand-in had sent the block (one process, o
 clock): through the CLI's stdout, the runner's turn log, its follower, the worker, Redis. Target
 (issue 11): p95 <= 50 ms. The same subscriber also has the raw `output` event that carried the
 line: `after_output_ms` is what mapping and publishing the event add to the output path.
+
+Then cancels: a turn whose Bash tool sleeps 60 s is cancelled once its `tool` started event is
+out; measured from sending `spawner.cancel` to having the turn's result (`cancelled: true`).
+Target (issue 11): within 3 s.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ from typing import Any
 
 from bench.fleet import REPO, Fleet, RedisServer, free_port, stop_all
 from spawner import names
-from tests.support.model_standin import ModelStandin, Text
+from spawner.service import command_id_for
+from tests.support.model_standin import ModelStandin, Text, ToolUse
 
 __all__ = ["markdown", "run"]
 
 KEY_VAR = "BENCH_LIVE_ANTHROPIC_KEY"
 TARGET_P95_MS = 50.0
+TARGET_CANCEL_S = 3.0
 
 
 def _p(values: list[float], q: float) -> float:
@@ -98,6 +104,8 @@ def run(*, image: str, smoke: bool = False, log: Any = print) -> dict[str, Any]:
                 if carried:
                     after_output.append((got[0] - carried[0]) * 1000)
         pubsub.close()
+        cancels = _cancels(fleet, standin, redis_lib.Redis.from_url(redis.url, decode_responses=True), agent_id,
+                           2 if smoke else 5, log)
         summary = {"turns": turns, "received": len(latencies),
                    "message_ms_p50": round(statistics.median(latencies), 2) if latencies else None,
                    "message_ms_p95": round(_p(latencies, 0.95), 2) if latencies else None,
@@ -107,8 +115,11 @@ def run(*, image: str, smoke: bool = False, log: Any = print) -> dict[str, Any]:
                    "target_p95_ms": TARGET_P95_MS}
         summary["meets_target"] = bool(latencies) and len(latencies) == turns and \
             summary["message_ms_p95"] <= TARGET_P95_MS
+        summary["cancel_s_max"] = round(max(cancels), 3) if cancels else None
+        summary["cancel_target_s"] = TARGET_CANCEL_S
         return {"summary": summary, "raw": {"message_ms": [round(v, 3) for v in latencies],
-                                            "after_output_ms": [round(v, 3) for v in after_output]}}
+                                            "after_output_ms": [round(v, 3) for v in after_output],
+                                            "cancel_s": [round(v, 3) for v in cancels]}}
     finally:
         fleet.cleanup(docker.from_env())
         fleet.stop()
@@ -116,6 +127,31 @@ def run(*, image: str, smoke: bool = False, log: Any = print) -> dict[str, Any]:
         redis.stop()
         standin.stop()
         subprocess.run(["rm", "-rf", run_root], check=False)
+
+
+def _cancels(fleet: Fleet, standin: ModelStandin, client: Any, agent_id: str, count: int, log: Any) -> list[float]:
+    """Seconds from sending spawner.cancel to the cancelled turn's result, `count` times."""
+    log(f"  {count} cancels of a turn whose tool sleeps 60 s")
+    out = []
+    for _ in range(count):
+        standin.script(ToolUse("Bash", {"command": "echo begun; sleep 60; echo late", "description": "wait"}),
+                       Text("not asked for"))
+        request_id = "bench-" + uuid.uuid4().hex
+        command_id = command_id_for(request_id=request_id, task_id="")
+        pending = fleet.send("send_command", agent_id=agent_id, command="wait a minute", request_id=request_id)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(
+                e.get("type") == "tool" and e.get("command_id") == command_id
+                for e in (json.loads(f["data"]) for _, f in client.xrange(names.agent_events_key(agent_id), "-", "+"))):
+            time.sleep(0.01)
+        time.sleep(0.5)  # the tool's sleep has started
+        started = time.monotonic()
+        answer = fleet.call("cancel", agent_id=agent_id)
+        result = pending.get(timeout=120)
+        if answer["cancelled"] and result["cancelled"]:
+            out.append(time.monotonic() - started)
+        standin.clear_script()
+    return out
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -127,7 +163,9 @@ def markdown(summary: dict[str, Any]) -> str:
             f"{summary['message_ms_max']} ms over {summary['received']} of {summary['turns']} turns "
             f"(target p95 <= {summary['target_p95_ms']:g} ms: {verdict}). The event follows the raw `output` "
             f"event carrying its line by p95 {summary['after_output_ms_p95']} ms (mapping and publishing); "
-            f"load average at the end: {summary['load_average']}.\n")
+            f"load average at the end: {summary['load_average']}. A cancel of a turn whose tool sleeps 60 s "
+            f"returned its `cancelled` result after at most {summary['cancel_s_max']} s "
+            f"(target {summary['cancel_target_s']:g} s).\n")
 
 
 if __name__ == "__main__":
