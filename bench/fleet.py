@@ -20,10 +20,19 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, never one this process was already given (two calls in
+    a row could otherwise get the same port back from the kernel before either is bound)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def stop_all(procs: dict[str, subprocess.Popen[bytes]], *, timeout: float) -> None:

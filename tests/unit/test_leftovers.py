@@ -54,3 +54,9 @@ def test_a_killed_sessions_processes_are_reaped_and_a_live_sessions_are_not(tmp_
         for proc in (killed_session, live_session, other):
             proc.kill()
             proc.wait()
+
+
+def test_free_port_never_hands_out_the_same_port_twice_in_one_process():
+    from bench.fleet import free_port
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
