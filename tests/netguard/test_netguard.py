@@ -1,7 +1,8 @@
 """The network guard refuses before anything is sent, in this process and in every Python process
 the suite starts, and a refusal fails the test even when the code under test swallows it.
 
-"Nothing was sent" is shown on loopback, where it can be observed: a port we listen on is denied
+"Nothing was sent" is shown on loopback, where it can be observed (on an address of 127.0.0.0/8
+that no other test uses, so nothing foreign arrives): a port we listen on is denied
 (NETGUARD_DENY_PORTS, or the hook's deny set in this process); after the refused connect or
 sendto, a non-blocking accept/recv finds nothing (loopback delivery completes inside the sending
 call, so there is nothing to wait for). The same check without the denial sees the connection,
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -77,10 +79,14 @@ def denying(port: int) -> Iterator[None]:
         hook.deny_ports.discard(port)
 
 
+#: Loopback, but an address no other test connects to: nothing foreign can arrive at our listeners.
+QUIET = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
+
+
 @pytest.fixture
 def listener() -> Iterator[socket.socket]:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((QUIET, 0))
         s.listen(8)
         s.setblocking(False)
         yield s
@@ -89,7 +95,7 @@ def listener() -> Iterator[socket.socket]:
 @pytest.fixture
 def receiver() -> Iterator[socket.socket]:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((QUIET, 0))
         s.setblocking(False)
         yield s
 
@@ -105,20 +111,20 @@ def test_in_this_process_a_refused_connect_or_sendto_sends_nothing(listener, rec
     port, udp_port = listener.getsockname()[1], receiver.getsockname()[1]
     with denying(port), denying(udp_port):
         with socket.socket() as s, pytest.raises(PermissionError, match="netguard refused"):
-            s.connect(("127.0.0.1", port))
+            s.connect((QUIET, port))
         with socket.socket() as s, pytest.raises(PermissionError, match="netguard refused"):
-            s.connect_ex(("127.0.0.1", port))
+            s.connect_ex((QUIET, port))
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, pytest.raises(PermissionError):
-            s.sendto(b"x", ("127.0.0.1", udp_port))
+            s.sendto(b"x", (QUIET, udp_port))
     assert_nothing_arrived(listener, receiver)
     assert len(netguard_refusals.take()) == 3
 
     # the same calls, not denied, are seen by the same checks: the checks above can fail
     with socket.socket() as s:
-        s.connect(("127.0.0.1", port))
+        s.connect((QUIET, port))
         listener.accept()[0].close()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.sendto(b"x", ("127.0.0.1", udp_port))
+        s.sendto(b"x", (QUIET, udp_port))
         assert receiver.recv(64) == b"x"
 
     # off this machine: refused by the guard (errno 13, its message), not by the network
@@ -133,10 +139,10 @@ def test_in_this_process_a_refused_connect_or_sendto_sends_nothing(listener, rec
 
 CHILD = textwrap.dedent("""
     import socket, sys
-    port, udp_port = int(sys.argv[1]), int(sys.argv[2])
+    address, port, udp_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     outcomes = []
-    for call in (lambda: socket.create_connection(("127.0.0.1", port), timeout=5),
-                 lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("127.0.0.1", udp_port)),
+    for call in (lambda: socket.create_connection((address, port), timeout=5),
+                 lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", (address, udp_port)),
                  lambda: socket.create_connection(("192.0.2.1", 9), timeout=5),
                  lambda: socket.create_connection(("example.invalid", 80), timeout=5)):
         try:
@@ -151,7 +157,7 @@ CHILD = textwrap.dedent("""
 def test_a_python_subprocess_of_the_suite_carries_the_guard_and_sends_nothing(listener, receiver, netguard_refusals):
     port, udp_port = listener.getsockname()[1], receiver.getsockname()[1]
     assert str(SITE) in os.environ["PYTHONPATH"].split(os.pathsep) and os.environ["NETGUARD_LOG"] == str(LOG)
-    done = subprocess.run([sys.executable, "-c", CHILD, str(port), str(udp_port)], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", CHILD, QUIET, str(port), str(udp_port)], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "NETGUARD_DENY_PORTS": f"{port},{udp_port}"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["refused"] * 4
