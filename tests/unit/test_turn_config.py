@@ -129,3 +129,9 @@ def test_spawner_events_shows_message_tool_and_usage_events_in_one_line_each() -
     assert failed.endswith('finished Bash t1 (error) "boom"')
     assert event_line({**base, "type": "usage", "input_tokens": 3, "output_tokens": 4, "cost_usd": 0.5}).endswith(
         "usage        3 in, 4 out, $0.5")
+
+
+def test_a_stored_counter_reads_back_as_an_exact_count_or_a_dollar_amount() -> None:
+    from spawner.state.metrics_redis import _number
+    assert _number("42") == 42 and isinstance(_number("42"), int)
+    assert _number("0.00204") == pytest.approx(0.00204)
