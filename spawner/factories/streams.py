@@ -49,8 +49,10 @@ __all__ = [
 
 #: `input` and `output` of a `tool` event are cut to this many UTF-8 bytes.
 FIELD_MAX_BYTES = 4096
-#: A line longer than this is not read as an event (it still goes out as raw `output`).
-LINE_MAX_CHARS = 8 * 1024 * 1024
+#: A line longer than this is not read as an event (it still goes out as raw `output`); it bounds
+#: what a follower holds for one turn, whatever an agent prints (a tool's result is cut to 4 KiB
+#: in its event anyway).
+LINE_MAX_CHARS = 1024 * 1024
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 #: The numbers of a turn's `usage` (CONTRACT §8.2), besides `source`.
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd", "requests")
