@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -21,22 +19,14 @@ from spawner.gateway import core
 from spawner.service import command_id_for
 from tests.gateway.conftest import GatewayFleet
 from tests.support.model_standin import Text, ToolUse
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
-T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True)
 def _fresh_script(gateway_fleet: GatewayFleet) -> None:
     gateway_fleet.standin.clear_script()
-
-
-def wait_for(what: str, check: Callable[[], T], *, timeout: float = 120) -> T:
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
-        time.sleep(0.05)
-    return found
 
 
 def turn_events(redis_client: Any, agent_id: str, command_id: str) -> list[dict[str, Any]]:
@@ -110,7 +100,7 @@ def test_a_message_arrives_while_the_model_holds_its_last_answer_back(
     pending, command_id = start_turn(gf, agent_id, "Say something.")
     try:
         message = wait_for("the message event", lambda: [e for e in turn_events(redis_client, agent_id, command_id)
-                                                          if e["type"] == "message"])
+                                                          if e["type"] == "message"], timeout=120)
         # the model has not finished its answer: the turn is still running
         assert message[0]["text"] == "First half, and the rest follows."
         assert not [e for e in turn_events(redis_client, agent_id, command_id) if e["type"] == "command_exit"]
@@ -133,7 +123,7 @@ def test_cancel_stops_a_turn_whose_tool_sleeps_and_kills_all_of_it(
         Text("never asked for: the turn is cancelled"))
     pending, command_id = start_turn(gf, agent_id, "Wait a minute.")
     wait_for("the sleep in the container", lambda: "sleep 60" in in_container(
-        docker_api, created["container_id"], "ps -eo args"))
+        docker_api, created["container_id"], "ps -eo args"), timeout=120)
     assert [e for e in turn_events(redis_client, agent_id, command_id) if e.get("phase") == "started"]
 
     answer = gf.call("cancel", agent_id=agent_id, request_id="cancel-" + uuid.uuid4().hex)
