@@ -26,7 +26,7 @@ from tests.support import apt_repo
 from bench.fleet import free_port as _free_port  # noqa: F401 - the test modules import it from here
 
 #: No test, fixture or process of the suite reaches beyond 127.0.0.0/8 (tests/netguard/).
-pytest_plugins = ("tests.netguard.plugin",)
+pytest_plugins = ("tests.netguard.plugin", "tests.support.gateway_fleet")
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_IMAGE = os.environ.get("SPAWNER_TEST_IMAGE", "workers-spawner/worker-test:latest")

@@ -1,4 +1,2 @@
-"""Live, structured turns run on the model-gateway fleet of tests/gateway (the worker image's REAL
-`claude` against the model stand-in, on network none)."""
-
-from tests.gateway.conftest import docker_api, gateway_fleet  # noqa: F401 - fixtures shared by name
+"""Live, structured turns run on the session's model-gateway fleet (tests/support/gateway_fleet.py:
+the worker image's REAL `claude` against the model stand-in, on network none)."""

@@ -17,7 +17,7 @@ import pytest
 from spawner import names
 from spawner.gateway import core
 from spawner.service import command_id_for
-from tests.gateway.conftest import GatewayFleet
+from tests.support.gateway_fleet import GatewayFleet
 from tests.support.model_standin import Text, ToolUse
 from tests.support.waiting import wait_for
 
@@ -194,7 +194,7 @@ def test_the_readme_chat_bot_prints_live_messages_and_tools_then_the_answer(gate
     import sys
 
     from tests.conftest import REPO
-    from tests.gateway.conftest import KEY_VAR
+    from tests.support.gateway_fleet import KEY_VAR
 
     gf = gateway_fleet
     readme = (REPO / "README.md").read_text()

@@ -1,0 +1,130 @@
+"""A fleet with a model gateway, the worker image's REAL `claude`, and the model stand-in.
+
+A pytest plugin of the whole suite (tests/conftest.py): one such fleet per session, shared by
+tests/gateway and tests/turns.
+
+The worker image is what scripts/setup.sh builds (Claude Code baked in); these tests fail, never
+skip, when it lacks `claude`. The fleet gets its own queue, run folder and gateway, so nothing
+here touches the session's fleet; the stand-in is the only upstream (127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.fleet import free_port, stop_all
+from spawner import names
+from spawner.backend.runner_socket import RunDirs
+from tests.conftest import REPO, TEST_RUN, Fleet
+from tests.support.model_standin import ModelStandin
+
+WORKER_IMAGE = os.environ.get("SPAWNER_WORKER_IMAGE_UNDER_TEST", "workers-spawner/worker:latest")
+KEY_VAR = "GATEWAY_TEST_ANTHROPIC_KEY"
+
+
+class GatewayFleet:
+    def __init__(self, fleet: Fleet, standin: ModelStandin, app: Any, key: str, logdir: Path, run_dir: str,
+                 gateway_port: int) -> None:
+        self.fleet, self.standin, self.app, self.key, self.logdir = fleet, standin, app, key, logdir
+        self.run_dir, self.gateway_port = run_dir, gateway_port
+        self.created: list[str] = []
+
+    def call(self, name: str, timeout: float = 180, **kwargs: Any) -> Any:
+        result = self.app.send_task(f"spawner.{name}", kwargs=kwargs, queue=self.fleet.queue).get(timeout=timeout)
+        if name == "create":
+            self.created.append(result["agent_id"])
+        return result
+
+    def create_claude(self, **model: Any) -> dict[str, Any]:
+        config = {"name": "gw-claude", "agent": "claude-code",
+                  "model": {"provider": "anthropic", "key": KEY_VAR, "model": "claude-sonnet-4-5", **model}}
+        return self.call("create", config=config)
+
+    def start_gateway(self) -> None:
+        """Start (or start again) this fleet's gateway process and wait for its /health."""
+        self.fleet.procs["gateway"] = subprocess.Popen(
+            [sys.executable, "-m", "spawner.cli", "gateway", "--port", str(self.gateway_port)], cwd=REPO,
+            env=self.fleet.env, stdout=open(self.logdir / "gateway.log", "ab"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.gateway_port}/health", timeout=1) as answer:
+                    if json.load(answer)["ok"]:
+                        return
+            except OSError:
+                pass
+            assert self.fleet.procs["gateway"].poll() is None, f"the gateway exited; see {self.logdir}/gateway.log"
+            assert time.monotonic() < deadline, f"the gateway did not answer; see {self.logdir}/gateway.log"
+            time.sleep(0.1)
+
+    def stop_gateway(self) -> None:
+        stop_all({"gateway": self.fleet.procs.pop("gateway")}, timeout=20)
+
+    def logs_text(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.logdir.glob("*.log")))
+
+
+@pytest.fixture(scope="session")
+def docker_api() -> Any:
+    import docker
+    client = docker.from_env()
+    try:
+        client.images.get(WORKER_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"image {WORKER_IMAGE} is missing; run scripts/setup.sh")
+    return client
+
+
+@pytest.fixture(scope="session")
+def gateway_fleet(redis_server: Any, docker_api: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayFleet]:
+    logdir = tmp_path_factory.mktemp("gateway-fleet")
+    standin = ModelStandin().start()
+    key = "sk-ant-real-" + uuid.uuid4().hex
+    queue = "gw-" + uuid.uuid4().hex[:8]
+    run_dir = f"/run/wsgw-{uuid.uuid4().hex[:8]}"
+    env = {
+        "SPAWNER_QUEUE": queue,
+        "SPAWNER_WORKER_IMAGE": WORKER_IMAGE,
+        "SPAWNER_RUN_DIR": run_dir,
+        "SPAWNER_MODEL_UPSTREAMS": f"anthropic={standin.url},openai={standin.url}/v1",
+        "SPAWNER_READY_TIMEOUT_SECONDS": "60",
+        KEY_VAR: key,
+    }
+    fleet = Fleet(redis_server.url, logdir, extra_env=env)
+    port = free_port()
+    fleet.start()
+    from celery import Celery
+    app = Celery(broker=redis_server.url, backend=redis_server.url)
+    app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
+    gf = GatewayFleet(fleet, standin, app, key, logdir, run_dir, port)
+    gf.start_gateway()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(app.control.ping(timeout=1.0) or []) < 2:
+        pass
+    yield gf
+    for agent_id in gf.created:
+        try:
+            gf.call("delete", agent_id=agent_id, timeout=60)
+        except Exception:  # noqa: BLE001 - best effort; the containers are removed below anyway
+            pass
+    stop_all(fleet.procs, timeout=20)
+    folders = RunDirs(run_dir)
+    for c in docker_api.api.containers(all=True, filters={"label": f"spawner.test-run={TEST_RUN}"}):
+        if (path := c["Labels"].get(names.LABEL_RUN_DIR, "")).startswith(run_dir + "/"):
+            docker_api.api.remove_container(c["Id"], force=True, v=True)
+            folders.remove(path)  # a small tmpfs: unmounted, then removed
+    gf.standin.stop()
+    shutil.rmtree(run_dir, ignore_errors=True)
