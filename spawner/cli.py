@@ -171,7 +171,10 @@ def send(obj: Ctx, agent_id: str, command: str, follow: bool, timeout_seconds: i
         turn = obj.client.start_command(agent_id, command, **kwargs)
     except Exception as exc:  # noqa: BLE001
         fail(*describe(exc, obj.settings.redis_url))
-    renderer = None if obj.as_json else console.TranscriptRenderer(only_command=turn.command_id)
+    renderer = None
+    if not obj.as_json:  # a CLI with a JSON stream is shown by its message and tool events
+        structured = obj.call("status", f"asking about {agent_id}", agent_id=agent_id)["agent"] != "shell"
+        renderer = console.TranscriptRenderer(only_command=turn.command_id, structured=structured)
     _follow(obj, agent_id, turn.cursor, until=turn.command_id, forever=True, renderer=renderer,
             pending=turn.async_result, verb="events" if obj.as_json else "logs")
     result = obj.wait(turn.async_result, f"agent {agent_id}: finishing")

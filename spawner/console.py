@@ -26,8 +26,12 @@ class TranscriptRenderer:
     ("$ command", what it printed, "[exit N]", "[respond] ..."), written as events arrive."""
 
     only_command: str | None = None  # render only this turn's output and exit (spawner send --follow)
+    #: with only_command: the agent's CLI streams JSON lines (not a shell): show its `message` and
+    #: `tool` events instead of the raw lines (which `spawner events` and --json still show)
+    structured: bool = False
     at_line_start: bool = True
     printed: dict[str, list[str]] = field(default_factory=dict)  # command id -> output chunks
+    said: dict[str, str] = field(default_factory=dict)  # command id -> the last message shown
 
     def feed(self, event: dict[str, Any]) -> list[Piece]:
         kind = event.get("type")
@@ -36,6 +40,21 @@ class TranscriptRenderer:
             return []
         if kind == "status" and event.get("command") and self.only_command is None:
             return self._line(f"$ {event['command']}")
+        if self.structured and self.only_command is not None:
+            if kind == "output" and event.get("stream") != "stderr":
+                return []
+            if kind == "message":
+                self.said[command_id or ""] = str(event.get("text", ""))
+                return self._line(self.said[command_id or ""].rstrip("\n"))
+            if kind == "tool":
+                if event.get("phase") == "started":
+                    return self._line(f"[{event.get('name')}] {str(event.get('input', ''))[:200]}")
+                if event.get("is_error"):
+                    return self._line(f"[{event.get('name')} failed] {str(event.get('output', ''))[:200]}")
+                return []
+            if kind == "response" and command_id is not None:
+                message = str(event.get("message", ""))
+                return [] if message.strip() == self.said.get(command_id, "").strip() else self._line(message)
         if kind == "output":
             data = str(event.get("data", ""))
             self.printed.setdefault(command_id or "", []).append(data)

@@ -252,3 +252,21 @@ def test_a_second_ctrl_c_within_two_seconds_in_send_follow_cancels_the_turn(
                       is None and s)
     assert status["state"] == "idle"
     assert "sleep 60" not in in_container(docker_api, created["container_id"], "ps -eo args")
+
+
+def test_send_follow_shows_a_claude_turn_by_its_tools_and_messages(gateway_fleet: GatewayFleet) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    gf = gateway_fleet
+    agent_id = gf.create_claude()["agent_id"]
+    gf.standin.script(ToolUse("Bash", {"command": "echo from-the-tool", "description": "echo"}),
+                      Text("The tool echoed."))
+    done = subprocess.run([sys.executable, "-m", "spawner.cli", "send", agent_id, "Echo something.", "--follow"],
+                          cwd=REPO, env=gf.fleet.env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ['[Bash] {"command": "echo from-the-tool", "description": "echo"}',
+                                        "The tool echoed."]
+    assert done.stderr.startswith("[exit 0 in ")

@@ -135,3 +135,20 @@ def test_a_stored_counter_reads_back_as_an_exact_count_or_a_dollar_amount() -> N
     from spawner.state.metrics_redis import _number
     assert _number("42") == 42 and isinstance(_number("42"), int)
     assert _number("0.00204") == pytest.approx(0.00204)
+
+
+def test_send_follow_shows_a_structured_turn_by_its_messages_and_tools() -> None:
+    from spawner.console import TranscriptRenderer
+    r = TranscriptRenderer(only_command="c1", structured=True)
+    shown = [p for e in [
+        {"type": "output", "command_id": "c1", "stream": "stdout", "data": '{"type":"system"}\n'},
+        {"type": "tool", "command_id": "c1", "phase": "started", "name": "Bash", "input": '{"command": "ls"}'},
+        {"type": "tool", "command_id": "c1", "phase": "finished", "name": "Bash", "output": "a", "is_error": False},
+        {"type": "tool", "command_id": "c1", "phase": "finished", "name": "Read", "output": "no", "is_error": True},
+        {"type": "output", "command_id": "c1", "stream": "stderr", "data": "warning\n"},
+        {"type": "message", "command_id": "c1", "text": "Done."},
+        {"type": "command_exit", "command_id": "c1", "exit_code": 0, "duration_ms": 5},
+        {"type": "response", "command_id": "c1", "message": "Done."},
+    ] for p in r.feed(e)]
+    assert shown == [('[Bash] {"command": "ls"}\n', "stdout"), ("[Read failed] no\n", "stdout"),
+                     ("warning\n", "stderr"), ("Done.\n", "stdout"), ("[exit 0 in 5 ms]\n", "stderr")]
