@@ -150,7 +150,7 @@ class WorkerConfig(_Frozen):
     resources: Resources = Resources()
     network: str | None = None
     model: ModelConfig | None = None
-    skills: tuple[Skill, ...] = ()
+    skills: Annotated[tuple[Skill, ...], Field(max_length=64)] = ()
     git: GitIdentity | None = None
 
     @model_validator(mode="after")
