@@ -7,8 +7,8 @@
 #   - a redis-server on 127.0.0.1:6379 (for the fleet; the test suite starts private ones)
 #   - the Python environment with this project installed (.venv, or $SPAWNER_VENV)
 #   - a base image made with debootstrap -> docker import (no registry)
-#   - the worker image from worker_image/Dockerfile, the test image with stand-in agent CLIs, and the
-#     fleet image from Dockerfile.fleet (docker-compose.yml)
+#   - the worker image from worker_image/Dockerfile and its Codex variant, the test image with
+#     stand-in agent CLIs, and the fleet image from Dockerfile.fleet (docker-compose.yml)
 #   - a local apt repository ($SPAWNER_STATE_DIR/apt-repo) the test suite's capability builds install from
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +17,7 @@ VENV=${SPAWNER_VENV:-$REPO/.venv}
 BASE_IMAGE=${SPAWNER_BASE_IMAGE:-workers-spawner/debian:bookworm}
 WORKER_IMAGE=${SPAWNER_WORKER_IMAGE:-workers-spawner/worker:latest}
 TEST_IMAGE=${SPAWNER_TEST_IMAGE:-workers-spawner/worker-test:latest}
+CODEX_IMAGE=${SPAWNER_CODEX_IMAGE:-workers-spawner/worker-codex:latest}
 FLEET_IMAGE=${SPAWNER_FLEET_IMAGE:-workers-spawner/fleet:latest}
 # 1: reach nothing beyond this machine (a test runs this script through scripts/up.sh): stop where
 # packages, the venv, the base image or the apt repository would need the network; build with loopback only.
@@ -103,6 +104,15 @@ cp /usr/local/share/ca-certificates/*.crt "$REPO/worker_image/certs/" 2>/dev/nul
 build "$WORKER_IMAGE" "$REPO/worker_image/Dockerfile" "$REPO" --build-arg BASE_IMAGE="$BASE_IMAGE" \
   --build-arg INSTALL_CLAUDE="${SPAWNER_INSTALL_CLAUDE:-1}" ${SPAWNER_IMAGE_BUILD_ARGS:-}
 step "$WORKER_IMAGE built"
+# The Codex variant the suite's real-codex tests run (tests/gateway/test_codex_real.py): the same
+# build with INSTALL_CODEX=1 too, under a tag of its own so each tag names one image. The Codex
+# layer comes before the runner's, so it stays cached: 16 s the first time here, then about 1 s.
+# SPAWNER_BUILD_CODEX=0 skips it (those tests then fail, saying the image is missing).
+if [ "${SPAWNER_BUILD_CODEX:-1}" = 1 ]; then
+  build "$CODEX_IMAGE" "$REPO/worker_image/Dockerfile" "$REPO" --build-arg BASE_IMAGE="$BASE_IMAGE" \
+    --build-arg INSTALL_CLAUDE="${SPAWNER_INSTALL_CLAUDE:-1}" ${SPAWNER_IMAGE_BUILD_ARGS:-} --build-arg INSTALL_CODEX=1
+  step "$CODEX_IMAGE built"
+fi
 # The fleet's own image (Dockerfile.fleet, docker-compose.yml), built here where PyPI may be reached:
 # the compose test's build then finds the dependency layers cached and reaches nothing.
 build "$FLEET_IMAGE" "$REPO/Dockerfile.fleet" "$REPO" --build-arg BASE_IMAGE="$BASE_IMAGE"

@@ -1,11 +1,13 @@
 """A fleet with a model gateway, the worker image's REAL `claude`, and the model stand-in.
 
 A pytest plugin of the whole suite (tests/conftest.py): one such fleet per session, shared by
-tests/gateway and tests/turns.
+tests/gateway and tests/turns; and one more on the Codex variant of the image (its REAL `codex`)
+for tests/gateway/test_codex_real.py, started only when a test asks for it.
 
-The worker image is what scripts/setup.sh builds (Claude Code baked in); these tests fail, never
-skip, when it lacks `claude`. The fleet gets its own queue, run folder and gateway, so nothing
-here touches the session's fleet; the stand-in is the only upstream (127.0.0.1).
+The worker image is what scripts/setup.sh builds (Claude Code baked in), and so is the Codex
+variant; these tests fail, never skip, when an image is missing or lacks its CLI. Each fleet gets
+its own queue, run folder, gateway and stand-in, so nothing here touches the session's fleet; the
+stand-in is the only upstream (127.0.0.1).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,11 @@ from tests.conftest import REPO, TEST_RUN, Fleet
 from tests.support.model_standin import ModelStandin
 
 WORKER_IMAGE = os.environ.get("SPAWNER_WORKER_IMAGE_UNDER_TEST", "workers-spawner/worker:latest")
+#: scripts/setup.sh's Codex variant of the worker image (INSTALL_CODEX=1)
+CODEX_IMAGE = os.environ.get("SPAWNER_CODEX_IMAGE_UNDER_TEST", "workers-spawner/worker-codex:latest")
 KEY_VAR = "GATEWAY_TEST_ANTHROPIC_KEY"
+#: the fleet's OpenAI key variable (it holds the same real key as KEY_VAR)
+OPENAI_KEY_VAR = "GATEWAY_TEST_OPENAI_KEY"
 
 
 class GatewayFleet:
@@ -50,6 +57,11 @@ class GatewayFleet:
     def create_claude(self, **model: Any) -> dict[str, Any]:
         config = {"name": "gw-claude", "agent": "claude-code",
                   "model": {"provider": "anthropic", "key": KEY_VAR, "model": "claude-sonnet-4-5", **model}}
+        return self.call("create", config=config)
+
+    def create_codex(self, **model: Any) -> dict[str, Any]:
+        config = {"name": "gw-codex", "agent": "codex",
+                  "model": {"provider": "openai", "key": OPENAI_KEY_VAR, "model": "gpt-5.5", **model}}
         return self.call("create", config=config)
 
     def start_gateway(self) -> None:
@@ -77,31 +89,50 @@ class GatewayFleet:
         return "".join(p.read_text(errors="replace") for p in sorted(self.logdir.glob("*.log")))
 
 
+def _image(client: Any, image: str) -> None:
+    import docker
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"image {image} is missing; run scripts/setup.sh")
+
+
 @pytest.fixture(scope="session")
 def docker_api() -> Any:
     import docker
     client = docker.from_env()
-    try:
-        client.images.get(WORKER_IMAGE)
-    except docker.errors.ImageNotFound:
-        pytest.fail(f"image {WORKER_IMAGE} is missing; run scripts/setup.sh")
+    _image(client, WORKER_IMAGE)
     return client
 
 
 @pytest.fixture(scope="session")
 def gateway_fleet(redis_server: Any, docker_api: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayFleet]:
-    logdir = tmp_path_factory.mktemp("gateway-fleet")
+    with _gateway_fleet(redis_server, docker_api, tmp_path_factory.mktemp("gateway-fleet"), WORKER_IMAGE) as gf:
+        yield gf
+
+
+@pytest.fixture(scope="session")
+def codex_gateway_fleet(redis_server: Any, docker_api: Any,
+                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayFleet]:
+    _image(docker_api, CODEX_IMAGE)
+    with _gateway_fleet(redis_server, docker_api, tmp_path_factory.mktemp("codex-fleet"), CODEX_IMAGE) as gf:
+        yield gf
+
+
+@contextmanager
+def _gateway_fleet(redis_server: Any, docker_api: Any, logdir: Path, image: str) -> Iterator[GatewayFleet]:
     standin = ModelStandin().start()
-    key = "sk-ant-real-" + uuid.uuid4().hex
+    key = "sk-real-" + uuid.uuid4().hex
     queue = "gw-" + uuid.uuid4().hex[:8]
     run_dir = f"/run/wsgw-{uuid.uuid4().hex[:8]}"
     env = {
         "SPAWNER_QUEUE": queue,
-        "SPAWNER_WORKER_IMAGE": WORKER_IMAGE,
+        "SPAWNER_WORKER_IMAGE": image,
         "SPAWNER_RUN_DIR": run_dir,
         "SPAWNER_MODEL_UPSTREAMS": f"anthropic={standin.url},openai={standin.url}/v1",
         "SPAWNER_READY_TIMEOUT_SECONDS": "60",
         KEY_VAR: key,
+        OPENAI_KEY_VAR: key,
     }
     fleet = Fleet(redis_server.url, logdir, extra_env=env)
     port = free_port()

@@ -8,7 +8,9 @@ real agent CLIs to run whole turns against it:
   `content_block_delta` (`text_delta` / `input_json_delta`), `content_block_stop`,
   `message_delta` (`stop_reason`, `usage`), `message_stop`.
 - OpenAI Responses, `POST /responses` or `/v1/responses`, streaming: `response.created`,
-  `response.output_item.added`, `response.output_text.delta`, `response.output_item.done`,
+  `response.output_item.added`, `response.output_text.delta` (a `message` item) or
+  `response.function_call_arguments.delta`/`.done` (a `function_call` item: a `ToolUse` answer,
+  `input` as its JSON `arguments`, the way codex gets its `shell` calls), `response.output_item.done`,
   `response.completed` (with `usage`).
 
 Each test scripts the answers it wants, in order (`script(Text(...), ToolUse(...))`); with the
@@ -122,28 +124,47 @@ def anthropic_message(answer: Text | ToolUse, *, model: str) -> dict[str, Any]:
             "usage": {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens}}
 
 
-def openai_events(answer: Text, *, model: str) -> list[bytes]:
-    """The server-sent events of one streamed OpenAI Responses answer (text only)."""
+def openai_events(answer: Text | ToolUse, *, model: str) -> list[bytes]:
+    """The server-sent events of one streamed OpenAI Responses answer: a `message` item for a
+    `Text`, a `function_call` item for a `ToolUse` (its `call_id` is what the CLI's next request
+    answers with a `function_call_output`)."""
     resp_id = "resp_" + uuid.uuid4().hex[:24]
-    item_id = "msg_" + uuid.uuid4().hex[:24]
     base = {"id": resp_id, "object": "response", "model": model, "status": "in_progress", "output": []}
-    item = {"id": item_id, "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+    item: dict[str, Any]
+    if isinstance(answer, Text):
+        item = {"id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "role": "assistant",
+                "status": "in_progress", "content": []}
+    else:
+        item = {"id": "fc_" + uuid.uuid4().hex[:24], "type": "function_call", "status": "in_progress",
+                "call_id": "call_" + uuid.uuid4().hex[:24], "name": answer.name, "arguments": ""}
     events = [_sse("response.created", {"type": "response.created", "sequence_number": 0, "response": base}),
               _sse("response.output_item.added", {"type": "response.output_item.added", "sequence_number": 1,
                                                   "output_index": 0, "item": item})]
     seq = 2
-    step = max(1, answer.chunk_chars)
-    for i in range(0, len(answer.text), step):
-        events.append(_sse("response.output_text.delta", {
-            "type": "response.output_text.delta", "sequence_number": seq, "item_id": item_id, "output_index": 0,
-            "content_index": 0, "delta": answer.text[i:i + step]}))
+
+    def add(event: str, **data: Any) -> None:
+        nonlocal seq
+        events.append(_sse(event, {"type": event, "sequence_number": seq, "item_id": item["id"], "output_index": 0,
+                                   **data}))
         seq += 1
-    done_item = {**item, "status": "completed",
-                 "content": [{"type": "output_text", "text": answer.text, "annotations": []}]}
+
+    if isinstance(answer, Text):
+        step = max(1, answer.chunk_chars)
+        for i in range(0, len(answer.text), step):
+            add("response.output_text.delta", content_index=0, delta=answer.text[i:i + step])
+        done_item = {**item, "status": "completed",
+                     "content": [{"type": "output_text", "text": answer.text, "annotations": []}]}
+        cached = answer.cache_read_tokens
+    else:
+        arguments = json.dumps(answer.input)
+        add("response.function_call_arguments.delta", delta=arguments)
+        add("response.function_call_arguments.done", arguments=arguments)
+        done_item = {**item, "status": "completed", "arguments": arguments}
+        cached = 0
     events.append(_sse("response.output_item.done", {"type": "response.output_item.done", "sequence_number": seq,
                                                      "output_index": 0, "item": done_item}))
     usage = {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens,
-             "input_tokens_details": {"cached_tokens": answer.cache_read_tokens},
+             "input_tokens_details": {"cached_tokens": cached},
              "output_tokens_details": {"reasoning_tokens": 0},
              "total_tokens": answer.input_tokens + answer.output_tokens}
     events.append(_sse("response.completed", {"type": "response.completed", "sequence_number": seq + 1, "response": {
@@ -272,8 +293,6 @@ class ModelStandin:
         body, answer = await self._record(request)
         if isinstance(answer, Error):
             return web.json_response(answer.body, status=answer.status)
-        if not isinstance(answer, Text):
-            raise web.HTTPNotImplemented(text="the stand-in answers OpenAI Responses with text only")
         model = body.get("model", self.model) if isinstance(body, dict) else self.model
         return await self._stream(request, openai_events(answer, model=model))
 
