@@ -217,6 +217,8 @@ _FINAL_EVENTS = frozenset({"message_stop", "response.completed", "response.incom
 #: An event that matters holds one of these; the rest are never parsed.
 _WORDS = {"anthropic": (b"message_start", b"message_delta", b"message_stop"),
           "openai": (b"response.completed", b"response.incomplete", b"response.failed")}
+#: What a chunk is scanned for (in place, once per needle): a line with none of these holds no word.
+_SCAN = {"anthropic": (b"message_",), "openai": _WORDS["openai"]}
 
 
 class SseUsageReader:
@@ -225,6 +227,8 @@ class SseUsageReader:
     Only complete `data:` lines of JSON objects are looked at; a line longer than `max_line`
     bytes (a 1 MB text delta) is skipped without being kept, so memory stays bounded whatever
     the stream holds. The bytes themselves are never changed: the caller forwards them as is.
+    A chunk is scanned in place (no copy) and split into lines only where a word occurs: most
+    chunks are text deltas, and they cost one scan.
     """
 
     def __init__(self, provider: str, *, max_line: int = 262_144) -> None:
@@ -234,31 +238,36 @@ class SseUsageReader:
         #: the provider's last event of an answer went by (its usage is final)
         self.done = False
         self._max_line = max_line
-        self._buf = bytearray()
+        self._buf = bytearray()  # the start of a line that a later chunk ends
         self._skipping = False
+        self._scan = _SCAN[provider]
 
     def feed(self, chunk: bytes) -> None:
+        start = 0
         if self._skipping:  # the rest of an over-long line
-            newline = chunk.find(b"\n")
-            if newline < 0:
+            start = chunk.find(b"\n") + 1
+            if start == 0:
                 return
             self._skipping = False
-            chunk = chunk[newline + 1:]
-        data = bytes(self._buf) + chunk if self._buf else chunk
-        newline = data.rfind(b"\n")
-        if newline < 0:
-            complete, rest = b"", data
-        else:
-            complete, rest = data[:newline], data[newline + 1:]
-        # most chunks are text deltas only: one scan per word, and no line is looked at
-        if complete and any(word in complete for word in _WORDS[self.provider]):
-            for line in complete.split(b"\n"):
-                self._line(line)
-        self._buf.clear()
-        if len(rest) > self._max_line:
+        end = chunk.rfind(b"\n")
+        if end >= start:
+            if self._buf:  # the kept start of a line: this chunk ends it
+                first = chunk.find(b"\n", start)
+                if len(self._buf) + first - start <= self._max_line:
+                    self._buf += memoryview(chunk)[start:first]
+                    self._line(bytes(self._buf))
+                self._buf.clear()
+                start = first + 1
+            if start < end and any(chunk.find(word, start, end) >= 0 for word in self._scan):
+                for line in chunk[start:end].split(b"\n"):
+                    self._line(line)
+            start = end + 1
+        # what follows the last newline starts a line, kept for the next chunk unless too long
+        if len(self._buf) + len(chunk) - start > self._max_line:
+            self._buf.clear()
             self._skipping = True
-        else:
-            self._buf += rest
+        elif start < len(chunk):
+            self._buf += memoryview(chunk)[start:]
 
     def _line(self, line: bytes) -> None:
         line = line.rstrip(b"\r")

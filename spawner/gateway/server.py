@@ -41,6 +41,9 @@ log = logging.getLogger("spawner.gateway")
 
 #: A non-streamed answer is buffered up to this size to read its usage (bigger ones pass unmetered).
 JSON_METER_MAX_BYTES = 8 * 1024 * 1024
+#: What one upstream connection buffers before its reading pauses (aiohttp's default, 64 KiB,
+#: paused and resumed the socket many times per streamed MB); 50 streams hold at most ~25 MB.
+READ_BUFFER_BYTES = 256 * 1024
 #: How often registrations are re-read even without a nudge.
 RESYNC_SECONDS = 5
 
@@ -102,7 +105,7 @@ class Gateway:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=30, sock_read=600),
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), auto_decompress=False, trust_env=False,
-            )
+            read_bufsize=READ_BUFFER_BYTES)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._proxy)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
