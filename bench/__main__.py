@@ -4,7 +4,8 @@ The full run (about 2 minutes) writes docs/benchmarks.md, docs/benchmarks.json a
 docs/benchmarks-create.png; `--smoke` uses tiny counts (the test suite runs it into a temporary
 folder, checking only that it completes and writes its files); `--render` recomputes the summary
 from the raw samples in the JSON already there and rewrites it, the markdown and the plot (after
-editing bench/notes.md, the closing notes, or how a summary is computed).
+editing bench/notes.md, the closing notes, or how a summary is computed); `--only gateway,live,noisy`
+runs just those sections into the JSON already there and renders the whole report again.
 """
 
 from __future__ import annotations
@@ -107,6 +108,32 @@ def run(*, smoke: bool, out: Path, image: str, pool_size: int) -> dict[str, Any]
     return results
 
 
+#: The sections that run on their own (`--only`), each with its module's run().
+SECTIONS = ("gateway", "live", "noisy")
+
+
+def run_sections(names: list[str], *, out: Path, image: str) -> dict[str, Any]:
+    """Run only these sections and put them into the results already in OUT/benchmarks.json (the
+    others stay as measured before; meta.sections says when and under what load each ran)."""
+    import importlib
+
+    import docker
+
+    results = json.loads((out / "benchmarks.json").read_text())
+    image_id = docker.from_env().images.get(image).id
+    for name in names:
+        print(f"{name}:")
+        load_before = " ".join(open("/proc/loadavg").read().split()[:3])
+        results["ours"][name] = importlib.import_module(f"bench.{name}").run(image=image, smoke=False, log=print)
+        results["meta"].setdefault("sections", {})[name] = {
+            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "image": image, "image_id": image_id,
+            "load_before": load_before, "load_after": " ".join(open("/proc/loadavg").read().split()[:3])}
+    results["summary"] = report.summarize(results)
+    report.write_json(results, out / "benchmarks.json")
+    write_reports(results, out, smoke=results["meta"]["mode"] == "smoke")
+    return results
+
+
 def write_reports(results: dict[str, Any], out: Path, *, smoke: bool) -> None:
     """benchmarks.md (with bench/notes.md) and the create plot, from the results."""
     plot_name = "benchmarks-create.png"
@@ -115,6 +142,9 @@ def write_reports(results: dict[str, Any], out: Path, *, smoke: bool) -> None:
     if "noisy" in results["ours"]:  # bench/noisy.py (results written before it existed lack it)
         from bench import noisy  # noqa: PLC0415
         notes = noisy.markdown(results["ours"]["noisy"]["summary"]) + "\n" + notes
+    if "gateway" in results["ours"]:  # bench/gateway.py (results written before it existed lack it)
+        from bench import gateway  # noqa: PLC0415
+        notes = gateway.markdown(results["ours"]["gateway"]["summary"]) + "\n" + notes
     if "live" in results["ours"]:  # bench/live.py (results written before it existed lack it)
         from bench import live  # noqa: PLC0415
         notes = live.markdown(results["ours"]["live"]["summary"]) + "\n" + notes
@@ -130,8 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool-size", type=int, default=2, help="SPAWNER_WARM_POOL_SIZE of the warm fleet")
     parser.add_argument("--render", action="store_true",
                         help="measure nothing: rewrite benchmarks.md and the plot from OUT/benchmarks.json")
+    parser.add_argument("--only", metavar="SECTION[,SECTION]",
+                        help=f"run only these of {', '.join(SECTIONS)} into OUT/benchmarks.json (the rest is kept)")
     args = parser.parse_args(argv)
-    if args.render:
+    only = [name for name in (args.only or "").split(",") if name]
+    if any(name not in SECTIONS for name in only):
+        parser.error(f"--only takes {', '.join(SECTIONS)}")
+    if only:
+        results = run_sections(only, out=args.out, image=args.image)
+    elif args.render:
         results = json.loads((args.out / "benchmarks.json").read_text())
         results["summary"] = report.summarize(results)  # from the raw samples, never the stored summary
         report.write_json(results, args.out / "benchmarks.json")

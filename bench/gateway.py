@@ -34,6 +34,8 @@ from tests.support.model_standin import ModelStandin, Text
 __all__ = ["run"]
 
 AGENT_UID = 1000
+#: The 1 MB streams alternate between the two paths this many times (big_n streams in all per path).
+BIG_ROUNDS = 5
 #: The client run inside each container (python3 of the image, stdlib only). argv: base URL,
 #: mode (short N | big N | parallel N), answers arrive as server-sent events.
 CLIENT = r'''
@@ -73,6 +75,25 @@ else:
 '''
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _forwarder_pid(api: Any, container_id: str) -> int:
+    """The host pid of the container's model forwarder (started by its runner daemon)."""
+    deadline = time.monotonic() + 30
+    while True:
+        top = api.top(container_id, ps_args="-eo pid,args")
+        for row in top["Processes"]:
+            if "spawner-model-forward" in row[-1]:
+                return int(row[0])
+        if time.monotonic() > deadline:
+            raise RuntimeError("the container's model forwarder is not running")
+        time.sleep(0.1)
+
+
 def _p(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -104,10 +125,56 @@ class _Rss:
         self._thread.join()
 
 
+def summarize(raw: dict[str, Any]) -> dict[str, Any]:
+    """The section's summary, from its raw samples only (`python -m bench --render` calls this too)."""
+    size_mb = raw["answer_bytes"] / 1e6
+    par = raw["parallel"]
+    summary: dict[str, Any] = {
+        "ttfb_ms_p50": {k: round(statistics.median(v) * 1000, 3) for k, v in raw["short"].items()},
+        "ttfb_ms_p90": {k: round(_p(v, 0.9) * 1000, 3) for k, v in raw["short"].items()},
+        "big_mb_per_s": {k: round(size_mb / statistics.median(v), 1) for k, v in raw["big"].items()},
+        "big_streams": {k: len(v) for k, v in raw["big"].items()},
+        "big_cpu_ms_per_mb": raw.get("big_cpu_ms_per_mb"),
+        "parallel": {"streams": par["streams"], "wall_s": round(par["wall_s"], 3),
+                     "all_complete": len(par["sizes"]) == par["streams"]
+                     and all(size > raw["answer_bytes"] for size in par["sizes"]),
+                     "gateway_rss_peak_mb": round(par["gateway_rss_peak_bytes"] / 1e6, 1)},
+    }
+    summary["ttfb_added_ms_p50"] = round(summary["ttfb_ms_p50"]["gateway"] - summary["ttfb_ms_p50"]["direct"], 3)
+    summary["big_throughput_ratio"] = round(summary["big_mb_per_s"]["gateway"] / summary["big_mb_per_s"]["direct"], 3)
+    return summary
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    s = summary
+    cpu = s.get("big_cpu_ms_per_mb") or {}
+    par = s["parallel"]
+    return "\n".join([
+        "## Model gateway",
+        "",
+        "The same stdlib client in two containers of the worker image, against the same model stand-in: "
+        "straight (network `host`) and through the in-container forwarder and `spawner gateway` (network "
+        "`none`), in one run; the 1 MB streams alternate between the two paths (bench/gateway.py).",
+        "",
+        "| measure | target | straight | through the gateway |",
+        "|---|---|---|---|",
+        f"| time to the first event of a short streamed answer, p50 (p90) | added <= 2 ms | "
+        f"{s['ttfb_ms_p50']['direct']:.2f} ms ({s['ttfb_ms_p90']['direct']:.2f}) | "
+        f"{s['ttfb_ms_p50']['gateway']:.2f} ms ({s['ttfb_ms_p90']['gateway']:.2f}): +{s['ttfb_added_ms_p50']:.2f} ms |",
+        f"| streamed 1 MB answer, median of {s.get('big_streams', {}).get('gateway', '?')} | >= 0.8x straight | "
+        f"{s['big_mb_per_s']['direct']:.0f} MB/s | {s['big_mb_per_s']['gateway']:.0f} MB/s "
+        f"({s['big_throughput_ratio']:.2f}x) |",
+        f"| CPU per streamed MB: gateway / forwarder | | | {cpu.get('gateway', '?')} ms / {cpu.get('forwarder', '?')} ms |",
+        f"| {par['streams']} streams of 1 MB at once: gateway RSS peak | <= 150 MB | | "
+        f"{par['gateway_rss_peak_mb']:.0f} MB (all complete: {par['all_complete']}, wall {par['wall_s']:.2f} s) |",
+        "",
+    ])
+
+
 def run(*, image: str, smoke: bool = False, log: Any = print) -> dict[str, Any]:
     import docker
 
-    short_n, big_n, parallel_n = (5, 2, 5) if smoke else (200, 10, 50)
+    short_n, big_n, parallel_n = (5, 2, 5) if smoke else (200, 30, 50)
     big = Text("x" * (1024 * 1024), chunk_chars=16384)
     api = docker.from_env().api
     standin = ModelStandin().start()
@@ -159,23 +226,25 @@ def run(*, image: str, smoke: bool = False, log: Any = print) -> dict[str, Any]:
             log(f"  {short_n} short answers, {name}")
             result["short"][name] = [r[0] for r in client(cid, base, "short", short_n)["runs"]]
         standin.default_answer = big
-        for name, (cid, base) in paths.items():
-            log(f"  {big_n} streamed 1 MB answers, {name}")
-            result["big"][name] = [r[1] for r in client(cid, base, "big", big_n)["runs"]]
+        # the two paths take turns, a few streams each, so both see the same load on a busy machine
+        log(f"  {big_n} streamed 1 MB answers each way, alternating {BIG_ROUNDS} times")
+        forwarder = _forwarder_pid(api, through)
+        cpu = {"gateway": _cpu_seconds(procs["gateway"].pid), "forwarder": _cpu_seconds(forwarder)}
+        for _ in range(BIG_ROUNDS):
+            for name, (cid, base) in paths.items():
+                result["big"].setdefault(name, []).extend(
+                    r[1] for r in client(cid, base, "big", max(1, big_n // BIG_ROUNDS))["runs"])
+        streamed = len(result["big"]["gateway"]) + 1  # the warm-up stream of each client counts too
+        result["big_cpu_ms_per_mb"] = {
+            who: round((_cpu_seconds(pid) - cpu[who]) * 1000 / (streamed * len(big.text) / 1e6), 2)
+            for who, pid in (("gateway", procs["gateway"].pid), ("forwarder", forwarder))}
         log(f"  {parallel_n} streams of 1 MB at once through the gateway")
         with _Rss(procs["gateway"].pid) as rss:
             par = client(through, core.LOOPBACK_BASE_URL, "parallel", parallel_n)
-        size_mb = len(big.text) / 1e6
-        summary = {
-            "ttfb_ms_p50": {k: round(statistics.median(v) * 1000, 3) for k, v in result["short"].items()},
-            "ttfb_ms_p90": {k: round(_p(v, 0.9) * 1000, 3) for k, v in result["short"].items()},
-            "big_mb_per_s": {k: round(size_mb / statistics.median(v), 1) for k, v in result["big"].items()},
-            "parallel": {"streams": parallel_n, "wall_s": round(par["wall"], 3),
-                         "all_complete": all(r[2] > len(big.text) for r in par["runs"]) and len(par["runs"]) == parallel_n,
-                         "gateway_rss_peak_mb": round(rss.peak / 1e6, 1)},
-        }
-        summary["ttfb_added_ms_p50"] = round(summary["ttfb_ms_p50"]["gateway"] - summary["ttfb_ms_p50"]["direct"], 3)
-        summary["big_throughput_ratio"] = round(summary["big_mb_per_s"]["gateway"] / summary["big_mb_per_s"]["direct"], 3)
+        result["answer_bytes"] = len(big.text)
+        result["parallel"] = {"streams": parallel_n, "wall_s": par["wall"], "sizes": [r[2] for r in par["runs"]],
+                              "gateway_rss_peak_bytes": rss.peak}
+        summary = summarize(result)
         return {"summary": summary, "raw": result}
     finally:
         for cid in containers:

@@ -106,9 +106,18 @@ def run(*, image: str, smoke: bool, log: Any = print) -> dict[str, Any]:
             fleet.stop()
             fleet.cleanup(docker.from_env())
             server.stop()
+    section = {"params": {"quiet_agents": n_quiet, "seconds": seconds, "events_max_bytes": limits.EVENTS_MAX_BYTES_DEFAULT},
+               "alone": alone, "noisy": noisy_phase}
+    return {"summary": summarize(section), **section}
+
+
+def summarize(section: dict[str, Any]) -> dict[str, Any]:
+    """The section's summary, from its two phases' raw samples only (`python -m bench --render` calls
+    this too)."""
+    params, alone, noisy_phase = section["params"], section["alone"], section["noisy"]
     used = noisy_phase["redis_used_memory"]
-    summary = {
-        "quiet_agents": n_quiet, "seconds": seconds,
+    return {
+        "quiet_agents": params["quiet_agents"], "seconds": params["seconds"],
         "round_trip_p50_alone_ms": _p(alone["round_trips"], 0.5) * 1000,
         "round_trip_p50_noisy_ms": _p(noisy_phase["round_trips"], 0.5) * 1000,
         "round_trip_ratio": _p(noisy_phase["round_trips"], 0.5) / _p(alone["round_trips"], 0.5),
@@ -116,10 +125,9 @@ def run(*, image: str, smoke: bool, log: Any = print) -> dict[str, Any]:
         "status_p99_noisy_ms": _p(noisy_phase["status"], 0.99) * 1000,
         "rss_peak_mb": max(noisy_phase["rss_peak"].values(), default=0) / 1e6,
         "redis_growth_mb": (used["peak"] - used["start"]) / 1e6,
-        "events_max_mb": limits.EVENTS_MAX_BYTES_DEFAULT / 1e6,
+        "events_max_mb": params["events_max_bytes"] / 1e6,
         "noisy_output_truncated": noisy_phase["noisy_output_truncated"],
     }
-    return {"summary": summary, "alone": alone, "noisy": noisy_phase}
 
 
 #: (summary key, what, limit, unit) for the targets table of the issue (docs/benchmarks.md).

@@ -59,3 +59,38 @@ def test_the_report_says_what_is_simulated_where():
                                  json_name="b.json", notes="")
     assert "real but the sweep rows and the model:" in with_model and "model stand-in" in with_model
     assert "model stand-in" not in intro or "gateway" in STORED["ours"] or "live" in STORED["ours"]
+
+
+def test_render_recomputes_the_gateway_live_and_noisy_sections_from_their_raw_samples(tmp_path):
+    phase = {"round_trips": [0.1, 0.2, 0.3], "status": [0.01, 0.02], "rss_peak": {"turns": 200_000_000},
+             "redis_used_memory": {"start": 1_000_000, "peak": 5_000_000, "end": 2_000_000},
+             "noisy_output_truncated": None}
+    sections = {
+        "gateway": {"raw": {"short": {"direct": [0.001, 0.002], "gateway": [0.002, 0.003]},
+                            "big": {"direct": [0.010, 0.010], "gateway": [0.020, 0.020]}, "answer_bytes": 1_000_000,
+                            "big_cpu_ms_per_mb": {"gateway": 5.0, "forwarder": 0.5},
+                            "parallel": {"streams": 2, "wall_s": 0.5, "sizes": [1_000_100, 1_000_100],
+                                         "gateway_rss_peak_bytes": 70_000_000}}},
+        "live": {"raw": {"turns": 2, "load_average": 1.5, "message_ms": [3.0, 5.0], "after_output_ms": [1.0],
+                         "cancel_s": [0.1]}},
+        "noisy": {"params": {"quiet_agents": 2, "seconds": 3.0, "events_max_bytes": 64_000_000},
+                  "alone": {**phase, "round_trips": [0.1, 0.1, 0.1]}, "noisy": phase},
+    }
+    tampered = copy.deepcopy(STORED)
+    for name, section in sections.items():
+        tampered["ours"][name] = {**copy.deepcopy(section), "summary": {"stale": 777}}
+    (tmp_path / "benchmarks.json").write_text(json.dumps(tampered))
+
+    assert bench_main.main(["--render", "--out", str(tmp_path)]) == 0
+
+    ours = json.loads((tmp_path / "benchmarks.json").read_text())["ours"]
+    assert ours["gateway"]["summary"]["big_throughput_ratio"] == 0.5
+    assert ours["gateway"]["summary"]["ttfb_added_ms_p50"] == 1.0
+    assert ours["gateway"]["summary"]["parallel"]["gateway_rss_peak_mb"] == 70.0
+    assert ours["live"]["summary"]["message_ms_max"] == 5.0 and ours["live"]["summary"]["meets_target"] is True
+    assert ours["noisy"]["summary"]["round_trip_ratio"] == 2.0
+    assert ours["noisy"]["summary"]["redis_growth_mb"] == 4.0
+    assert all("stale" not in section["summary"] for section in ours.values() if isinstance(section, dict)
+               and "summary" in section)
+    markdown = (tmp_path / "benchmarks.md").read_text()
+    assert "777" not in markdown and "## Model gateway" in markdown and "(0.50x) |" in markdown
