@@ -59,6 +59,14 @@ def test_a_real_codex_turn_runs_a_shell_call_and_answers_through_the_gateway(
                 if e.get("type") == "item.completed" and e["item"].get("type") == "command_execution"]
     assert [(c["exit_code"], c["status"]) for c in commands] == [(0, "completed")]
     assert "proof.txt" in commands[0]["command"]
+    # ... and the turn's live events show it as a tool call, then the answer, then codex's own count
+    events = [json.loads(fields["data"]) for _, fields in redis_client.xrange(names.agent_events_key(agent_id))]
+    events = [e for e in events if e.get("command_id") == result["command_id"]]
+    tools = [e for e in events if e["type"] == "tool"]
+    assert [(t["phase"], t["name"]) for t in tools] == [("started", "shell"), ("finished", "shell")]
+    assert "proof.txt" in tools[0]["input"] and tools[1]["is_error"] is False
+    assert [e["text"] for e in events if e["type"] == "message"] == ["The proof file is written."]
+    assert [(u["input_tokens"], u["output_tokens"]) for u in events if u["type"] == "usage"] == [(300, 42)]
     assert [r.path for r in requests] == ["/v1/responses", "/v1/responses"]
     assert "exec_command" in [t.get("name") for t in requests[0].body["tools"]]
     history = requests[1].body["input"]
