@@ -25,7 +25,9 @@ from typing import Any, TypedDict, cast
 
 from celery import Celery
 from celery.result import AsyncResult
+from kombu.exceptions import OperationalError
 
+from spawner import errors
 from spawner.service import command_id_for
 
 __all__ = [
@@ -157,12 +159,28 @@ class SpawnerClient:
 
     # ---------------------------------------------------------------------------- raw
     def submit(self, verb: str, **kwargs: Any) -> AsyncResult:
-        """Send `spawner.<verb>` without waiting; returns Celery's AsyncResult."""
-        return self.app.send_task(f"spawner.{verb}", kwargs=kwargs, queue=self.queue,
-                                  kwargsrepr=redacted_kwargs(kwargs))
+        """Send `spawner.<verb>` without waiting; returns Celery's AsyncResult. A broker (or
+        result store) that cannot be reached is Unavailable, never a kombu or client type."""
+        try:
+            return self.app.send_task(f"spawner.{verb}", kwargs=kwargs, queue=self.queue,
+                                      kwargsrepr=redacted_kwargs(kwargs))
+        # RuntimeError: Celery's result consumer gave up reconnecting to the result store
+        except (OperationalError, RuntimeError, *self.app.backend.connection_errors) as exc:
+            raise self._unreachable(exc) from None
 
     def call(self, verb: str, *, timeout: float | None = None, **kwargs: Any) -> dict[str, Any]:
-        return cast(dict[str, Any], self.submit(verb, **kwargs).get(timeout=timeout or self.timeout))
+        pending = self.submit(verb, **kwargs)
+        try:
+            return cast(dict[str, Any], pending.get(timeout=timeout or self.timeout))
+        except (OperationalError, *self.app.backend.connection_errors) as exc:
+            raise self._unreachable(exc) from None
+
+    def _unreachable(self, exc: BaseException) -> errors.Unavailable:
+        scheme, sep, rest = str(self.app.conf.broker_url or "").partition("://")
+        where = scheme + sep + rest.rsplit("@", 1)[-1]  # no credentials
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        return errors.Unavailable(f"cannot reach the broker (Redis) at {where} ({text}); start the fleet "
+                                  "with `spawner up`, or point SPAWNER_REDIS_URL at it")
 
     # ---------------------------------------------------------------------------- tasks
     def create(self, config: Mapping[str, Any], *, context: Mapping[str, str] | None = None,

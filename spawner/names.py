@@ -52,6 +52,7 @@ __all__ = [
     "pool_available_key",
     "pool_claiming_key",
     "pool_keys_key",
+    "pool_owners_key",
     "pool_refill_lock_key",
     "request_lock_key",
     "request_result_key",
@@ -255,6 +256,12 @@ def pool_claiming_key() -> str:
 
 def pool_refill_lock_key(key: str) -> str:
     return f"spawner:pool:refill-lock:{key}"
+
+
+def pool_owners_key() -> str:
+    """Hash of fleet (pool owner) -> when its pool reconcile last ran (epoch s): a fleet not seen
+    for a while is gone, and its free pool containers are anyone's to remove."""
+    return "spawner:pool:owners"
 
 
 def agent_acl_user(agent_id: str) -> str:

@@ -35,14 +35,32 @@ from typing import Any, Protocol
 from spawner import errors, names
 from spawner.backend.base import ContainerBackend, ContainerInfo
 from spawner.models import ContainerSpec
+from spawner.pool_plan import (
+    CLAIM_GRACE_SECONDS,
+    MAKE_GRACE_SECONDS,
+    ORPHAN_POOL_SECONDS,
+    OWNER_GONE_SECONDS,
+    PoolKind,
+    PoolStep,
+    free_pool_containers,
+    orphaned_pool_containers,
+    plan_pool,
+    to_inspect,
+    to_make,
+)
 
 __all__ = [
     "CLAIM_FILE",
+    "CLAIM_GRACE_SECONDS",
+    "MAKE_GRACE_SECONDS",
+    "ORPHAN_POOL_SECONDS",
+    "OWNER_GONE_SECONDS",
     "PoolStore",
     "PoolTemplate",
     "WarmPool",
     "adoption_labels",
     "claim_payload",
+    "drain_free_pool",
     "orphaned_pool_containers",
     "pool_owner",
 ]
@@ -51,17 +69,11 @@ log = logging.getLogger(__name__)
 
 #: Written at claim by the runner's init: the labels a fresh container of this agent would carry.
 CLAIM_FILE = f"{names.FLEET_DIR}/labels.json"
-#: A claim in flight (taken from the free set, not yet renamed) is left alone this long.
-CLAIM_GRACE_SECONDS = 60.0
-#: A pool container being made (created, not yet registered as free) is left alone this long.
-MAKE_GRACE_SECONDS = 120.0
 #: A pool key nobody created an agent with for this long stops being refilled.
 KEY_IDLE_SECONDS = 3600.0
-#: A free pool container of another fleet this old was left by a fleet that stopped (`spawner up`
-#: on SIGTERM, `docker-compose down`): any fleet's reconcile removes it. Should its fleet still
-#: live, that costs it one refill (a claim skips a container that is gone).
-ORPHAN_POOL_SECONDS = 6 * 3600.0
 REFILL_LOCK_SECONDS = 120.0
+#: A make that fails (Docker refusing a pause under load, say) is tried again after these pauses.
+MAKE_RETRY_DELAYS = (0.2, 1.0)
 
 
 @dataclass(frozen=True)
@@ -131,17 +143,6 @@ def adoption_labels(raw: bytes | None, *, agent_id: str) -> dict[str, str] | Non
     return {str(k): str(v) for k, v in labels.items()}
 
 
-def orphaned_pool_containers(infos: list[ContainerInfo], *, owner: str, now: float) -> list[ContainerInfo]:
-    """Free pool containers (no agent) of fleets other than `owner`, older than ORPHAN_POOL_SECONDS."""
-    def age(info: ContainerInfo) -> float:
-        try:
-            return now - float(info.labels.get(names.LABEL_CREATED_AT, ""))
-        except ValueError:
-            return 0.0  # not ours to judge: its fleet will
-    return [i for i in infos if names.LABEL_POOL in i.labels and not i.agent_id
-            and i.labels.get(names.LABEL_POOL_OWNER) != owner and age(i) > ORPHAN_POOL_SECONDS]
-
-
 class PoolStore(Protocol):
     def want(self, key: str, template: dict[str, Any], *, now: float) -> None: ...
     def wanted(self, *, now: float, max_idle_seconds: float) -> dict[str, dict[str, Any]]: ...
@@ -153,6 +154,7 @@ class PoolStore(Protocol):
     def claiming(self) -> dict[str, float]: ...
     def lock(self, key: str, *, ttl_seconds: float) -> str | None: ...
     def unlock(self, key: str, token: str) -> None: ...
+    def owners_seen(self, owner: str, *, now: float) -> dict[str, float]: ...
 
 
 class WarmPool:
@@ -160,7 +162,8 @@ class WarmPool:
 
     def __init__(self, *, backend: ContainerBackend, store: PoolStore, size: int, owner: str, engine: str,
                  default_template: PoolTemplate | None, request_refill: Callable[[], None],
-                 extra_labels: dict[str, str] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 extra_labels: dict[str, str] | None = None, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.backend = backend
         self.store = store
         self.size = size
@@ -170,6 +173,7 @@ class WarmPool:
         self.extra_labels = dict(extra_labels or {})
         self._request_refill = request_refill
         self._now = clock
+        self._sleep = sleep
 
     # ---------------------------------------------------------------------------- claim
     def claim(self, spec: ContainerSpec) -> str | None:
@@ -200,12 +204,24 @@ class WarmPool:
                     self.backend.unpause(container_id)
                 except errors.SpawnerError as exc:
                     log.warning("claimed pool container %s could not be resumed (%s); removed", container_id, exc)
-                    self.backend.remove(container_id)
+                    try:
+                        self.backend.remove(container_id)
+                    except errors.SpawnerError:
+                        pass  # named like no agent's record: reconcile removes it
                     continue
                 return container_id
             return None
         finally:
+            self.request_refill()
+
+    def request_refill(self) -> None:
+        """Ask for a refill; a failure to ask (the broker down) fails neither a claim nor a
+        reconcile: the next claim or sweep asks again."""
+        try:
             self._request_refill()
+        except Exception as exc:  # noqa: BLE001 - whatever the broker client raises
+            log.warning("could not ask for a pool refill (%s: %s); the next claim or sweep asks again",
+                        type(exc).__name__, exc)
 
     # ---------------------------------------------------------------------------- refill
     def refill(self) -> dict[str, int]:
@@ -227,17 +243,25 @@ class WarmPool:
             if token is None:
                 continue  # someone is refilling this key now
             try:
-                attempts = 0
-                while len(self.store.available(key)) < self.size and attempts < self.size:
-                    attempts += 1
-                    if self._make(template):
+                for _ in range(self.size):  # re-read each time: a claim may have taken one meanwhile
+                    if to_make(len(self.store.available(key)), size=self.size) == 0:
+                        break
+                    if self._make_retried(template):
                         made += 1
                     else:
                         failed += 1
-                        break
+                        break  # Docker keeps refusing: the next claim or sweep asks again
             finally:
                 self.store.unlock(key, token)
         return {"made": made, "failed": failed}
+
+    def _make_retried(self, template: PoolTemplate) -> bool:
+        """One pool container, tried again after a failure (a refused pause under load)."""
+        for delay in MAKE_RETRY_DELAYS:
+            if self._make(template):
+                return True
+            self._sleep(delay)
+        return self._make(template)
 
     def _make(self, template: PoolTemplate) -> bool:
         spec = template.spec(name=names.POOL_CONTAINER_PREFIX + uuid.uuid4().hex[:16], owner=self.owner,
@@ -252,69 +276,70 @@ class WarmPool:
         except errors.SpawnerError as exc:
             log.warning("could not make a pool container for %s: %s", template.image, exc)
             if container_id is not None:
-                self.backend.remove(container_id)
+                try:
+                    self.backend.remove(container_id)
+                except errors.SpawnerError as gone:  # reconcile removes it once it is 2 min old
+                    log.warning("could not remove the failed pool container %s: %s", container_id[:12], gone)
             return False
 
     # ---------------------------------------------------------------------------- reconcile
     def reconcile(self) -> dict[str, int]:
         """Keep this fleet's free pool containers that are registered, healthy and wanted; remove
-        the rest once no claim or refill can still be working on them. Claimed ones (named after
-        their agent) are agents: the service reconciles them. Also prunes runner-socket folders.
+        the rest once no claim or refill can still be working on them, and the free stock of
+        fleets that are gone (spawner/pool_plan.py). Claimed ones (named after their agent) are
+        agents: the service reconciles them. Also prunes runner-socket folders.
 
         Redis is read before Docker is listed: a container that a claim takes after that is seen
-        either in the claiming set or still free and paused, never as an unexplained stray.
+        either in the claiming set or still free and paused, never as an unexplained stray. Each
+        step runs on its own: one that fails is logged and counted (`pool_errors`), the rest run.
         """
-        removed = 0
         now = self._now()
         wanted = self.store.wanted(now=now, max_idle_seconds=KEY_IDLE_SECONDS) if self.size > 0 else {}
         claiming = self.store.claiming()
-        free: dict[str, set[str]] = {}
+        owners = self.store.owners_seen(self.owner, now=now)
+        free = {key: self.store.available(key) for key in wanted}
         infos = self.backend.list_managed()
-        pool_infos = [i for i in infos if names.LABEL_POOL in i.labels and not i.agent_id
-                      and i.labels.get(names.LABEL_POOL_OWNER) == self.owner]
-        for key in {i.labels[names.LABEL_POOL] for i in pool_infos} | set(wanted):
-            free[key] = self.store.available(key)
-        seen = {i.container_id for i in pool_infos}
-        for info in pool_infos:
-            key = info.labels[names.LABEL_POOL]
+        for key in {i.labels[names.LABEL_POOL] for i in free_pool_containers(infos, owner=self.owner)} - set(free):
+            free[key] = self.store.available(key)  # a key nobody wants any more: its stock goes
+        inspected = {cid: self._state_or_unknown(cid) for cid in to_inspect(infos, owner=self.owner, free=free)}
+        steps = plan_pool(infos, owner=self.owner, size=self.size, wanted=set(wanted), free=free,
+                          claiming=claiming, inspected=inspected, owners_seen=owners, now=now)
+        removed = failed = 0
+        for step in steps:
             try:
-                age = now - float(info.labels.get(names.LABEL_CREATED_AT, "0"))
-            except ValueError:
-                age = float("inf")
-            claimed_at = claiming.get(info.container_id)
-            if claimed_at is not None:
-                if now - claimed_at < CLAIM_GRACE_SECONDS:
-                    continue  # a claim in flight
-                keep = False  # its claimer died before renaming it
-            elif info.container_id in free[key]:
-                keep = info.state == "paused" and key in wanted
-            else:  # a refill may still be making it; after that, nobody will ever use it
-                keep = age < MAKE_GRACE_SECONDS and info.state in ("created", "running", "paused")
-            if not keep:
-                self.backend.remove(info.container_id)
-                self.store.discard(key, info.container_id)
-                free[key].discard(info.container_id)
-                seen.discard(info.container_id)
-                removed += 1
-        for key, registered in free.items():
-            for container_id in sorted(registered - seen):  # registered, but the container is gone
-                self.store.discard(key, container_id)
-            for container_id in sorted(registered & seen)[self.size:]:  # more than size (size lowered)
-                self.backend.remove(container_id)
-                self.store.discard(key, container_id)
-                removed += 1
-        for container_id, started in claiming.items():
-            if now - started >= CLAIM_GRACE_SECONDS:
-                self.store.claim_done(container_id)
-        for info in orphaned_pool_containers(infos, owner=self.owner, now=now):  # a stopped fleet's stock
-            log.info("removing pool container %s left by fleet %s", info.container_id[:12],
-                     info.labels.get(names.LABEL_POOL_OWNER))
-            self.backend.remove(info.container_id)
-            removed += 1
-        self.backend.prune_run_dirs(infos)
+                self._execute(step)
+            except errors.SpawnerError as exc:
+                failed += 1
+                log.warning("warm pool: %s of %s (%s) failed: %s", step.kind.value, step.container_id[:12],
+                            step.reason, exc)
+                continue
+            removed += step.kind == PoolKind.REMOVE
+        try:
+            self.backend.prune_run_dirs(infos)
+        except errors.SpawnerError as exc:
+            failed += 1
+            log.warning("warm pool: pruning runner-socket folders failed: %s", exc)
         if self.size > 0:
-            self._request_refill()
-        return {"pool_removed": removed}
+            self.request_refill()
+        return {"pool_removed": removed, "pool_errors": failed}
+
+    def _state_or_unknown(self, container_id: str) -> str | None:
+        try:
+            return self.backend.inspect_state(container_id)
+        except errors.SpawnerError:
+            return "unknown"  # not known to be gone: forgotten by a later pass
+
+    def _execute(self, step: PoolStep) -> None:
+        if step.kind == PoolKind.REMOVE:
+            if step.reason == "owner_gone":
+                log.info("removing pool container %s left by a fleet that is gone", step.container_id[:12])
+            self.backend.remove(step.container_id)
+            if step.key:
+                self.store.discard(step.key, step.container_id)
+        elif step.kind == PoolKind.FORGET:
+            self.store.discard(step.key, step.container_id)
+        elif step.kind == PoolKind.CLAIM_DONE:
+            self.store.claim_done(step.container_id)
 
     def adoption_labels(self, info: ContainerInfo) -> dict[str, str] | None:
         """For a claimed pool container whose record is gone: the labels to adopt it with."""
@@ -326,3 +351,16 @@ class WarmPool:
             return None
         labels = adoption_labels(raw, agent_id=info.agent_id)
         return None if labels is None else {**info.labels, **labels}
+
+
+def drain_free_pool(backend: ContainerBackend, *, owner: str) -> int:
+    """Remove `owner`'s free pool containers (a fleet that stops, once its workers are gone);
+    claimed ones are agents and stay. Returns how many went; one that fails does not stop the rest."""
+    removed = 0
+    for info in free_pool_containers(backend.list_managed(), owner=owner):
+        try:
+            backend.remove(info.container_id)
+            removed += 1
+        except errors.SpawnerError as exc:
+            log.warning("could not remove pool container %s: %s", info.container_id[:12], exc)
+    return removed

@@ -34,7 +34,7 @@ def check_record(line: bytes, *, last_seq: int) -> dict[str, Any]:
         raise BadTurnRecord(f"a record line of {len(line)} bytes (the limit is {limits.TURN_LINE_MAX_BYTES})")
     try:
         record = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the parser's depth
         raise BadTurnRecord("a record line that is not JSON") from None
     if not isinstance(record, dict):
         raise BadTurnRecord("a record that is not a JSON object")

@@ -12,8 +12,9 @@
    /healthcheck, /metrics, the gateway's /health).
 5. Supervise: a process that dies stops the fleet with exit code 1 and the tail of its log.
 6. On Ctrl-C / SIGTERM / SIGHUP: SIGTERM every group (workers shut down warm), SIGQUIT then
-   SIGKILL what is left after --stop-timeout, Redis last. Children also get SIGTERM if this
-   process is killed outright (PR_SET_PDEATHSIG).
+   SIGKILL what is left after --stop-timeout, then remove the fleet's free warm-pool containers
+   (claimed ones are agents), Redis last. Children also get SIGTERM if this process is killed
+   outright (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
-from spawner import console, names
+from spawner import console, errors, names
+from spawner.backend.docker import DockerBackend
 from spawner.fleet import ProcessSpec, UpOptions, plan, private_redis_spec
+from spawner.pool import OWNER_GONE_SECONDS, drain_free_pool, pool_owner
 from spawner.state.redis import answers_anonymously, redis_answers
 
 __all__ = ["REPO", "StartError", "UpOptions", "run_up"]
@@ -401,8 +404,27 @@ class Fleet:
                         _kill_group(proc.pid, signal.SIGKILL)
                         proc.wait()
                 _kill_group(proc.pid, signal.SIGKILL)  # anything the child left in its group
+            if "redis" not in group and "control" in group:
+                self.drain_pool()  # no worker is left to claim or refill; Redis still runs
         self.step(f"stopped; {len(order)} process{'es' if len(order) > 1 else ''} gone")
         self.procs.clear()
+
+
+    def drain_pool(self) -> None:
+        """Remove this fleet's free warm-pool containers (claimed ones are agents and stay): a
+        stopped fleet leaves no paused stock behind on the engine."""
+        if self.settings.warm_pool_size <= 0:
+            return
+        owner = pool_owner(self.redis_url, self.settings.queue)
+        try:
+            docker_host = getattr(self.settings, "docker_host", "")  # the engine the workers used
+            backend = DockerBackend.from_env(base_url=docker_host) if docker_host else DockerBackend.from_env()
+            removed = drain_free_pool(backend, owner=owner)
+        except errors.SpawnerError as exc:
+            self.step(f"could not remove the warm pool's free containers ({exc}); the next fleet on "
+                      f"this Redis removes them once this one is gone for {OWNER_GONE_SECONDS / 60:.0f} min")
+            return
+        self.step(f"removed {removed} free warm-pool container{'s' if removed != 1 else ''}")
 
 
 def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:

@@ -469,7 +469,7 @@ class DockerBackend:
             status = json.loads(lines[-1])
             if not isinstance(status, dict):
                 raise ValueError
-        except (IndexError, ValueError):
+        except (IndexError, ValueError, RecursionError):  # nested past the parser's depth: garbage too
             raise errors.Unavailable(
                 f"the agent's runner gave no answer ({bytes(err)[-300:].decode('utf-8', 'replace')!r}); "
                 "is the container running the worker image?"

@@ -5,6 +5,7 @@ Layout (names from spawner.names):
   spawner:pool:available:{key}    set   ids of paused pool containers ready to be claimed
   spawner:pool:claiming           zset  ids being claimed right now, scored by when the claim began
   spawner:pool:refill-lock:{key}  str   who is refilling that key (SET NX PX)
+  spawner:pool:owners             hash  fleet (pool owner) -> when its pool reconcile last ran
 
 Docker stays the truth about which pool containers exist; these sets only say which of them are
 free. A flush loses nothing that reconcile cannot rebuild: unregistered pool containers are
@@ -109,3 +110,18 @@ class RedisPoolStore:
     def unlock(self, key: str, token: str) -> None:
         with self._translated("releasing the refill lock"):
             self._release(keys=[names.pool_refill_lock_key(key)], args=[token])
+
+    def owners_seen(self, owner: str, *, now: float) -> dict[str, float]:
+        """Mark `owner` seen now; every fleet's last-seen time (one round trip)."""
+        with self._translated("marking the fleet seen"):
+            pipe = self._r.pipeline()
+            pipe.hset(names.pool_owners_key(), owner, repr(float(now)))
+            pipe.hgetall(names.pool_owners_key())
+            raw = pipe.execute()[1]
+        seen = {}
+        for other, value in raw.items():
+            try:
+                seen[str(other)] = float(value)
+            except ValueError:
+                continue
+        return seen
