@@ -76,7 +76,7 @@ TOOL_PATTERN_RE = re.compile(r"^(\*|[a-z][a-z0-9_-]*(\.(\*|[a-z][a-z0-9_-]*))?)$
 
 # --- events (CONTRACT §5) --------------------------------------------------------------------
 RESPONSE_EVENT_TYPE = "response"
-#: Approximate cap of an agent's event stream (XADD MAXLEN ~), as spawner.names.EVENT_STREAM_MAXLEN.
+#: Approximate cap of an agent's event stream (XADD MAXLEN ~), as spawner.limits.EVENT_STREAM_MAXLEN.
 EVENT_STREAM_MAXLEN = 10_000
 #: A longer `respond` message is refused rather than truncated: the reader would not know.
 RESPONSE_MAX_BYTES = 1024 * 1024

@@ -11,12 +11,16 @@ from __future__ import annotations
 __all__ = [
     "ARCHIVE_READ_MAX_BYTES",
     "CONTAINER_LOG_MAX_FILES",
+    "COMMAND_MAX_BYTES",
     "CONTAINER_LOG_MAX_SIZE",
     "EVENTS_MAX_BYTES_DEFAULT",
+    "EVENT_STREAM_MAXLEN",
     "FILE_CALL_SECONDS",
+    "FILE_MAX_BYTES",
     "INIT_CALL_EXTRA_SECONDS",
     "LOGS_MAX_BYTES",
     "LOGS_TAIL_MAX_LINES",
+    "OUTPUT_MAX_BYTES",
     "RUNNER_FRAME_MAX_BYTES",
     "RUNNER_STATUS_MAX_BYTES",
     "RUN_DIR_MAX_BYTES",
@@ -56,6 +60,16 @@ ARCHIVE_READ_MAX_BYTES = 1024 * 1024
 
 #: SPAWNER_EVENTS_MAX_BYTES's default (CONTRACT §8.1): the byte cap of one agent's event stream.
 EVENTS_MAX_BYTES_DEFAULT = 64 * 1024 * 1024
+#: Approximate entry cap of each agent's event stream (XADD MAXLEN ~), beside the byte cap.
+EVENT_STREAM_MAXLEN = 10_000
+
+# --- bytes: what a producer may send and get back -------------------------------------------
+#: One file of send_file / read_file.
+FILE_MAX_BYTES = 10 * 1024 * 1024
+#: One send_command `command`.
+COMMAND_MAX_BYTES = 1024 * 1024
+#: The `output` of one send_command result is capped here; events still carry every chunk.
+OUTPUT_MAX_BYTES = 1024 * 1024
 
 #: Each container's runner-socket folder on the host (SPAWNER_RUN_DIR/<name>) is a tmpfs this
 #: small, with this many inodes: the agent can write there, never fill the host's /run.

@@ -8,11 +8,8 @@ from __future__ import annotations
 __all__ = [
     "CREATE_DEADLINE_SECONDS",
     "ALLOWED_FILE_ROOTS",
-    "COMMAND_MAX_BYTES",
     "CONTAINER_HOME",
     "CONTAINER_USER",
-    "EVENT_STREAM_MAXLEN",
-    "FILE_MAX_BYTES",
     "FLEET_DIR",
     "FLEET_KEPT_PATHS",
     "LABEL_AGENT_ID",
@@ -26,7 +23,6 @@ __all__ = [
     "LABEL_RUN_DIR",
     "LABEL_TEST_RUN",
     "LABEL_APT_PACKAGES",
-    "OUTPUT_MAX_BYTES",
     "POOL_CONTAINER_PREFIX",
     "REQUEST_RESULT_TTL_SECONDS",
     "RUNNERD_PATH",
@@ -99,13 +95,7 @@ RUNNER_SOCKET_NAME = "runner.sock"
 #: send_file/read_file may touch only these (after resolving every symlink inside the container).
 ALLOWED_FILE_ROOTS = ("/workspace", "/home/worker", "/tmp")
 
-# --- limits ---------------------------------------------------------------------------------
-FILE_MAX_BYTES = 10 * 1024 * 1024
-COMMAND_MAX_BYTES = 1024 * 1024
-#: The `output` of one send_command result is capped here; events still carry every chunk.
-OUTPUT_MAX_BYTES = 1024 * 1024
-#: Approximate cap of each agent's event stream (XADD MAXLEN ~).
-EVENT_STREAM_MAXLEN = 10_000
+# --- how long records stay (every bound on sizes is in spawner/limits.py) -------------------
 REQUEST_RESULT_TTL_SECONDS = 24 * 3600
 #: How long a deleted/expired/failed record stays readable by `status`.
 TERMINAL_RECORD_TTL_SECONDS = 24 * 3600

@@ -374,8 +374,8 @@ class SpawnerService:
     def _send_command(self, agent_id: str, command: str, command_id: str, timeout_seconds: int | None,
                       lease: Lease) -> dict[str, Any]:
         size = len(command.encode("utf-8", "surrogatepass"))
-        if size > names.COMMAND_MAX_BYTES:
-            raise errors.PayloadTooLarge(f"command is {size} bytes; the limit is {names.COMMAND_MAX_BYTES}")
+        if size > limits.COMMAND_MAX_BYTES:
+            raise errors.PayloadTooLarge(f"command is {size} bytes; the limit is {limits.COMMAND_MAX_BYTES}")
         # one turn at a time per agent, from reading its session to its end: a turn queued behind
         # another resumes the session that one leaves, never the one before it (no forked conversation)
         with self._once.held(names.agent_turn_key(agent_id)):
@@ -422,7 +422,7 @@ class SpawnerService:
         turn_seconds = timeout_seconds or self.options.command_timeout_seconds
         request = {"command_id": command_id, "argv": list(argv), "stdin_input": stdin_input, "input": command,
                    "timeout_seconds": turn_seconds, "from_seq": 0}
-        output, stdout = CappedText(names.OUTPUT_MAX_BYTES), CappedText(names.OUTPUT_MAX_BYTES)
+        output, stdout = CappedText(limits.OUTPUT_MAX_BYTES), CappedText(limits.OUTPUT_MAX_BYTES)
         factory = agent_factory(record.agent)
         stream = TurnStream(factory.stream_line)  # the CLI's lines as message / tool / usage events
         live = _LiveEvents(self.store, agent_id, command_id)
@@ -498,7 +498,7 @@ class SpawnerService:
             self._account(record, accounting["usage"], model=stream.state.model)
         if response and lease.held:
             self.store.publish_once(agent_id, names.turn_once_key(command_id, "response"), "response",
-                                    message=response[:names.OUTPUT_MAX_BYTES], command_id=command_id)
+                                    message=response[:limits.OUTPUT_MAX_BYTES], command_id=command_id)
         return {"agent_id": agent_id, "command_id": command_id, "exit_code": exit_code, "output": output.text,
                 "response": response, "session_id": session_id or record.session_id, "duration_ms": duration_ms,
                 "timed_out": timed_out, "output_truncated": output.truncated or bool(end.get("truncated")),
@@ -559,8 +559,8 @@ class SpawnerService:
     def send_file(self, agent_id: str, path: str, content: bytes, *, mode: int, request_id: str | None,
                   task_id: str) -> dict[str, Any]:
         resolved = resolve_path(path)
-        if len(content) > names.FILE_MAX_BYTES:
-            raise errors.PayloadTooLarge(f"content is {len(content)} bytes; the limit is {names.FILE_MAX_BYTES}")
+        if len(content) > limits.FILE_MAX_BYTES:
+            raise errors.PayloadTooLarge(f"content is {len(content)} bytes; the limit is {limits.FILE_MAX_BYTES}")
 
         def run() -> dict[str, Any]:
             with self._starting(agent_id):  # the sweep leaves the agent alone until it is done
@@ -578,7 +578,7 @@ class SpawnerService:
             record = self._live_record(agent_id)
             container_id = self._ready_container(record)
             data = self._file_call(agent_id, lambda: self.backend.get_file(container_id, resolved,
-                                                                          max_bytes=names.FILE_MAX_BYTES))
+                                                                          max_bytes=limits.FILE_MAX_BYTES))
             self._touch(agent_id)
         return resolved, data
 

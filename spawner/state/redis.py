@@ -324,7 +324,7 @@ class RedisStore:
                 names.due_key("create"), names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type),
                 names.FLEET_EVENTS_KEY]
         args: list[Any] = [agent_id, "save" if save else "update", names.TERMINAL_RECORD_TTL_SECONDS,
-                           CREATE_DEADLINE_SECONDS, names.EVENT_STREAM_MAXLEN, event_json]
+                           CREATE_DEADLINE_SECONDS, limits.EVENT_STREAM_MAXLEN, event_json]
         args += [part for k, v in fields.items() for part in (k, json.dumps(v))]
         return self._write(keys=keys, args=args)
 
@@ -417,7 +417,7 @@ class RedisStore:
             return str(self._publish(
                 keys=[names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type),
                       names.FLEET_EVENTS_KEY],
-                args=[names.EVENT_STREAM_MAXLEN, self._event_json(event_type, agent_id, fields)],
+                args=[limits.EVENT_STREAM_MAXLEN, self._event_json(event_type, agent_id, fields)],
             ))
 
     def publish_turn_record(self, agent_id: str, seq: int, event_type: str, fields: dict[str, Any]) -> bool:
@@ -428,7 +428,7 @@ class RedisStore:
             return bool(self._publish_once(
                 keys=[names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type),
                       names.turn_progress_key(command_id)],
-                args=[names.EVENT_STREAM_MAXLEN, self._event_json(event_type, agent_id, fields), seq,
+                args=[limits.EVENT_STREAM_MAXLEN, self._event_json(event_type, agent_id, fields), seq,
                       names.REQUEST_RESULT_TTL_SECONDS],
             ))
 
@@ -439,7 +439,7 @@ class RedisStore:
             return bool(self._publish_once_per_key(
                 keys=[names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type), once_key,
                       names.FLEET_EVENTS_KEY],
-                args=[names.EVENT_STREAM_MAXLEN, self._event_json(event_type, agent_id, fields),
+                args=[limits.EVENT_STREAM_MAXLEN, self._event_json(event_type, agent_id, fields),
                       names.REQUEST_RESULT_TTL_SECONDS],
             ))
 

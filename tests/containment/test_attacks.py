@@ -222,7 +222,7 @@ def test_the_bounds_leave_room_for_everything_legitimate(client, redis_client):
     # the largest file read_file allows, and a relayed `orchestrator respond` near its own limit,
     # both come through the runner socket whole (each in one large write inside the container)
     agent_id = client.create_shell(allowed_tools=["respond"])["agent_id"]
-    size = names.FILE_MAX_BYTES - 1
+    size = limits.FILE_MAX_BYTES - 1
     made = client.call("send_command", agent_id=agent_id, timeout=120,
                        command=f"head -c {size} /dev/zero | tr '\\0' a > big.txt; stat -c %s big.txt")
     assert made["output"] == f"{size}\n"

@@ -282,7 +282,7 @@ def test_unusable_plugins_are_skipped_with_a_reason() -> None:
 
 # --- contract drift --------------------------------------------------------------------------
 def test_stream_and_channel_names_equal_the_spawners() -> None:
-    from spawner import names
+    from spawner import limits, names
 
     for agent_id in ["a1", "0f3c9e"]:
         assert catalog.agent_events_key(agent_id) == names.agent_events_key(agent_id)
@@ -290,7 +290,7 @@ def test_stream_and_channel_names_equal_the_spawners() -> None:
             assert catalog.agent_channel(agent_id, event_type) == names.agent_channel(
                 agent_id, event_type
             )
-    assert catalog.EVENT_STREAM_MAXLEN == names.EVENT_STREAM_MAXLEN
+    assert catalog.EVENT_STREAM_MAXLEN == limits.EVENT_STREAM_MAXLEN
 
 
 def test_response_event_has_the_contract_fields_and_no_id() -> None:
