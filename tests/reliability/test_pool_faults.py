@@ -26,9 +26,9 @@ import pytest
 from spawner.backend.docker import DockerBackend
 from spawner.factories import build_spec
 from spawner.models import AgentType, WorkerConfig
-from spawner.pool import PoolTemplate, WarmPool, pool_owner
+from spawner.pool import OWNER_GONE_SECONDS, PoolTemplate, WarmPool, pool_owner
 from spawner.state.redis_pool import RedisPoolStore
-from tests.conftest import LEDGER, RedisServer, _free_port
+from tests.conftest import LEDGER, OUTPUT_DIR, Fleet, RedisServer, _free_port
 from tests.integration.test_pool import PoolFleet, pool  # noqa: F401 - the fixture
 from tests.operator.conftest import SPAWNER
 from tests.operator.test_up import Up, fleet_env
@@ -64,6 +64,28 @@ def test_spawner_up_removes_its_free_pool_when_it_stops(tmp_path, docker_client)
         for container in stock():
             container.remove(force=True)
         redis_server.stop()
+
+
+def test_a_gone_fleets_free_pool_is_removed_by_a_fleet_on_the_same_redis(pool):
+    pool.start(size=2)
+    left = pool.wait_full()
+    gone_owner = pool.owner
+    pool.stop_all()  # as `docker-compose down` does: the free stock stays paused on the engine
+    other = Fleet(pool.redis.url, OUTPUT_DIR, extra_env={"SPAWNER_QUEUE": "other-" + uuid.uuid4().hex[:8],
+                                                         "SPAWNER_WARM_POOL_SIZE": "0"})
+    other.start()
+    pool.fleets.append(other)  # stopped by the fixture
+
+    def sweep() -> dict[str, Any]:
+        return pool.app.send_task("spawner.sweep", queue=other.env["SPAWNER_QUEUE"]).get(timeout=120)
+
+    assert sweep()["pool_errors"] == 0
+    assert {c.id for c in pool.pool_containers()} == left, "a fleet seen lately lost its stock"
+    # 31 minutes later, as far as the stopped fleet's mark says
+    pool.r.hset("spawner:pool:owners", gone_owner, repr(time.time() - OWNER_GONE_SECONDS - 60))
+    counts = sweep()
+    assert counts["pool_removed"] == 2 and counts["pool_errors"] == 0, counts
+    assert pool.pool_containers() == []
 
 
 # ------------------------------------------------------------------------------ overfill
