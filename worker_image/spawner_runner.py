@@ -200,8 +200,8 @@ def _turn_env(command_id: str, responses: str | None = None) -> dict[str, str]:
         pass
     env.update(HOME="/home/worker", USER="worker", SPAWNER_COMMAND_ID=command_id)
     if responses:
-        # `orchestrator respond` appends here when it has no Redis to write to (network none):
-        # the supervisor moves each line into the turn's log, whose follower publishes it
+        # `orchestrator respond` appends here during a turn, on every network: the supervisor
+        # moves each line into the turn's log, whose follower checks and publishes it
         env["SPAWNER_RESPONSE_FILE"] = responses
     env.pop("SPAWNER_DIR", None)
     return env

@@ -23,9 +23,10 @@ def respond(ctx: click.Context, message: str, expect_reply: bool) -> None:
     """Send MESSAGE to whoever drives this agent (use - to read it from stdin).
 
     The message becomes a `response` event on the agent's event stream and channel, tied to
-    the current turn when there is one (with `expects_reply: true` for a question). Without a
-    Redis to write to (an agent on network `none`), it is relayed through the current turn and
-    published as the turn's output is.
+    the current turn when there is one (with `expects_reply: true` for a question). During a
+    turn it is always relayed through the turn and published as the turn's output is (checked,
+    sized and counted by the fleet, on every network); outside a turn it is written to Redis
+    with the agent's own identity (ORCHESTRATOR_REDIS_URL, network `host` only).
     """
     settings = ctx.find_object(CliSettings) or CliSettings()
     as_json = output.is_json(ctx)
@@ -38,7 +39,7 @@ def respond(ctx: click.Context, message: str, expect_reply: bool) -> None:
             f"is above the limit of {catalog.RESPONSE_MAX_BYTES} bytes", param_hint="MESSAGE"
         )
     agent_id, redis_url = settings.agent_id, settings.redis_url
-    if (not agent_id or not redis_url) and settings.response_file:
+    if settings.response_file:
         _relay(settings.response_file, message, as_json, expect_reply)
         output.emit(ctx, {"agent_id": agent_id, "id": None, "command_id": settings.command_id, "relayed": True},
                     "response relayed through the current turn")

@@ -258,6 +258,21 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
 
+def _event(agent_id: str, entry_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """One stream entry as an event. An entry not in the fleet's shape (only a host-network
+    agent's own Redis user can add one: docs/design.md, "Threat model") comes back as type
+    `malformed` with its id, so a reader neither fails on it nor stalls its cursor behind it."""
+    try:
+        event = json.loads(fields["data"])
+    except (KeyError, TypeError, ValueError, RecursionError):
+        event = None
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        return {"id": entry_id, "type": "malformed", "agent_id": agent_id}
+    out = {"id": entry_id, **event}
+    out["id"] = entry_id  # the stream's, whatever the entry says
+    return out
+
+
 class RedisStore:
     """State and events over one Redis connection pool. Build with `RedisStore.from_url()`."""
 
@@ -457,7 +472,7 @@ class RedisStore:
             self._check_cursor(agent_id, since)
         with self._translated("reading events"):
             entries = self._r.xrange(key, "(" + since if since else "-", "+", count=count)
-        return [{"id": eid, **json.loads(fields["data"])} for eid, fields in entries]
+        return [_event(agent_id, eid, fields) for eid, fields in entries]
 
     def _check_cursor(self, agent_id: str, since: str) -> None:
         key = names.agent_events_key(agent_id)
@@ -481,7 +496,7 @@ class RedisStore:
             self._check_cursor(agent_id, since)
         with self._translated("waiting for events"):
             reply = self._r.xread({names.agent_events_key(agent_id): since}, count=count, block=block_ms)
-        return [{"id": eid, **json.loads(fields["data"])} for _, entries in reply for eid, fields in entries]
+        return [_event(agent_id, eid, fields) for _, entries in reply for eid, fields in entries]
 
     def last_event_id(self, agent_id: str) -> str | None:
         with self._translated("reading events"):
@@ -492,7 +507,7 @@ class RedisStore:
         """The newest `count` events, oldest first."""
         with self._translated("reading events"):
             entries = self._r.xrevrange(names.agent_events_key(agent_id), "+", "-", count=count)
-        return [{"id": eid, **json.loads(fields["data"])} for eid, fields in reversed(entries)]
+        return [_event(agent_id, eid, fields) for eid, fields in reversed(entries)]
 
     def delete_events(self, agent_id: str) -> None:
         with self._translated("deleting events"):

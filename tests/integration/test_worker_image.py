@@ -132,9 +132,10 @@ def test_orchestrator_respond_reaches_pubsub_and_the_stream_with_the_agents_own_
     stream = [json.loads(f["data"]) for _, f in redis_client.xrange(f"agents:{allowed}:events")]
     assert any(e["type"] == "response" and e["message"] == "hi there" for e in stream)
 
-    # the same credentials cannot touch another agent's stream
+    # the same credentials (outside the turn's relay, which every turn's respond takes) cannot
+    # touch another agent's stream
     forged = call("send_command", agent_id=allowed,
-                  command=f"ORCHESTRATOR_AGENT_ID={other} orchestrator respond forged --json")
+                  command=f"env -u SPAWNER_RESPONSE_FILE ORCHESTRATOR_AGENT_ID={other} orchestrator respond forged --json")
     assert forged["exit_code"] != 0
     assert "redis_denied" in forged["output"] or "NOPERM" in forged["output"]
     assert not any(json.loads(f["data"]).get("message") == "forged"

@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -116,10 +117,13 @@ def test_a_burst_of_claims_refills_and_sweeps_never_leaves_more_than_the_size_fr
 # ------------------------------------------------------------------------------ an engine that refuses
 class RefusingRelay:
     """Relays a Unix socket to the real engine; a request whose first line `refuse` matches gets
-    a 500 from the relay instead of reaching the engine (docker-py sends one request at a time)."""
+    a 500 from the relay instead of reaching the engine (docker-py sends one request at a time
+    per connection), and one for which `hold` gives an event reaches the engine at once but its
+    answer only once that event is set (the engine's snapshot is taken, the caller sees it late)."""
 
-    def __init__(self, path: Path, refuse: Callable[[str], bool]) -> None:
-        self.path, self.refuse, self.refused = path, refuse, []
+    def __init__(self, path: Path, refuse: Callable[[str], bool],
+                 hold: Callable[[str], threading.Event | None] = lambda line: None) -> None:
+        self.path, self.refuse, self.hold, self.refused = path, refuse, hold, []
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(str(path))
         self.server.listen(32)
@@ -137,10 +141,11 @@ class RefusingRelay:
                 return
             engine = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             engine.connect(ENGINE_SOCKET)
-            threading.Thread(target=self._requests, args=(client, engine), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(engine, client), daemon=True).start()
+            held: list[threading.Event] = []
+            threading.Thread(target=self._requests, args=(client, engine, held), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(engine, client, held), daemon=True).start()
 
-    def _requests(self, client: socket.socket, engine: socket.socket) -> None:
+    def _requests(self, client: socket.socket, engine: socket.socket, held: list[threading.Event]) -> None:
         try:
             while data := client.recv(65536):
                 line = data.split(b"\r\n", 1)[0].decode("latin-1")
@@ -150,6 +155,8 @@ class RefusingRelay:
                     client.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
                                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
                     continue
+                if line.endswith("HTTP/1.1") and (event := self.hold(line)) is not None:
+                    held.append(event)
                 engine.sendall(data)
         except OSError:
             pass
@@ -158,9 +165,11 @@ class RefusingRelay:
                 s.close()
 
     @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(src: socket.socket, dst: socket.socket, held: list[threading.Event]) -> None:
         try:
             while data := src.recv(65536):
+                if held:
+                    held.pop(0).wait(60)
                 dst.sendall(data)
         except OSError:
             pass
@@ -175,11 +184,12 @@ class RefusingRelay:
 class PoolRig:
     """A WarmPool in this process over the relay and a private Redis, with its own owner."""
 
-    def __init__(self, tmp_path: Path, docker_client: Any, refuse: Callable[[str], bool]) -> None:
+    def __init__(self, tmp_path: Path, docker_client: Any, refuse: Callable[[str], bool],
+                 hold: Callable[[str], threading.Event | None] = lambda line: None) -> None:
         self.redis = RedisServer(tmp_path)
         self.redis.start()
         self.docker = docker_client
-        self.relay = RefusingRelay(tmp_path / "engine.sock", refuse)
+        self.relay = RefusingRelay(tmp_path / "engine.sock", refuse, hold)
         self.owner = "test-" + uuid.uuid4().hex[:8]
         self.backend = DockerBackend(docker.DockerClient(base_url=self.relay.url, timeout=120))
         spec = build_spec(WorkerConfig(name="p", agent=AgentType.SHELL), agent_id="ag-pool", image=TEST_IMAGE,
@@ -213,11 +223,11 @@ class PoolRig:
 
 
 @pytest.fixture
-def rig_factory(tmp_path: Path, docker_client: Any) -> Iterator[Callable[[Callable[[str], bool]], PoolRig]]:
+def rig_factory(tmp_path: Path, docker_client: Any) -> Iterator[Callable[..., PoolRig]]:
     rigs: list[PoolRig] = []
 
-    def make(refuse: Callable[[str], bool]) -> PoolRig:
-        rigs.append(PoolRig(tmp_path / f"rig{len(rigs)}", docker_client, refuse))
+    def make(refuse: Callable[[str], bool], **hold: Any) -> PoolRig:
+        rigs.append(PoolRig(tmp_path / f"rig{len(rigs)}", docker_client, refuse, **hold))
         return rigs[-1]
 
     (tmp_path / "rig0").mkdir()
@@ -227,6 +237,37 @@ def rig_factory(tmp_path: Path, docker_client: Any) -> Iterator[Callable[[Callab
     finally:
         for rig in rigs:
             rig.cleanup()
+
+
+def test_containers_a_refill_registers_while_the_reconcile_lists_docker_stay_in_the_pool(rig_factory, docker_client):
+    """The overfill: reconcile used to read the free set after its Docker listing and drop what a
+    refill registered in between, leaving it paused and unclaimable while the refill made more."""
+    listed, answer = threading.Event(), threading.Event()
+
+    def hold_the_listing(line: str) -> threading.Event | None:
+        if line.startswith("GET ") and "/containers/json" in line and not listed.is_set():
+            listed.set()
+            return answer
+        return None
+
+    rig = rig_factory(lambda line: False, hold=hold_the_listing)
+    key = rig.template.key
+    rig.pool.store.want(key, asdict(rig.template), now=time.time())
+    # the refill runs beside the reconcile, straight on the engine, as another worker's would
+    refiller = WarmPool(backend=DockerBackend(docker_client), store=RedisPoolStore.from_url(rig.redis.url),
+                        size=2, owner=rig.owner, engine="rig", default_template=rig.template,
+                        request_refill=lambda: None)
+    with concurrent.futures.ThreadPoolExecutor(1) as executor:
+        reconciling = executor.submit(rig.pool.reconcile)
+        assert listed.wait(60), "the reconcile never listed Docker"
+        assert refiller.refill() == {"made": 2, "failed": 0}  # made after Docker's answer was taken
+        answer.set()
+        counts = reconciling.result(timeout=60)
+    assert counts == {"pool_removed": 0, "pool_errors": 0}, counts
+    free = rig.pool.store.available(key)
+    assert len(free) == 2
+    assert {c.id for c in rig.containers()} == free, "pool containers left out of the free set"
+    assert rig.pool.refill() == {"made": 0, "failed": 0}  # and so no refill makes more
 
 
 def test_one_refused_removal_never_ends_the_pools_reconcile(rig_factory):

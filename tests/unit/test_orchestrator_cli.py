@@ -8,6 +8,7 @@ The demo plugin (tests/plugins/orchestrator_demo_plugin) must be installed in th
 from __future__ import annotations
 
 import json
+import socket
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from typing import Any
@@ -323,3 +324,20 @@ def test_respond_relays_a_question_through_the_turn_marked_as_one(cli: GuardedGr
     assert result.exit_code == 0, result.output
     assert json_out(result)["relayed"] is True
     assert [json.loads(x) for x in relay.read_text().splitlines()] == [line]
+
+
+def test_respond_during_a_turn_is_relayed_even_with_a_redis_url(cli: GuardedGroup, tmp_path) -> None:
+    """On network `host` the agent has ORCHESTRATOR_REDIS_URL too; during a turn its answer still goes
+    through the turn (checked, sized and counted by the fleet), never straight to Redis."""
+    relay = tmp_path / "responses"
+    relay.touch()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: a write to Redis would fail as unreachable
+    result = run(cli, ["respond", "from a turn", "--json"], allowed="respond",
+                 **{catalog.ENV_RESPONSE_FILE: str(relay), catalog.ENV_AGENT_ID: "a1",
+                    catalog.ENV_REDIS_URL: f"redis://agent-a1:pw@127.0.0.1:{port}/0", catalog.ENV_COMMAND_ID: "c1"})
+    assert result.exit_code == 0, result.output
+    assert json_out(result) == {"ok": True, "agent_id": "a1", "id": None, "command_id": "c1", "relayed": True}
+    assert [json.loads(x) for x in relay.read_text().splitlines()] == [{"message": "from a turn"}]
