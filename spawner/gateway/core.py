@@ -258,9 +258,8 @@ class SseUsageReader:
                     self._line(bytes(self._buf))
                 self._buf.clear()
                 start = first + 1
-            if start < end and any(chunk.find(word, start, end) >= 0 for word in self._scan):
-                for line in chunk[start:end].split(b"\n"):
-                    self._line(line)
+            if start < end:
+                self._lines_with_words(chunk, start, end)
             start = end + 1
         # what follows the last newline starts a line, kept for the next chunk unless too long
         if len(self._buf) + len(chunk) - start > self._max_line:
@@ -268,6 +267,19 @@ class SseUsageReader:
             self._skipping = True
         elif start < len(chunk):
             self._buf += memoryview(chunk)[start:]
+
+    def _lines_with_words(self, chunk: bytes, start: int, end: int) -> None:
+        """Look at the lines of chunk[start:end] that hold a word, and only those (no split)."""
+        while start < end:
+            hits = [i for i in (chunk.find(word, start, end) for word in self._scan) if i >= 0]
+            if not hits:
+                return
+            hit = min(hits)
+            line_start = chunk.rfind(b"\n", start, hit) + 1 or start
+            line_end = chunk.find(b"\n", hit, end)
+            line_end = end if line_end < 0 else line_end
+            self._line(chunk[line_start:line_end])
+            start = line_end + 1
 
     def _line(self, line: bytes) -> None:
         line = line.rstrip(b"\r")
