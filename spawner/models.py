@@ -152,6 +152,8 @@ class WorkerConfig(_Frozen):
     model: ModelConfig | None = None
     skills: Annotated[tuple[Skill, ...], Field(max_length=64)] = ()
     git: GitIdentity | None = None
+    #: Pin the agent to this Docker engine (CONTRACT §8.5); None: placed where there is room.
+    engine: Annotated[str | None, Field(pattern=r"^[a-z0-9-]{1,32}$")] = None
 
     @model_validator(mode="after")
     def _check_model_provider(self) -> WorkerConfig:
@@ -300,3 +302,5 @@ class AgentRecord(_Frozen):
     idle_ttl_seconds: int
     #: the agent's usage totals as its CLI reported them (agents without a model; CONTRACT §8.2)
     usage: dict[str, Any] | None = None
+    #: the Docker engine the agent lives on (CONTRACT §8.5); records from before engines are `local`'s
+    engine: str = "local"

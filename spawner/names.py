@@ -7,6 +7,11 @@ from __future__ import annotations
 
 __all__ = [
     "CREATE_DEADLINE_SECONDS",
+    "DEFAULT_ENGINE",
+    "engine_queue",
+    "engine_reserved_key",
+    "engine_turns_queue",
+    "engines_key",
     "ALLOWED_FILE_ROOTS",
     "CONTAINER_HOME",
     "CONTAINER_USER",
@@ -195,8 +200,33 @@ def turn_once_key(command_id: str, what: str) -> str:
     return f"spawner:turn-once:{command_id}:{what}"
 
 
-def sweep_lock_key() -> str:
-    return "spawner:sweep-lock"
+def sweep_lock_key(engine: str = "local") -> str:
+    """One sweep at a time per engine (each engine's group sweeps its own agents)."""
+    return "spawner:sweep-lock" if engine == "local" else f"spawner:sweep-lock:{engine}"
+
+
+# --- Several engines (CONTRACT §8.5) ----------------------------------------------------------
+DEFAULT_ENGINE = "local"
+
+
+def engine_queue(queue: str, engine: str) -> str:
+    """The queue of one engine's control pool, next to the public `queue`."""
+    return f"{queue}.engine.{engine}"
+
+
+def engine_turns_queue(queue: str, engine: str) -> str:
+    """The turns queue of one engine's turns pool; the default engine keeps the plain one."""
+    return turns_queue(queue) if engine == DEFAULT_ENGINE else engine_queue(queue, engine) + TURNS_QUEUE_SUFFIX
+
+
+def engines_key() -> str:
+    """Hash engine id -> its registry entry (JSON: state, agents, max_agents, warm, last_seen)."""
+    return "spawner:engines"
+
+
+def engine_reserved_key(engine: str) -> str:
+    """Sorted set of agent ids placed on `engine` and not yet ended, scored by placement time."""
+    return f"spawner:engine:{engine}:agents"
 
 
 def agent_activity_key(agent_id: str) -> str:

@@ -36,7 +36,7 @@ from spawner.factories.streams import TurnStream, add_usage, agent_usage, reply_
 from spawner.transcript import CappedText, iso, transcript
 from spawner.upkeep import Upkeep
 
-__all__ = ["ServiceOptions", "SpawnerService", "agent_id_for_request", "new_agent_id"]
+__all__ = ["ServiceOptions", "SpawnerService", "agent_id_for_create", "agent_id_for_request", "new_agent_id"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ class ServiceOptions:
     fleet_id: str = ""
     #: sources.list lines capability-image builds use instead of the worker image's own (SPAWNER_APT_SOURCES).
     apt_sources: tuple[str, ...] = ()
+    #: The Docker engine this worker group serves (SPAWNER_ENGINE): it only ever touches agents on it.
+    engine: str = "local"
 
 
 def new_agent_id(key: str) -> str:
@@ -81,6 +83,11 @@ def _idempotency_key(request_id: str | None, task_id: str) -> str:
 def agent_id_for_request(request_id: str) -> str:
     """The id `create` gives the agent it makes for `request_id` (what `spawner create` watches)."""
     return new_agent_id(_idempotency_key(request_id, ""))
+
+
+def agent_id_for_create(*, request_id: str | None, task_id: str) -> str:
+    """The id a create task makes its agent under (tasks/routing.py places it before it runs)."""
+    return new_agent_id(_idempotency_key(request_id, task_id))
 
 
 class _LiveEvents:
@@ -110,8 +117,11 @@ class SpawnerService:
     def __init__(self, *, backend: ContainerBackend, store: StateStore, options: ServiceOptions,
                  secret_source: Mapping[str, str], clock: Callable[[], float] = time.time,
                  metrics: Metrics = NULL_METRICS, pool: WarmPool | None = None,
-                 gateway: ModelGateway | None = None) -> None:
+                 gateway: ModelGateway | None = None,
+                 reserve_place: Callable[[str], str | None] | None = None) -> None:
         self.backend = backend
+        #: Takes a place for a new agent on this engine (atomically): None, or why it cannot.
+        self._reserve_place = reserve_place
         self.pool = pool
         self.gateway = gateway
         self.metrics = metrics
@@ -121,7 +131,7 @@ class SpawnerService:
         self._now = clock
         self._once = Once(store)
         self._upkeep = Upkeep(backend=backend, store=store, metrics=metrics, pool=pool, clock=clock,
-                              fleet_id=options.fleet_id, idle_pause_seconds=options.idle_pause_seconds,
+                              fleet_id=options.fleet_id, engine=options.engine, idle_pause_seconds=options.idle_pause_seconds,
                               idle_ttl_seconds=options.idle_ttl_seconds, fail=self._fail, set_state=self._set_state)
 
     def idempotent(self, task: str, key: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -147,6 +157,7 @@ class SpawnerService:
             return self._create_result(earlier)
         if earlier is not None and earlier.state == AgentState.CREATING:
             self._clear_dead_create(agent_id, earlier.container_id)
+        self._take_place(config, agent_id)
         now = self._now()
         record = AgentRecord(
             agent_id=agent_id, state=AgentState.CREATING, image=self.options.worker_image,
@@ -154,6 +165,7 @@ class SpawnerService:
             last_activity_at=now,
             idle_pause_seconds=config.idle_pause_seconds or self.options.idle_pause_seconds,
             idle_ttl_seconds=config.idle_ttl_seconds or self.options.idle_ttl_seconds,
+            engine=self.options.engine,
         )
         self.store.save_record(record)
         self.store.publish(agent_id, "status", state=AgentState.CREATING, reason="create requested")
@@ -219,6 +231,17 @@ class SpawnerService:
         self.metrics.create_finished(config.agent.value, self._now() - now, ok=True)
         return self._create_result(ready)
 
+    def _take_place(self, config: WorkerConfig, agent_id: str) -> None:
+        """A new agent is made on this engine only if its pin allows and the engine has room
+        (tasks/routing.py places it; this is the check that holds whatever a consumer decided)."""
+        engine = self.options.engine
+        if config.engine is not None and config.engine != engine:
+            raise errors.Unavailable(f"engine {config.engine!r} (the config's pin) cannot take an agent now: "
+                                     "it is unknown, draining, suspect, lost or full; see `spawner engines`")
+        if self._reserve_place is not None and (why := self._reserve_place(agent_id)) is not None:
+            raise errors.Unavailable(f"engine {engine!r} is {why} and no other engine could take a new agent now; "
+                                     "see `spawner engines`")
+
     @staticmethod
     def _ended_while_created(agent_id: str, record: AgentRecord | None) -> errors.AgentGone:
         what = "gone" if record is None else record.state.value + (f" ({record.reason})" if record.reason else "")
@@ -227,7 +250,7 @@ class SpawnerService:
     @staticmethod
     def _create_result(record: AgentRecord) -> dict[str, Any]:
         return {"agent_id": record.agent_id, "state": record.state.value, "container_id": record.container_id,
-                "image": record.image, "created_at": iso(record.created_at)}
+                "image": record.image, "created_at": iso(record.created_at), "engine": record.engine}
 
     def _clear_dead_create(self, agent_id: str, container_id: str | None) -> None:
         """An earlier delivery of this create died midway: remove what it left, by id and by name
@@ -326,7 +349,16 @@ class SpawnerService:
                                    + (f" ({record.reason})" if record.reason else "") + "; create a new one")
         if record.container_id is None:  # set before a create leaves `creating`; never seen otherwise
             raise errors.Unavailable(f"agent {agent_id} has no container; try again later")
+        self._check_here(record)
         return record
+
+    def _check_here(self, record: AgentRecord) -> None:
+        """Only the worker group of an agent's engine acts on its container (CONTRACT §8.5): a
+        container not on this engine is not missing, it is elsewhere (tasks/routing.py moves a
+        task there; one that still lands here is refused, never failed)."""
+        if record.engine != self.options.engine:
+            raise errors.Unavailable(f"agent {record.agent_id} is on engine {record.engine!r}, not on this worker's "
+                                     f"engine {self.options.engine!r}; try again")
 
     def _ready_container(self, record: AgentRecord) -> str:
         """The container id of a live agent, resumed first if it was paused."""
@@ -529,6 +561,7 @@ class SpawnerService:
             target = command_id or (running[0] if running else None)
             if target is None or target not in running or not record.container_id:
                 return {"agent_id": agent_id, "command_id": target, "cancelled": False}
+            self._check_here(record)
             # written first: the turn's follower reads it when the turn ends, which may be at once
             self.store.save_request_result("cancel-turn", f"command:{target}", {"cancelled": True})
             stopped = self.backend.cancel_turn(record.container_id, target)
@@ -588,7 +621,7 @@ class SpawnerService:
         if record is None:
             raise errors.AgentNotFound(f"no agent {agent_id!r}; list agents with `spawner ls`")
         container_state = None
-        if record.container_id and not record.state.is_terminal:
+        if record.container_id and not record.state.is_terminal and record.engine == self.options.engine:
             container_state = self.backend.inspect_state(record.container_id) or "missing"
         totals = self._model_usage(record)
         usage = turn_usage({}, totals)["usage"] if totals is not None else turn_usage(None, None)["usage"]
@@ -604,7 +637,8 @@ class SpawnerService:
                 "container_state": container_state, "container_id": record.container_id,
                 "agent": record.agent.value, "image": record.image, "created_at": iso(record.created_at),
                 "last_activity_at": iso(record.last_activity_at), "expires_at": expires,
-                "config": record.config, "context": record.context, "session_id": record.session_id}
+                "config": record.config, "context": record.context, "session_id": record.session_id,
+                "engine": record.engine}
 
     def list_agents(self, *, state: AgentState | None) -> dict[str, Any]:
         agents = []
@@ -622,7 +656,7 @@ class SpawnerService:
         if record is None:
             raise errors.AgentNotFound(f"no agent {agent_id!r}; list agents with `spawner ls`")
         lines: list[str] = []
-        if record.container_id and not record.state.is_terminal:
+        if record.container_id and not record.state.is_terminal and record.engine == self.options.engine:
             try:
                 lines += [f"[container] {line}" for line in self.backend.logs(record.container_id, tail=tail)]
             except errors.AgentGone:
@@ -638,6 +672,8 @@ class SpawnerService:
             record = self.store.get_record(agent_id)
             if record is None or record.state == AgentState.DELETED:
                 return {"agent_id": agent_id, "deleted": False}
+            if not record.state.is_terminal:
+                self._check_here(record)
             if record.container_id:
                 self.backend.remove(record.container_id)
             self.store.delete_agent_identity(agent_id)

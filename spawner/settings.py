@@ -59,6 +59,14 @@ class SpawnerSettings(BaseSettings):
     #: lines separated by `;` (an internal mirror; the test suite's local repository). Empty: the image's.
     apt_sources: str = ""
 
+    #: Several Docker engines (CONTRACT §8.5): the engine this worker group serves, its endpoint
+    #: ("" = the usual Docker environment), the live agents it takes at most, and the silence
+    #: after which a quiet engine is `lost`.
+    engine: str = Field(default="local", pattern=r"^[a-z0-9-]{1,32}$")
+    docker_host: str = ""
+    engine_max_agents: int = Field(default=100, ge=1, le=100_000)
+    engine_lost_seconds: float = Field(default=60, gt=0)
+
     #: Extra labels on every agent container, as `key=value,key=value`.
     extra_labels: str = Field(default="", pattern=r"^([A-Za-z0-9._/-]+=[^,]*(,[A-Za-z0-9._/-]+=[^,]*)*)?$")
 
@@ -104,6 +112,13 @@ class SpawnerSettings(BaseSettings):
         if value and not value.startswith("/"):
             raise ValueError("must be an absolute path, or empty to turn the runner socket off")
         return value.rstrip("/")
+
+    @field_validator("docker_host")
+    @classmethod
+    def _check_docker_host(cls, value: str) -> str:
+        if value and not value.startswith(("unix://", "tcp://", "ssh://", "npipe://")):
+            raise ValueError("must be a unix://, tcp://, ssh:// or npipe:// Docker endpoint, or empty")
+        return value
 
     @field_validator("agent_network")
     @classmethod

@@ -47,12 +47,14 @@ class Upkeep:
     def __init__(self, *, backend: ContainerBackend, store: StateStore, metrics: Metrics, pool: WarmPool | None,
                  fleet_id: str, idle_pause_seconds: int, idle_ttl_seconds: int,
                  fail: Callable[[AgentRecord, str], None], set_state: Callable[..., Any],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, engine: str = "local") -> None:
         self.backend = backend
         self.store = store
         self.metrics = metrics
         self.pool = pool
         self.fleet_id = fleet_id
+        #: The only engine whose agents this upkeep touches (CONTRACT §8.5).
+        self.engine = engine
         self.idle_pause_seconds = idle_pause_seconds
         self.idle_ttl_seconds = idle_ttl_seconds
         self.fail = fail
@@ -65,7 +67,7 @@ class Upkeep:
         `reconcile=False` does the due part only (the benchmark times it alone)."""
         counts: dict[str, Any] = {"skipped": False, "paused": 0, "expired": 0, "reaped": 0, "deferred": 0,
                                   "adopted": 0, "removed": 0, "failed": 0, "errors": 0}
-        token = self.store.acquire(names.sweep_lock_key(), ttl_seconds=SWEEP_LOCK_SECONDS)
+        token = self.store.acquire(names.sweep_lock_key(self.engine), ttl_seconds=SWEEP_LOCK_SECONDS)
         if token is None:
             return {**counts, "skipped": True}
         try:
@@ -77,7 +79,7 @@ class Upkeep:
                 self._sweep_chunk(due[start:start + SWEEP_CHUNK], now=now, counts=counts)
             return counts
         finally:
-            self.store.release(names.sweep_lock_key(), token)
+            self.store.release(names.sweep_lock_key(self.engine), token)
 
     def _sweep_chunk(self, agent_ids: list[str], *, now: float, counts: dict[str, Any]) -> None:
         """Each agent under its activity lock, or not at all: a turn or file operation starting
@@ -97,6 +99,8 @@ class Upkeep:
 
     def _sweep_one(self, agent_id: str, *, now: float, counts: dict[str, Any]) -> None:
         record, running_turns = self.store.get_record_and_turns(agent_id)  # one round trip
+        if record is not None and record.engine != self.engine:
+            return  # another engine's agent: its own group sweeps it
         if running_turns or (record is not None and record.state == AgentState.BUSY):
             running_turns = self.store.reap_dead_turns(agent_id)  # only turns someone follows count
         step = plan_due(agent_id, record, running_turns=running_turns, now=now)
@@ -119,6 +123,8 @@ class Upkeep:
         for agent_id in wanted:
             with self._one_agent(agent_id, "reconcile", counts):
                 records[agent_id] = self.store.get_record(agent_id)
+        # another engine's records are not this engine's to judge: their containers are elsewhere
+        records = {a: r for a, r in records.items() if r is None or r.engine == self.engine}
         inspected: dict[str, str | None] = {}
         for agent_id, container_id in to_inspect(containers, records, overdue=overdue).items():
             with self._one_agent(agent_id, "reconcile", counts):
@@ -192,7 +198,7 @@ class Upkeep:
             reason="adopted by reconcile", container_id=info.container_id, image=info.image,
             agent=config.agent, config=config.redacted(), created_at=created_at, last_activity_at=now,
             idle_pause_seconds=config.idle_pause_seconds or self.idle_pause_seconds,
-            idle_ttl_seconds=config.idle_ttl_seconds or self.idle_ttl_seconds,
+            idle_ttl_seconds=config.idle_ttl_seconds or self.idle_ttl_seconds, engine=self.engine,
         ))
         self.store.publish(info.agent_id, "status", state="idle", reason="adopted by reconcile")
         return True

@@ -23,10 +23,12 @@ from spawner.service import command_id_for
 from tasks.app import app
 from tasks.deps import get_service
 
+#: Moves a task for another engine's agent (or a new agent placed there) to that engine (tasks/routing.py).
+ROUTE_TO_ENGINE = "tasks.routing:route_to_engine"
 TASK_OPTIONS: dict[str, Any] = {"bind": True, "typing": False, "Request": "tasks.redaction:RedactingRequest"}
 
 
-@app.task(name="spawner.create", **TASK_OPTIONS)
+@app.task(name="spawner.create", Strategy=ROUTE_TO_ENGINE, **TASK_OPTIONS)
 def create(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     req = parse_request(CreateRequest, args, kwargs)
     config = parse_config(req.config)
@@ -41,7 +43,7 @@ def send_command(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
                                       timeout_seconds=req.timeout_seconds, request_id=req.request_id)
 
 
-@app.task(name="spawner.send_file", **TASK_OPTIONS)
+@app.task(name="spawner.send_file", Strategy=ROUTE_TO_ENGINE, **TASK_OPTIONS)
 def send_file(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     req = parse_request(SendFileRequest, args, kwargs)
     if req.encoding == "base64":
@@ -55,7 +57,7 @@ def send_file(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
                                    task_id=self.request.id)
 
 
-@app.task(name="spawner.read_file", **TASK_OPTIONS)
+@app.task(name="spawner.read_file", Strategy=ROUTE_TO_ENGINE, **TASK_OPTIONS)
 def read_file(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     req = parse_request(ReadFileRequest, args, kwargs)
     path, data = get_service().read_file(req.agent_id, req.path)
@@ -69,25 +71,25 @@ def read_file(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     return {"agent_id": req.agent_id, "path": path, "content": content, "size": len(data)}
 
 
-@app.task(name="spawner.status", **TASK_OPTIONS)
+@app.task(name="spawner.status", Strategy=ROUTE_TO_ENGINE, **TASK_OPTIONS)
 def status(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     req = parse_request(StatusRequest, args, kwargs)
     return get_service().status(req.agent_id)
 
 
-@app.task(name="spawner.logs", **TASK_OPTIONS)
+@app.task(name="spawner.logs", Strategy=ROUTE_TO_ENGINE, **TASK_OPTIONS)
 def logs(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     req = parse_request(LogsRequest, args, kwargs)
     return get_service().logs(req.agent_id, tail=req.tail)
 
 
-@app.task(name="spawner.delete", **TASK_OPTIONS)
+@app.task(name="spawner.delete", Strategy=ROUTE_TO_ENGINE, **TASK_OPTIONS)
 def delete(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     req = parse_request(DeleteRequest, args, kwargs)
     return get_service().delete(req.agent_id, request_id=req.request_id, task_id=self.request.id)
 
 
-@app.task(name="spawner.cancel", **TASK_OPTIONS)
+@app.task(name="spawner.cancel", Strategy=ROUTE_TO_ENGINE, **TASK_OPTIONS)
 def cancel(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     req = parse_request(CancelRequest, args, kwargs)
     return get_service().cancel(req.agent_id, command_id=req.command_id, request_id=req.request_id,

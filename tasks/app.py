@@ -6,7 +6,7 @@ from celery import Celery, signals
 
 from spawner.settings import SettingsError, load_settings
 
-app = Celery("spawner", include=["tasks.agents", "tasks.lifecycle", "tasks.recovery", "tasks.pool"])
+app = Celery("spawner", include=["tasks.agents", "tasks.lifecycle", "tasks.recovery", "tasks.pool", "tasks.engines"])
 app.config_from_object("celeryconfig")
 
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from collections.abc import Callable
 
 from spawner.backend.docker import DockerBackend
+from spawner.backend.runner_socket import ENGINE_DIR_PREFIX
 from spawner.factories import build_spec
 from spawner.gateway.client import GatewayClient
 from spawner.metrics import Metrics
@@ -16,6 +19,7 @@ from spawner.models import AgentType, WorkerConfig
 from spawner.pool import PoolTemplate, WarmPool, pool_owner
 from spawner.service import ServiceOptions, SpawnerService
 from spawner.settings import SpawnerSettings, load_settings
+from spawner.state.engines import EngineRegistry
 from spawner.state.gateway import GatewayStore
 from spawner.state.metrics_redis import RedisMetricsSink
 from spawner.state.redis import RedisStore
@@ -45,15 +49,36 @@ def _build() -> tuple[SpawnerService, SpawnerSettings]:
         extra_labels=settings.extra_label_pairs,
         fleet_id=pool_owner(settings.redis_url, settings.queue),
         apt_sources=settings.apt_source_lines,
+        engine=settings.engine,
     )
-    backend = DockerBackend.from_env(run_dir=settings.run_dir or None)
+    backend = DockerBackend.from_env(run_dir=_run_dir(settings), base_url=settings.docker_host)
     service = SpawnerService(backend=backend, store=RedisStore.from_url(settings.redis_url, events_max_bytes=settings.events_max_bytes),
                              options=options, secret_source=dict(os.environ),
                              metrics=Metrics(RedisMetricsSink.from_url(settings.redis_url)),
                              pool=_build_pool(settings, backend),
                              gateway=GatewayClient(GatewayStore.from_url(settings.redis_url),
-                                                   upstreams=settings.model_upstream_map, environ=os.environ))
+                                                   upstreams=settings.model_upstream_map, environ=os.environ),
+                             reserve_place=_place_taker(settings))
     return service, settings
+
+
+def _place_taker(settings: SpawnerSettings) -> Callable[[str], str | None]:
+    """Takes a place on this engine for a new agent (spawner/state/engines.py, atomic in Redis):
+    None when taken, else why not."""
+    registry = EngineRegistry.from_url(settings.redis_url)
+
+    def take(agent_id: str) -> str | None:
+        return registry.reserve(settings.engine, agent_id, max_agents=settings.engine_max_agents, now=time.time())
+
+    return take
+
+
+def _run_dir(settings: SpawnerSettings) -> str | None:
+    """The runner-socket folder; an engine other than the default gets one of its own below it, so
+    that one engine's pruning never takes another's sockets (engines may share a host)."""
+    if not settings.run_dir:
+        return None
+    return settings.run_dir if settings.engine == "local" else f"{settings.run_dir}/{ENGINE_DIR_PREFIX}{settings.engine}"
 
 
 def _build_pool(settings: SpawnerSettings, backend: DockerBackend) -> WarmPool:

@@ -50,8 +50,9 @@ def _recovery() -> BrokerRecovery:
 
 
 def _our_queues() -> set[str]:
-    queue = get_settings().queue
-    return {queue, names.turns_queue(queue)}
+    settings = get_settings()
+    queue, engine = settings.queue, settings.engine
+    return {queue, names.turns_queue(queue), names.engine_queue(queue, engine), names.engine_turns_queue(queue, engine)}
 
 
 def _held() -> set[str]:

@@ -94,9 +94,11 @@ class DockerBackend:
         self._cache_lock = threading.Lock()
 
     @classmethod
-    def from_env(cls, *, run_dir: str | None = None) -> DockerBackend:
+    def from_env(cls, *, run_dir: str | None = None, base_url: str = "") -> DockerBackend:
+        """The usual Docker environment, or the engine at `base_url` (SPAWNER_DOCKER_HOST)."""
         try:
-            return cls(docker.from_env(timeout=120), run_dir=run_dir)
+            client = docker.DockerClient(base_url=base_url, timeout=120) if base_url else docker.from_env(timeout=120)
+            return cls(client, run_dir=run_dir)
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, "connecting to Docker") from None
 

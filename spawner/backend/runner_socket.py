@@ -39,6 +39,10 @@ AGENT_UID = 1000
 MAX_SOCKET_PATH = 107
 
 
+#: Folders of other engines' sockets under a shared root (tasks/deps.py): never pruned from here.
+ENGINE_DIR_PREFIX = "engine-"
+
+
 class RunDirs:
     """The host folders that carry the runners' sockets, one per container, under `root`."""
 
@@ -107,8 +111,8 @@ class RunDirs:
         now = time.time()
         with contextlib.suppress(OSError), os.scandir(self.root) as entries:
             for entry in entries:
-                if entry.path in keep or not entry.is_dir(follow_symlinks=False):
-                    continue
+                if entry.path in keep or entry.name.startswith(ENGINE_DIR_PREFIX) or not entry.is_dir(follow_symlinks=False):
+                    continue  # another engine's folder of folders is its own group's to prune
                 with contextlib.suppress(OSError):
                     if now - entry.stat(follow_symlinks=False).st_mtime > older_than_seconds:
                         _remove(entry.path)

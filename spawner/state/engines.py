@@ -1,0 +1,168 @@
+"""The engine registry in Redis (CONTRACT §8.5): one hash of entries, one reservation set per engine.
+
+`spawner:engines` maps engine id -> its entry (spawner/engines.py, JSON), written by the engine's
+own worker group every few seconds (`heartbeat`) and by `drain` and the loss of an engine
+(`set_state`). `spawner:engine:<id>:agents` holds the agents placed there and not yet ended: its
+size is the engine's live agents, and `reserve` adds to it only below `max_agents`, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from spawner import names
+from spawner.engines import EngineEntry, decode, encode
+from spawner.state.redis import RedisClient, connect, translated
+
+__all__ = ["EngineRegistry"]
+
+# KEYS: engines hash. ARGV: engine, entry JSON. A `draining` or `lost` state set by an operator
+# or the fleet is kept by a heartbeat that says `ready` (a lost engine's heartbeat brings it back:
+# its group cleans up first, tasks/engines.py). Returns the entry before, or false.
+_HEARTBEAT = """
+local before = redis.call('HGET', KEYS[1], ARGV[1])
+local entry = cjson.decode(ARGV[2])
+if before then
+  local old = cjson.decode(before)
+  if old['state'] == 'draining' and entry['state'] == 'ready' then entry['state'] = 'draining' end
+end
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(entry))
+return before
+"""
+
+# KEYS: engines hash. ARGV: engine, state. Returns the state before, or false when there is no entry.
+_SET_STATE = """
+local before = redis.call('HGET', KEYS[1], ARGV[1])
+if not before then return false end
+local entry = cjson.decode(before)
+local old = entry['state']
+entry['state'] = ARGV[2]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(entry))
+return old
+"""
+
+# KEYS: the engine's reservation set, the engines hash. ARGV: agent id, max agents, now, engine.
+# "" if the agent holds a place there (already, or now), else why not: "draining" or "full". A
+# fleet of one engine takes every agent, as before engines existed; `max_agents` holds once there
+# are several.
+_RESERVE = """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return '' end
+local entry = redis.call('HGET', KEYS[2], ARGV[4])
+if entry and cjson.decode(entry)['state'] == 'draining' then return 'draining' end
+if redis.call('HLEN', KEYS[2]) > 1 and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 'full' end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return ''
+"""
+
+
+# KEYS: the candidates' reservation sets, in the order placement ranked them. ARGV: agent id,
+# now, then each candidate's engine id and max agents. Takes a place on the candidate with the
+# most free room now (the first such in rank order) and returns its engine id, or false when all
+# are full. The counts are read and the place taken in one step: concurrent placements spread
+# instead of all choosing the engine that looked emptiest a moment ago.
+_RESERVE_BEST = """
+for i = 1, #KEYS do
+  if redis.call('ZSCORE', KEYS[i], ARGV[1]) then return ARGV[1 + 2 * i] end
+end
+local best, best_room = nil, 0
+for i = 1, #KEYS do
+  local room = tonumber(ARGV[2 + 2 * i]) - redis.call('ZCARD', KEYS[i])
+  if room > best_room then best, best_room = i, room end
+end
+if not best then return false end
+redis.call('ZADD', KEYS[best], ARGV[2], ARGV[1])
+return ARGV[1 + 2 * best]
+"""
+
+
+class EngineRegistry:
+    def __init__(self, client: RedisClient) -> None:
+        self._r = client
+        self._heartbeat = client.register_script(_HEARTBEAT)
+        self._set_state = client.register_script(_SET_STATE)
+        self._reserve = client.register_script(_RESERVE)
+        self._reserve_best = client.register_script(_RESERVE_BEST)
+
+    @classmethod
+    def from_url(cls, url: str) -> EngineRegistry:
+        return cls(connect(url, socket_connect_timeout=5, health_check_interval=15))
+
+    def heartbeat(self, entry: EngineEntry) -> EngineEntry | None:
+        """Write this engine's entry; returns the one before (None if it is new)."""
+        with translated("writing the engine registry"):
+            before = self._heartbeat(keys=[names.engines_key()], args=[entry.engine, encode(entry)])
+        return decode(before) if before else None
+
+    def set_state(self, engine: str, state: str) -> str | None:
+        """Set an engine's state; returns the state before, None if no such engine."""
+        with translated("writing the engine registry"):
+            before = self._set_state(keys=[names.engines_key()], args=[engine, state])
+        return str(before) if before else None
+
+    def entries(self, *, fresh_counts: bool = False) -> list[EngineEntry]:
+        """Every engine's entry; with `fresh_counts`, `agents` is the reservation set's size now
+        (what placement needs: a heartbeat's count is up to a beat old)."""
+        with translated("reading the engine registry"):
+            raw: dict[str, str] = self._r.hgetall(names.engines_key())
+            entries = [e for e in (decode(v) for v in raw.values()) if e is not None]
+            if fresh_counts and entries:
+                with self._r.pipeline(transaction=False) as pipe:
+                    for e in entries:
+                        pipe.zcard(names.engine_reserved_key(e.engine))
+                    counts = pipe.execute()
+                entries = [EngineEntry(**{**e.__dict__, "agents": int(n)}) for e, n in zip(entries, counts)]
+        return sorted(entries, key=lambda e: e.engine)
+
+    def reserve(self, engine: str, agent_id: str, *, max_agents: int, now: float) -> str | None:
+        """Take a place on `engine` for a new agent: None when it holds one, else why not
+        ("draining" or "full"). Atomic, so two placements never overfill an engine."""
+        with translated("reserving a place on an engine"):
+            why = self._reserve(keys=[names.engine_reserved_key(engine), names.engines_key()],
+                                args=[agent_id, max_agents, now, engine])
+        return str(why) or None
+
+    def reserve_best(self, candidates: list[EngineEntry], agent_id: str, *, now: float) -> str | None:
+        """Take a place for a new agent on the candidate with the most room now (atomic); its id,
+        or None when every candidate is full."""
+        if not candidates:
+            return None
+        args: list[object] = [agent_id, now]
+        for e in candidates:
+            args += [e.engine, e.max_agents]
+        with translated("placing a new agent"):
+            chosen = self._reserve_best(keys=[names.engine_reserved_key(e.engine) for e in candidates], args=args)
+        return str(chosen) if chosen else None
+
+    def release(self, engine: str, agent_ids: list[str]) -> None:
+        if agent_ids:
+            with translated("releasing places on an engine"):
+                self._r.zrem(names.engine_reserved_key(engine), *agent_ids)
+
+    def reserved(self, engine: str) -> list[str]:
+        with translated("reading an engine's agents"):
+            return list(self._r.zrange(names.engine_reserved_key(engine), 0, -1))
+
+    def record_states(self, agent_ids: list[str]) -> dict[str, str | None]:
+        """Each agent's stored state (None if its record is gone), in one round trip."""
+        if not agent_ids:
+            return {}
+        with translated("reading agent states"), self._r.pipeline(transaction=False) as pipe:
+            for agent_id in agent_ids:
+                pipe.hget(names.agent_key(agent_id), "state")
+            raw = pipe.execute()
+        return {a: (json.loads(v) if v else None) for a, v in zip(agent_ids, raw)}
+
+    def agent_engine(self, agent_id: str) -> str | None:
+        """The engine an agent's record names (`local` for a record from before engines), None if none."""
+        with translated("reading an agent's engine"), self._r.pipeline(transaction=False) as pipe:
+            pipe.hget(names.agent_key(agent_id), "engine")
+            pipe.exists(names.agent_key(agent_id))
+            engine, exists = pipe.execute()
+        if not exists:
+            return None
+        return str(json.loads(engine)) if engine else names.DEFAULT_ENGINE
+
+    def raw(self) -> dict[str, Any]:
+        with translated("reading the engine registry"):
+            return dict(self._r.hgetall(names.engines_key()))

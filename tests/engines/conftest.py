@@ -1,0 +1,151 @@
+"""Three Docker engines (private dockerds), a worker group each, one Redis, one beat (CONTRACT §8.5).
+
+Session-scoped: the engines start once (each with a cached data root of its own, so the test
+image is loaded only when it changed) and every test of tests/engines shares them. Each dockerd
+has its own socket, data root, exec root and pid file, with `--bridge=none --iptables=false
+--ip-masq=false` (notes/environment.md); the image goes in by `docker save | docker load`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.fleet import RedisServer
+from tests.conftest import LEDGER, OUTPUT_DIR, TEST_IMAGE, XDIST_WORKER, Fleet
+from tests.reliability.test_engine_restart import PrivateEngine, _image_id
+from tests.support.waiting import wait_for
+
+ENGINES = ("a", "b", "c")
+MAX_AGENTS = 3
+LOST_SECONDS = 15
+
+
+def _cached_root(engine: str) -> Path:
+    """Where engine `engine`'s images stay between runs (one per xdist worker: a data root is one engine's)."""
+    return Path("/var/tmp") / f"spawner-test-engines-{XDIST_WORKER or 'main'}-{engine}"
+
+
+class EngineFleet:
+    """The engines, their worker groups and a producer on one private Redis."""
+
+    def __init__(self, redis: RedisServer, workdir: Path) -> None:
+        from celery import Celery
+        self.redis = redis
+        self.workdir = workdir
+        self.engines: dict[str, PrivateEngine] = {}
+        self.groups: dict[str, Fleet] = {}
+        self.beat = Fleet(redis.url, OUTPUT_DIR, extra_env={"SPAWNER_SWEEP_SECONDS": "5"})
+        self.app = Celery(broker=redis.url, backend=redis.url)
+        self.app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
+
+    def start_engine(self, engine: str) -> PrivateEngine:
+        root = self.workdir / f"engine-{engine}"
+        root.mkdir(parents=True, exist_ok=True)
+        cached = _cached_root(engine)
+        cached.mkdir(parents=True, exist_ok=True)
+        if not (root / "data").exists():
+            (root / "data").symlink_to(cached)
+        private = PrivateEngine(root)
+        private.start()
+        docker = ["docker", "-H", private.socket]
+        if _image_id(docker) != _image_id(["docker"]):
+            save = subprocess.Popen(["docker", "save", TEST_IMAGE], stdout=subprocess.PIPE)
+            subprocess.run([*docker, "load", "-q"], stdin=save.stdout, check=True, capture_output=True)
+            save.wait()
+        self.engines[engine] = private
+        return private
+
+    def start_group(self, engine: str) -> Fleet:
+        group = Fleet(self.redis.url, OUTPUT_DIR, extra_env={
+            "SPAWNER_ENGINE": engine, "SPAWNER_DOCKER_HOST": self.engines[engine].socket,
+            "SPAWNER_ENGINE_MAX_AGENTS": str(MAX_AGENTS), "SPAWNER_ENGINE_LOST_SECONDS": str(LOST_SECONDS),
+            "SPAWNER_SWEEP_SECONDS": "5"})
+        if engine == "c":  # the plain queues of `spawner up`: the group adds its engine's on its own
+            group.start_worker(f"control-{engine}", "spawner", 8)
+            group.start_worker(f"turns-{engine}", "spawner.turns", 16)
+        else:
+            group.start_worker(f"control-{engine}", f"spawner,spawner.engine.{engine}", 8)
+            group.start_worker(f"turns-{engine}", f"spawner.engine.{engine}.turns", 16)
+        self.groups[engine] = group
+        return group
+
+    def stop_group(self, engine: str) -> None:
+        group = self.groups.pop(engine)
+        for name in list(group.procs):
+            group.kill(name)  # as a crash: SIGKILL
+
+    def docker(self, engine: str, *args: str) -> str:
+        return subprocess.run(["docker", "-H", self.engines[engine].socket, *args], capture_output=True,
+                              text=True).stdout
+
+    def containers_of(self, engine: str) -> set[str]:
+        """Agent ids whose containers are on `engine`."""
+        out = self.docker(engine, "ps", "-a", "--filter", "label=spawner.managed=true", "--format",
+                          '{{.Label "spawner.agent_id"}}')
+        return {line for line in out.split() if line}
+
+    def send(self, name: str, **kwargs: Any) -> Any:
+        return self.app.send_task(f"spawner.{name}", kwargs=kwargs, queue="spawner")
+
+    def call(self, name: str, timeout: float = 120, **kwargs: Any) -> Any:
+        return self.send(name, **kwargs).get(timeout=timeout)
+
+    def fleet_events(self) -> list[dict[str, Any]]:
+        """What the fleet's own stream `spawner:events` holds, oldest first."""
+        import json
+
+        import redis
+        client = redis.Redis.from_url(self.redis.url, decode_responses=True)
+        return [json.loads(f["data"]) for _, f in client.xrange("spawner:events")]
+
+    def engines_view(self) -> dict[str, dict[str, Any]]:
+        return {e["engine"]: e for e in self.call("engines", timeout=30)["engines"]}
+
+    def wait_ready(self, engines: tuple[str, ...] = ENGINES) -> None:
+        wait_for(f"engines {engines} ready", lambda: all(
+            self.engines_view().get(e, {}).get("state") == "ready" for e in engines), timeout=90, interval=0.5)
+        # every group's consumer answers
+        wait_for("every worker answers", lambda: len(self.app.control.ping(timeout=1.0) or []) >= 2 * len(self.groups),
+                 timeout=60, interval=0.2)
+
+    def stop(self) -> None:
+        for engine in list(self.groups):
+            self.groups.pop(engine).stop()
+        self.beat.stop()
+        for engine, private in self.engines.items():
+            if private.proc is not None:
+                ids = self.docker(engine, "ps", "-aq").split()
+                if ids:
+                    self.docker(engine, "rm", "-f", *ids)
+                private.stop()
+
+
+@pytest.fixture(scope="session")
+def engine_fleet(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Iterator[EngineFleet]:
+    OUTPUT_DIR.mkdir(exist_ok=True)
+    redis = RedisServer(tmp_path_factory.mktemp("engines-redis"))
+    redis.start()
+    LEDGER.process(redis.proc.pid)
+    workdir = Path("/var/tmp") / f"spawner-test-engines-run-{os.getpid()}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    LEDGER.folder(workdir)
+    fleet = EngineFleet(redis, workdir)
+    try:
+        for engine in ENGINES:
+            fleet.start_engine(engine)
+        for engine in ENGINES:
+            fleet.start_group(engine)
+        fleet.beat.start_beat("engines", workdir)
+        fleet.wait_ready()
+        yield fleet
+    finally:
+        fleet.stop()
+        redis.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

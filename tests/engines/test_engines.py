@@ -1,0 +1,162 @@
+"""Several Docker engines, end to end (CONTRACT §8.5): three private dockerds, a worker group each,
+one Redis, one beat; producers send everything to the one public queue.
+
+The tests run in this order and share the fleet: the last one stops an engine and brings it back.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import time
+from typing import Any
+
+import pytest
+
+from tests.engines.conftest import ENGINES, LOST_SECONDS, MAX_AGENTS, EngineFleet
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.docker, pytest.mark.redis]
+
+
+def _fails(result: Any, error: str, *fragments: str, timeout: float = 60) -> str:
+    with pytest.raises(Exception) as info:
+        result.get(timeout=timeout)
+    assert type(info.value).__name__ == error, f"{type(info.value).__name__}: {info.value}"
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)
+    return str(info.value)
+
+
+def _create_many(fleet: EngineFleet, configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    results = [fleet.send("create", config=config) for config in configs]
+    return [r.get(timeout=180) for r in results]
+
+
+def _delete_all(fleet: EngineFleet, agent_ids: list[str]) -> None:
+    for r in [fleet.send("delete", agent_id=a) for a in agent_ids]:
+        assert r.get(timeout=60)["agent_id"]
+
+
+def _exercise(fleet: EngineFleet, agent_id: str) -> None:
+    """Every operation on one agent, each sent to the public queue."""
+    content = base64.b64encode(f"hello {agent_id}".encode()).decode()
+    assert fleet.call("send_file", agent_id=agent_id, path="/workspace/x.txt", content=content,
+                      encoding="base64")["agent_id"] == agent_id
+    assert fleet.call("read_file", agent_id=agent_id, path="/workspace/x.txt")["content"] == f"hello {agent_id}"
+    turn = fleet.call("send_command", agent_id=agent_id, command="cat /workspace/x.txt")
+    assert f"hello {agent_id}" in turn["output"], turn
+    assert fleet.call("cancel", agent_id=agent_id)["cancelled"] is False
+    assert any("cat /workspace/x.txt" in line for line in fleet.call("logs", agent_id=agent_id, tail=50)["lines"])
+    status = fleet.call("status", agent_id=agent_id)
+    assert status["state"] == "idle" and status["container_state"] == "running", status
+
+
+def test_placement_spreads_respects_max_agents_and_pins_and_every_operation_reaches_every_engine(
+        engine_fleet: EngineFleet) -> None:
+    fleet = engine_fleet
+    made = _create_many(fleet, [{"name": f"spread-{i}", "agent": "shell"} for i in range(6)])
+    by_engine = {e: [m["agent_id"] for m in made if m["engine"] == e] for e in ENGINES}
+    assert sorted(len(v) for v in by_engine.values()) == [2, 2, 2], by_engine
+    for engine, agent_ids in by_engine.items():  # each on the engine it says, and only there
+        assert set(agent_ids) <= fleet.containers_of(engine)
+        assert not set(agent_ids) & set().union(*(fleet.containers_of(e) for e in ENGINES if e != engine))
+
+    pinned = fleet.call("create", config={"name": "pinned", "agent": "shell", "engine": "c"})
+    assert pinned["engine"] == "c" and pinned["agent_id"] in fleet.containers_of("c")
+    assert fleet.call("status", agent_id=pinned["agent_id"])["engine"] == "c"
+    # c is full now (MAX_AGENTS): a pin there is refused; the others take the rest, then none can
+    assert MAX_AGENTS == 3
+    _fails(fleet.send("create", config={"name": "no-room", "agent": "shell", "engine": "c"}), "Unavailable", "'c'")
+    rest = _create_many(fleet, [{"name": f"fill-{i}", "agent": "shell"} for i in range(2)])
+    assert sorted(m["engine"] for m in rest) == ["a", "b"]
+    _fails(fleet.send("create", config={"name": "full", "agent": "shell"}), "Unavailable", "full")
+    view = fleet.engines_view()
+    assert {e: (v["agents"], v["max_agents"], v["state"]) for e, v in view.items()} == {
+        e: (MAX_AGENTS, MAX_AGENTS, "ready") for e in ENGINES}
+
+    everyone = [m["agent_id"] for m in [*made, pinned, *rest]]
+    with concurrent.futures.ThreadPoolExecutor(9) as pool:
+        list(pool.map(lambda a: _exercise(fleet, a), everyone))
+    # the destructive case of one Redis and several engines: sweeps and reconciles of every group
+    # see agents whose containers are not on their engine, and must leave them alone
+    for _ in range(3):
+        fleet.call("sweep", timeout=60)
+    fleet.groups["a"].kill("worker-control-a")  # a restarted control worker reconciles at start
+    fleet.groups["a"].start_worker("control-a", "spawner,spawner.engine.a", 8)
+    wait_for("group a's control worker answers", lambda: len(fleet.app.control.ping(timeout=1.0) or []) >= 6,
+             timeout=60, interval=0.2)
+    fleet.call("sweep", timeout=60)
+    states = {a: fleet.call("status", agent_id=a) for a in everyone}
+    assert {a: s["state"] for a, s in states.items()} == {a: "idle" for a in everyone}
+    assert all(s["container_state"] == "running" for s in states.values())
+
+    _delete_all(fleet, everyone)
+    for engine in ENGINES:
+        assert not set(everyone) & fleet.containers_of(engine)
+    wait_for("the places of deleted agents are free again",
+             lambda: all(v["agents"] == 0 for v in fleet.engines_view().values()), timeout=30, interval=0.5)
+
+
+def test_drain_stops_placement_and_keeps_serving_the_drained_engines_agents(engine_fleet: EngineFleet) -> None:
+    fleet = engine_fleet
+    on_b = fleet.call("create", config={"name": "before-drain", "agent": "shell", "engine": "b"})
+    assert fleet.call("drain", engine="b")["state"] == "draining"
+    assert fleet.engines_view()["b"]["state"] == "draining"
+    time.sleep(1.5)  # not a timing assertion: the consumers' registry view is a second old at most
+    made = _create_many(fleet, [{"name": f"drained-{i}", "agent": "shell"} for i in range(4)])
+    assert "b" not in {m["engine"] for m in made}
+    _fails(fleet.send("create", config={"name": "pin-drained", "agent": "shell", "engine": "b"}), "Unavailable", "'b'")
+    _exercise(fleet, on_b["agent_id"])  # its agents are still served
+    assert fleet.engines_view()["b"]["state"] == "draining"  # heartbeats keep it draining
+    events = fleet.fleet_events()
+    assert {"engine": "b", "state": "draining"}.items() <= next(
+        e for e in events if e.get("engine") == "b" and e["state"] == "draining").items()
+    _delete_all(fleet, [on_b["agent_id"], *(m["agent_id"] for m in made)])
+    assert fleet.call("drain", engine="b", undo=True) == {"engine": "b", "state": "ready", "was": "draining"}
+    time.sleep(1.5)  # the consumers' registry view again
+    assert fleet.call("create", config={"name": "undrained", "agent": "shell", "engine": "b"})["engine"] == "b"
+
+
+def test_losing_an_engine_fails_only_its_agents_and_a_returning_engine_is_cleaned_and_placed_on(
+        engine_fleet: EngineFleet) -> None:
+    fleet = engine_fleet
+    fleet.wait_ready()
+    agents = {e: fleet.call("create", config={"name": f"loss-{e}", "agent": "shell", "engine": e})["agent_id"]
+              for e in ENGINES}
+    # a turn on a keeps running while c is lost
+    long_turn = fleet.send("send_command", agent_id=agents["a"], command=f"sleep {LOST_SECONDS + 10}; echo done")
+    wait_for("the long turn runs", lambda: fleet.call("status", agent_id=agents["a"])["state"] == "busy",
+             timeout=60, interval=0.2)
+
+    fleet.stop_group("c")
+    fleet.engines["c"].stop()
+    wait_for("c suspect", lambda: fleet.engines_view()["c"]["state"] == "suspect", timeout=30, interval=0.5)
+    _fails(fleet.send("send_command", agent_id=agents["c"], command="true"), "Unavailable", "'c'", timeout=30)
+    _fails(fleet.send("create", config={"name": "pin-suspect", "agent": "shell", "engine": "c"}), "Unavailable", "'c'")
+    assert fleet.call("send_command", agent_id=agents["b"], command="echo still")["output"].strip() == "still"
+    placed = fleet.call("create", config={"name": "while-suspect", "agent": "shell"})
+    assert placed["engine"] in ("a", "b")
+
+    wait_for("c lost", lambda: fleet.engines_view()["c"]["state"] == "lost", timeout=LOST_SECONDS + 30, interval=0.5)
+    status_c = wait_for("c's agent failed", lambda: (s := fleet.call("status", agent_id=agents["c"]))["state"] == "failed" and s,
+                        timeout=30, interval=0.5)
+    assert status_c["reason"] == "engine lost"
+    for e in ("a", "b"):
+        assert fleet.call("status", agent_id=agents[e])["state"] in ("idle", "busy")
+    assert long_turn.get(timeout=120)["output"].strip().endswith("done")
+    events = fleet.fleet_events()
+    assert [e["state"] for e in events if e.get("engine") == "c"][-2:] == ["suspect", "lost"]
+    assert any(e.get("agent_id") == agents["c"] and e.get("reason") == "engine lost" for e in events)
+
+    # c comes back: its group removes the lost agent's container and c takes agents again
+    fleet.engines["c"].start()
+    assert agents["c"] in fleet.containers_of("c")  # it was there all along, stopped with its engine
+    fleet.start_group("c")
+    fleet.wait_ready()
+    wait_for("the lost agent's container removed", lambda: agents["c"] not in fleet.containers_of("c"),
+             timeout=60, interval=0.5)
+    again = fleet.call("create", config={"name": "back", "agent": "shell", "engine": "c"})
+    assert again["engine"] == "c"
+    _exercise(fleet, again["agent_id"])
+    _delete_all(fleet, [agents["a"], agents["b"], placed["agent_id"], again["agent_id"]])
