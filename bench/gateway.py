@@ -7,7 +7,8 @@ network `none`, through the in-container forwarder, the agent's Unix socket and 
 gateway` (a real process, with its own private Redis). Measured in one run:
 
 - time to the first server-sent event of a short streamed answer (keep-alive connection), p50/p90;
-- a streamed 1 MB answer: seconds and MB/s;
+- a streamed 1 MB answer: seconds and MB/s (the two paths alternate, BIG_ROUNDS times), and the
+  gateway's and the forwarder's CPU time per streamed MB (from /proc);
 - 50 streams of 1 MB at once through the gateway: the gateway's peak RSS.
 """
 

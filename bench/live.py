@@ -53,7 +53,7 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
                "message_ms_p95": round(_p(latencies, 0.95), 2) if latencies else None,
                "message_ms_max": round(max(latencies), 2) if latencies else None,
                "after_output_ms_p95": round(_p(after_output, 0.95), 2) if after_output else None,
-               "load_average": raw["load_average"],
+               "load_average": round(raw["load_average"], 2),
                "target_p95_ms": TARGET_P95_MS}
     summary["meets_target"] = bool(latencies) and len(latencies) == raw["turns"] and \
         summary["message_ms_p95"] <= TARGET_P95_MS

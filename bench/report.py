@@ -186,7 +186,7 @@ def markdown(results: dict[str, Any], *, plot_name: str, json_name: str, notes: 
         + "Ours is timed from `send_task` to the result, as a producer sees it; the raw side is the "
         "Docker SDK doing the same work on the same image with the same limits and hardening. Raw and "
         "ours alternate sample by sample, so load drift hits both alike. Times in ms.",
-        *([f"Run later, on their own (`python -m bench --only`), while other engineers' test runs and builds "
+        *(["", f"Run later, on their own (`python -m bench --only`), while other engineers' test runs and builds "
            f"shared this machine (load averages below; the numbers vary with it): "
            + "; ".join(f"{name} on {sec['date']} (load {sec['load_before']} before, {sec['load_after']} after)"
                        for name, sec in sorted(meta.get("sections", {}).items())) + "."]
