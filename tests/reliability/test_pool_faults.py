@@ -85,8 +85,10 @@ def test_a_gone_fleets_free_pool_is_removed_by_a_fleet_on_the_same_redis(pool):
     # 31 minutes later, as far as the stopped fleet's mark says
     pool.r.hset("spawner:pool:owners", gone_owner, repr(time.time() - OWNER_GONE_SECONDS - 60))
     counts = sweep()
-    assert counts["pool_removed"] == 2 and counts["pool_errors"] == 0, counts
-    assert pool.pool_containers() == []
+    assert counts["pool_removed"] >= 2 and counts["pool_errors"] == 0, counts
+    assert not left & {c.id for c in pool.pool_containers()}
+    # a container its refill was still making when the fleet stopped goes with the next sweep
+    wait_for("the gone fleet's whole stock to be removed", lambda: sweep() and not pool.pool_containers())
 
 
 # ------------------------------------------------------------------------------ overfill
