@@ -262,6 +262,32 @@ def list_agents(obj: Ctx, state: str | None) -> None:
 
 
 @cli.command()
+@pass_ctx
+def engines(obj: Ctx) -> None:
+    """List the fleet's Docker engines: state, live agents, room and last heartbeat."""
+    result = obj.call("engines", "listing engines")
+    if obj.as_json:
+        obj.show(result)
+        return
+    rows = [[e["engine"], e["state"], str(e["agents"]), str(e["max_agents"]), str(e.get("warm", 0)), e["last_seen"]]
+            for e in result["engines"]]
+    console.print_table(["ENGINE", "STATE", "AGENTS", "MAX", "WARM", "LAST SEEN"], rows, empty="no engines")
+
+
+@cli.command()
+@click.argument("engine")
+@click.option("--undo", is_flag=True, help="Place new agents there again.")
+@pass_ctx
+def drain(obj: Ctx, engine: str, undo: bool) -> None:
+    """Stop placing new agents on ENGINE; its agents stay and are served (no live migration)."""
+    result = obj.call("drain", f"{'un' if undo else ''}draining {engine}", engine=engine, undo=undo)
+    if obj.as_json:
+        obj.show(result)
+    else:
+        click.echo(f"engine {engine} is {result['state']} (was {result['was']})")
+
+
+@cli.command()
 @click.argument("agent_id")
 @click.option("--tail", default=200, show_default=True, type=click.IntRange(min=0), help="Lines to show first.")
 @click.option("-f", "--follow", "follow", is_flag=True, help="Keep printing as the agent works (Ctrl-C stops).")

@@ -14,8 +14,9 @@ import enum
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
+from typing import Protocol
 
-__all__ = ["EngineEntry", "EngineState", "HEARTBEAT_SECONDS", "SUSPECT_SECONDS", "current_state", "decode",
+__all__ = ["EngineEntry", "EngineState", "Places", "HEARTBEAT_SECONDS", "SUSPECT_SECONDS", "current_state", "decode",
            "encode", "place", "placement_order", "route_for_agent"]
 
 #: How often a worker group writes its entry.
@@ -44,6 +45,16 @@ class EngineEntry:
     @property
     def room(self) -> int:
         return self.max_agents - self.agents
+
+
+class Places(Protocol):
+    """One engine's places for agents, kept atomically elsewhere (spawner/state/engines.py)."""
+
+    def take(self, agent_id: str) -> str | None:
+        """Take a place for a new agent: None when it holds one, else why not ("draining", "full")."""
+
+    def release(self, agent_id: str) -> None:
+        """Let go of an ended agent's place."""
 
 
 def encode(entry: EngineEntry) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 from orchestrator_cli import catalog
 from spawner import errors, limits, names
 from spawner.backend.base import ContainerBackend
+from spawner.engines import Places
 from spawner.gateway.core import ModelGateway, turn_usage
 from spawner.factories import (
     build_spec, capability_dockerfile, capability_image_tag, required_capability_packages,
@@ -118,10 +119,10 @@ class SpawnerService:
                  secret_source: Mapping[str, str], clock: Callable[[], float] = time.time,
                  metrics: Metrics = NULL_METRICS, pool: WarmPool | None = None,
                  gateway: ModelGateway | None = None,
-                 reserve_place: Callable[[str], str | None] | None = None) -> None:
+                 places: Places | None = None) -> None:
         self.backend = backend
-        #: Takes a place for a new agent on this engine (atomically): None, or why it cannot.
-        self._reserve_place = reserve_place
+        #: This engine's places for agents (spawner/engines.py): taken by create, let go when an agent ends.
+        self._places = places
         self.pool = pool
         self.gateway = gateway
         self.metrics = metrics
@@ -238,7 +239,7 @@ class SpawnerService:
         if config.engine is not None and config.engine != engine:
             raise errors.Unavailable(f"engine {config.engine!r} (the config's pin) cannot take an agent now: "
                                      "it is unknown, draining, suspect, lost or full; see `spawner engines`")
-        if self._reserve_place is not None and (why := self._reserve_place(agent_id)) is not None:
+        if self._places is not None and (why := self._places.take(agent_id)) is not None:
             raise errors.Unavailable(f"engine {engine!r} is {why} and no other engine could take a new agent now; "
                                      "see `spawner engines`")
 
@@ -381,7 +382,10 @@ class SpawnerService:
         self._set_state(record.agent_id, AgentState.FAILED, reason=reason)
 
     def _set_state(self, agent_id: str, state: AgentState, *, reason: str, **extra: Any) -> AgentRecord | None:
-        """Write the state and publish it; returns the record as stored (a terminal one unchanged)."""
+        """Write the state and publish it; returns the record as stored (a terminal one unchanged).
+        An agent that ends lets go of its place on its engine."""
+        if state.is_terminal and self._places is not None:
+            self._places.release(agent_id)
         return self.store.update_and_publish(agent_id, "status", {"state": state.value, "reason": reason},
                                       state=state.value, reason=reason, **extra)
 

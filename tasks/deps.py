@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
 
 from spawner.backend.docker import DockerBackend
 from spawner.backend.runner_socket import ENGINE_DIR_PREFIX
@@ -58,19 +57,22 @@ def _build() -> tuple[SpawnerService, SpawnerSettings]:
                              pool=_build_pool(settings, backend),
                              gateway=GatewayClient(GatewayStore.from_url(settings.redis_url),
                                                    upstreams=settings.model_upstream_map, environ=os.environ),
-                             reserve_place=_place_taker(settings))
+                             places=_EnginePlaces(settings))
     return service, settings
 
 
-def _place_taker(settings: SpawnerSettings) -> Callable[[str], str | None]:
-    """Takes a place on this engine for a new agent (spawner/state/engines.py, atomic in Redis):
-    None when taken, else why not."""
-    registry = EngineRegistry.from_url(settings.redis_url)
+class _EnginePlaces:
+    """This engine's places (spawner.engines.Places) in the Redis registry, taken atomically."""
 
-    def take(agent_id: str) -> str | None:
-        return registry.reserve(settings.engine, agent_id, max_agents=settings.engine_max_agents, now=time.time())
+    def __init__(self, settings: SpawnerSettings) -> None:
+        self.registry = EngineRegistry.from_url(settings.redis_url)
+        self.engine, self.max_agents = settings.engine, settings.engine_max_agents
 
-    return take
+    def take(self, agent_id: str) -> str | None:
+        return self.registry.reserve(self.engine, agent_id, max_agents=self.max_agents, now=time.time())
+
+    def release(self, agent_id: str) -> None:
+        self.registry.release(self.engine, [agent_id])
 
 
 def _run_dir(settings: SpawnerSettings) -> str | None:

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,6 +55,31 @@ def _exercise(fleet: EngineFleet, agent_id: str) -> None:
     assert any("cat /workspace/x.txt" in line for line in fleet.call("logs", agent_id=agent_id, tail=50)["lines"])
     status = fleet.call("status", agent_id=agent_id)
     assert status["state"] == "idle" and status["container_state"] == "running", status
+
+
+def test_a_group_that_gets_another_engines_agent_leaves_it_alone(engine_fleet: EngineFleet) -> None:
+    """The destructive case before engines: with one Redis and two engines, a worker that did not
+    find an agent's container on its own engine marked it `failed` (and removed its Redis user),
+    and reconcile did the same for every record not on its engine. Here group a gets every kind
+    of task for b's agent straight on its own queue (as a race, or a fleet before routing, would
+    hand it), and runs its reconcile and sweep: b's agent is refused, never touched."""
+    fleet = engine_fleet
+    on_b = fleet.call("create", config={"name": "elsewhere", "agent": "shell", "engine": "b"})["agent_id"]
+    to_a = "spawner.engine.a"
+
+    def on_a(name: str, **kwargs: Any) -> Any:
+        return fleet.app.send_task(f"spawner.{name}", kwargs=kwargs, queue=to_a)
+
+    for name, kwargs in [("send_command", {"command": "true"}), ("read_file", {"path": "/workspace/x"}),
+                         ("send_file", {"path": "/workspace/x", "content": "x"}), ("delete", {})]:
+        _fails(on_a(name, agent_id=on_b, **kwargs), "Unavailable", "'b'")
+    assert on_a("status", agent_id=on_b).get(timeout=60)["state"] == "idle"
+    counts = on_a("sweep", engine="a").get(timeout=60)  # reconcile, then the due part, of engine a only
+    assert counts["failed"] == 0 and counts["removed"] == 0, counts
+    status = fleet.call("status", agent_id=on_b)
+    assert (status["state"], status["container_state"], status["engine"]) == ("idle", "running", "b")
+    assert fleet.call("send_command", agent_id=on_b, command="echo here")["output"].strip() == "here"
+    _delete_all(fleet, [on_b])
 
 
 def test_placement_spreads_respects_max_agents_and_pins_and_every_operation_reaches_every_engine(
@@ -116,6 +146,27 @@ def test_drain_stops_placement_and_keeps_serving_the_drained_engines_agents(engi
     assert fleet.call("drain", engine="b", undo=True) == {"engine": "b", "state": "ready", "was": "draining"}
     time.sleep(1.5)  # the consumers' registry view again
     assert fleet.call("create", config={"name": "undrained", "agent": "shell", "engine": "b"})["engine"] == "b"
+
+
+def _spawner(fleet: EngineFleet, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPAWNER_", "ORCHESTRATOR_"))}
+    done = subprocess.run([str(Path(sys.executable).with_name("spawner")), *args], capture_output=True, text=True,
+                          env={**env, "SPAWNER_REDIS_URL": fleet.redis.url, "COLUMNS": "200"}, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_the_cli_lists_drains_and_undrains_engines(engine_fleet: EngineFleet) -> None:
+    fleet = engine_fleet
+    lines = [line.split() for line in _spawner(fleet, "engines").splitlines() if line.strip("-─ ")]
+    assert lines[0] == ["ENGINE", "STATE", "AGENTS", "MAX", "WARM", "LAST", "SEEN"], lines
+    assert [line[:2] for line in lines[1:]] == [[e, "ready"] for e in ENGINES], lines
+    assert "engine a is draining (was ready)" in _spawner(fleet, "drain", "a")
+    listed = json.loads(_spawner(fleet, "engines", "--json"))["engines"]
+    assert {e["engine"]: e["state"] for e in listed} == {"a": "draining", "b": "ready", "c": "ready"}
+    assert set(listed[0]) >= {"engine", "state", "agents", "max_agents", "last_seen"}
+    assert json.loads(_spawner(fleet, "drain", "a", "--undo", "--json"))["state"] == "ready"
+    assert fleet.engines_view()["a"]["state"] == "ready"
 
 
 def test_losing_an_engine_fails_only_its_agents_and_a_returning_engine_is_cleaned_and_placed_on(
