@@ -295,6 +295,9 @@ class WarmPool:
         """
         now = self._now()
         wanted = self.store.wanted(now=now, max_idle_seconds=KEY_IDLE_SECONDS) if self.size > 0 else {}
+        # another engine's keys (several engines, one Redis): their free ids are not on this engine
+        # and are its own group's to keep or forget
+        wanted = {key: raw for key, raw in wanted.items() if raw.get("engine", self.engine) == self.engine}
         claiming = self.store.claiming()
         owners = self.store.owners_seen(self.owner, now=now)
         free = {key: self.store.available(key) for key in wanted}

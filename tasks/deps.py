@@ -9,6 +9,7 @@ import os
 import threading
 import time
 
+from spawner import names
 from spawner.backend.docker import DockerBackend
 from spawner.backend.runner_socket import ENGINE_DIR_PREFIX
 from spawner.factories import build_spec
@@ -24,7 +25,7 @@ from spawner.state.metrics_redis import RedisMetricsSink
 from spawner.state.redis import RedisStore
 from spawner.state.redis_pool import RedisPoolStore
 
-__all__ = ["get_service", "get_settings", "override"]
+__all__ = ["get_service", "get_settings", "override", "own_queue"]
 
 #: How long after a claim (or a sweep) the pool refill starts.
 REFILL_DELAY_SECONDS = 0.5
@@ -83,6 +84,12 @@ def _run_dir(settings: SpawnerSettings) -> str | None:
     return settings.run_dir if settings.engine == "local" else f"{settings.run_dir}/{ENGINE_DIR_PREFIX}{settings.engine}"
 
 
+def own_queue(settings: SpawnerSettings) -> str:
+    """Where this engine's own internal tasks go (a pool refill): the public queue with one engine,
+    the engine's queue with several (a refill must run on the engine whose pool it fills)."""
+    return settings.queue if settings.engine == "local" else names.engine_queue(settings.queue, settings.engine)
+
+
 def _build_pool(settings: SpawnerSettings, backend: DockerBackend) -> WarmPool:
     """The warm pool (size 0 = off); its default key is what a config with default resources gets."""
     default = build_spec(WorkerConfig(name="pool", agent=AgentType.SHELL), agent_id="ag-pool",
@@ -92,7 +99,7 @@ def _build_pool(settings: SpawnerSettings, backend: DockerBackend) -> WarmPool:
     def request_refill() -> None:
         from tasks.app import app  # the Celery app, only when a refill is asked for
         # a moment later: the refill's create+start would compete with the claimed agent's first turn
-        app.send_task("spawner.pool_refill", queue=settings.queue, countdown=REFILL_DELAY_SECONDS)
+        app.send_task("spawner.pool_refill", queue=own_queue(settings), countdown=REFILL_DELAY_SECONDS)
 
     engine = backend.engine_id() if settings.warm_pool_size > 0 else ""
     return WarmPool(backend=backend, store=RedisPoolStore.from_url(settings.redis_url),

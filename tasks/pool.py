@@ -16,7 +16,7 @@ from typing import Any
 from celery import Task, signals
 
 from tasks.app import app
-from tasks.deps import get_service, get_settings
+from tasks.deps import get_service, get_settings, own_queue
 
 log = logging.getLogger(__name__)
 
@@ -32,4 +32,4 @@ def _fill_at_start(**_: Any) -> None:
     """Stock the pool as soon as a fleet starts, not at the first create or sweep."""
     settings = get_settings()
     if settings.warm_pool_size > 0:
-        app.send_task("spawner.pool_refill", queue=settings.queue)
+        app.send_task("spawner.pool_refill", queue=own_queue(settings))
