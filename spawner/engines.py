@@ -56,6 +56,9 @@ class Places(Protocol):
     def release(self, agent_id: str) -> None:
         """Let go of an ended agent's place."""
 
+    def describe(self, engine: str) -> str:
+        """What the registry says of `engine` now, for an error message ("suspect: no heartbeat for 9 s")."""
+
 
 def encode(entry: EngineEntry) -> str:
     return json.dumps({**asdict(entry), "state": entry.state.value})
@@ -80,6 +83,16 @@ def current_state(entry: EngineEntry, *, now: float) -> EngineState:
     if silence >= SUSPECT_SECONDS:
         return EngineState.SUSPECT
     return entry.state
+
+
+def describe(entry: EngineEntry | None, *, now: float) -> str:
+    """An engine's state in words, for the messages of tasks refused because of it."""
+    if entry is None:
+        return "not in the registry"
+    state = current_state(entry, now=now)
+    if state in (EngineState.SUSPECT, EngineState.LOST):
+        return f"{state.value}: no heartbeat for {now - entry.last_seen:.0f} s"
+    return state.value
 
 
 def with_current_state(entries: Iterable[EngineEntry], *, now: float) -> list[EngineEntry]:

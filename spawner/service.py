@@ -358,8 +358,9 @@ class SpawnerService:
         container not on this engine is not missing, it is elsewhere (tasks/routing.py moves a
         task there; one that still lands here is refused, never failed)."""
         if record.engine != self.options.engine:
-            raise errors.Unavailable(f"agent {record.agent_id} is on engine {record.engine!r}, not on this worker's "
-                                     f"engine {self.options.engine!r}; try again")
+            state = self._places.describe(record.engine) if self._places is not None else "unknown"
+            raise errors.Unavailable(f"agent {record.agent_id} is on engine {record.engine!r} ({state}), not on this "
+                                     f"worker's engine {self.options.engine!r}; try again later, or see `spawner engines`")
 
     def _ready_container(self, record: AgentRecord) -> str:
         """The container id of a live agent, resumed first if it was paused."""

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 
-from spawner import names
+from spawner import engines, names
 from spawner.backend.docker import DockerBackend
 from spawner.backend.runner_socket import ENGINE_DIR_PREFIX
 from spawner.factories import build_spec
@@ -74,6 +74,10 @@ class _EnginePlaces:
 
     def release(self, agent_id: str) -> None:
         self.registry.release(self.engine, [agent_id])
+
+    def describe(self, engine: str) -> str:
+        entries = {e.engine: e for e in self.registry.entries()}
+        return engines.describe(entries.get(engine), now=time.time())
 
 
 def _run_dir(settings: SpawnerSettings) -> str | None:

@@ -183,7 +183,8 @@ def test_losing_an_engine_fails_only_its_agents_and_a_returning_engine_is_cleane
     fleet.stop_group("c")
     fleet.engines["c"].stop()
     wait_for("c suspect", lambda: fleet.engines_view()["c"]["state"] == "suspect", timeout=30, interval=0.5)
-    _fails(fleet.send("send_command", agent_id=agents["c"], command="true"), "Unavailable", "'c'", timeout=30)
+    _fails(fleet.send("send_command", agent_id=agents["c"], command="true"), "Unavailable", "'c' (suspect",
+           timeout=30)
     _fails(fleet.send("create", config={"name": "pin-suspect", "agent": "shell", "engine": "c"}), "Unavailable", "'c'")
     assert fleet.call("send_command", agent_id=agents["b"], command="echo still")["output"].strip() == "still"
     placed = fleet.call("create", config={"name": "while-suspect", "agent": "shell"})

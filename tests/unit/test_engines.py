@@ -98,3 +98,10 @@ def test_engine_settings_are_validated():
                 {"SPAWNER_ENGINE_MAX_AGENTS": "0"}, {"SPAWNER_ENGINE_LOST_SECONDS": "0"}):
         with pytest.raises(SettingsError, match="SPAWNER_" + next(iter(bad))[len("SPAWNER_"):]):
             load_settings(bad)
+
+
+def test_describe_names_the_state_and_the_silence():
+    assert core.describe(entry("a"), now=NOW) == "ready"
+    assert core.describe(entry("a", age=9.4), now=NOW) == "suspect: no heartbeat for 9 s"
+    assert core.describe(entry("a", age=61), now=NOW) == "lost: no heartbeat for 61 s"
+    assert core.describe(None, now=NOW) == "not in the registry"
