@@ -224,6 +224,12 @@ class WarmPool:
                         type(exc).__name__, exc)
 
     # ---------------------------------------------------------------------------- refill
+    def stock(self) -> int:
+        """Free containers ready for the default template (an engine's warm stock, CONTRACT §8.5)."""
+        if self.size <= 0 or self.default_template is None:
+            return 0
+        return len(self.store.available(self.default_template.key))
+
     def refill(self) -> dict[str, int]:
         """Top every wanted key up to `size` free containers. Safe to run concurrently."""
         made = failed = 0

@@ -61,7 +61,7 @@ def _own_entry(settings: SpawnerSettings, reg: EngineRegistry, now: float) -> En
         ended = [a for a, state in reg.record_states(placed).items() if state is None or AgentState(state).is_terminal]
         reg.release(settings.engine, ended)
     pool = get_service().pool
-    warm = pool.size if pool is not None and pool.size > 0 else 0
+    warm = pool.stock() if pool is not None else 0
     return EngineEntry(engine=settings.engine, state=EngineState.READY, agents=len(placed) - len(ended),
                        max_agents=settings.engine_max_agents, last_seen=now, warm=warm,
                        lost_seconds=settings.engine_lost_seconds)

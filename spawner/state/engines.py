@@ -57,22 +57,26 @@ return ''
 
 
 # KEYS: the candidates' reservation sets, in the order placement ranked them. ARGV: agent id,
-# now, then each candidate's engine id and max agents. Takes a place on the candidate with the
-# most free room now (the first such in rank order) and returns its engine id, or false when all
-# are full. The counts are read and the place taken in one step: concurrent placements spread
+# now, then each candidate's engine id, max agents and tier (1: has a warm pool, 2: has not).
+# Takes a place on the candidate of the best tier that has room, the one with the most free room
+# now within it (the first such in rank order), and returns its engine id, or false when all are
+# full. The counts are read and the place taken in one step: concurrent placements spread
 # instead of all choosing the engine that looked emptiest a moment ago.
 _RESERVE_BEST = """
 for i = 1, #KEYS do
-  if redis.call('ZSCORE', KEYS[i], ARGV[1]) then return ARGV[1 + 2 * i] end
+  if redis.call('ZSCORE', KEYS[i], ARGV[1]) then return ARGV[3 * i] end
 end
-local best, best_room = nil, 0
+local best, best_tier, best_room = nil, nil, 0
 for i = 1, #KEYS do
-  local room = tonumber(ARGV[2 + 2 * i]) - redis.call('ZCARD', KEYS[i])
-  if room > best_room then best, best_room = i, room end
+  local tier = tonumber(ARGV[2 + 3 * i])
+  local room = tonumber(ARGV[1 + 3 * i]) - redis.call('ZCARD', KEYS[i])
+  if room > 0 and (best == nil or tier < best_tier or (tier == best_tier and room > best_room)) then
+    best, best_tier, best_room = i, tier, room
+  end
 end
 if not best then return false end
 redis.call('ZADD', KEYS[best], ARGV[2], ARGV[1])
-return ARGV[1 + 2 * best]
+return ARGV[3 * best]
 """
 
 
@@ -123,13 +127,13 @@ class EngineRegistry:
         return str(why) or None
 
     def reserve_best(self, candidates: list[EngineEntry], agent_id: str, *, now: float) -> str | None:
-        """Take a place for a new agent on the candidate with the most room now (atomic); its id,
-        or None when every candidate is full."""
+        """Take a place for a new agent (atomic): on an engine with a warm pool if one has room,
+        else on the one with the most room now; its id, or None when every candidate is full."""
         if not candidates:
             return None
         args: list[object] = [agent_id, now]
         for e in candidates:
-            args += [e.engine, e.max_agents]
+            args += [e.engine, e.max_agents, 1 if e.warm > 0 else 2]
         with translated("placing a new agent"):
             chosen = self._reserve_best(keys=[names.engine_reserved_key(e.engine) for e in candidates], args=args)
         return str(chosen) if chosen else None

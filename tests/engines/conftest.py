@@ -62,11 +62,11 @@ class EngineFleet:
         self.engines[engine] = private
         return private
 
-    def start_group(self, engine: str) -> Fleet:
+    def start_group(self, engine: str, **env: str) -> Fleet:
         group = Fleet(self.redis.url, OUTPUT_DIR, extra_env={
             "SPAWNER_ENGINE": engine, "SPAWNER_DOCKER_HOST": self.engines[engine].socket,
             "SPAWNER_ENGINE_MAX_AGENTS": str(MAX_AGENTS), "SPAWNER_ENGINE_LOST_SECONDS": str(LOST_SECONDS),
-            "SPAWNER_SWEEP_SECONDS": "5"})
+            "SPAWNER_SWEEP_SECONDS": "5", **env})
         if engine == "c":  # the plain queues of `spawner up`: the group adds its engine's on its own
             group.start_worker(f"control-{engine}", "spawner", 8)
             group.start_worker(f"turns-{engine}", "spawner.turns", 16)

@@ -21,7 +21,7 @@ import pytest
 from tests.engines.conftest import ENGINES, LOST_SECONDS, MAX_AGENTS, EngineFleet
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.docker, pytest.mark.redis]
+pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 
 
 def _fails(result: Any, error: str, *fragments: str, timeout: float = 60) -> str:
@@ -145,7 +145,34 @@ def test_drain_stops_placement_and_keeps_serving_the_drained_engines_agents(engi
     _delete_all(fleet, [on_b["agent_id"], *(m["agent_id"] for m in made)])
     assert fleet.call("drain", engine="b", undo=True) == {"engine": "b", "state": "ready", "was": "draining"}
     time.sleep(1.5)  # the consumers' registry view again
-    assert fleet.call("create", config={"name": "undrained", "agent": "shell", "engine": "b"})["engine"] == "b"
+    undrained = fleet.call("create", config={"name": "undrained", "agent": "shell", "engine": "b"})
+    assert undrained["engine"] == "b"
+    _delete_all(fleet, [undrained["agent_id"]])
+
+
+def test_a_warm_pool_draws_placement_and_other_engines_leave_its_stock_alone(engine_fleet: EngineFleet) -> None:
+    fleet = engine_fleet
+    fleet.stop_group("b")
+    fleet.start_group("b", SPAWNER_WARM_POOL_SIZE="1")
+    fleet.wait_ready()
+    wait_for("b's warm stock", lambda: fleet.engines_view()["b"]["warm"] == 1, timeout=90, interval=0.5)
+    stock = fleet.docker("b", "ps", "-aq", "--filter", "label=spawner.pool").split()
+    assert len(stock) == 1
+    for _ in range(2):  # the other groups' pool reconciles see b's free id registered, not on their engine
+        fleet.call("sweep", timeout=60)
+    assert fleet.engines_view()["b"]["warm"] == 1
+    assert fleet.docker("b", "ps", "-aq", "--filter", "label=spawner.pool").split() == stock
+    time.sleep(1.5)  # the consumers' registry view
+    first = fleet.call("create", config={"name": "first", "agent": "shell", "engine": "b"})  # takes the stock
+    wait_for("b's stock made again", lambda: fleet.engines_view()["b"]["warm"] == 1, timeout=90, interval=0.5)
+    time.sleep(1.5)  # the consumers' registry view
+    made = fleet.call("create", config={"name": "warm", "agent": "shell"})
+    assert made["engine"] == "b"  # b has less room than a and c, but a warm pool
+    _exercise(fleet, made["agent_id"])
+    _delete_all(fleet, [first["agent_id"], made["agent_id"]])
+    fleet.stop_group("b")
+    fleet.start_group("b")
+    fleet.wait_ready()
 
 
 def _spawner(fleet: EngineFleet, *args: str) -> str:

@@ -1,0 +1,71 @@
+"""The engine registry's atomic steps on a real Redis (spawner/state/engines.py)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import pytest
+
+from bench.fleet import RedisServer
+from spawner.engines import EngineEntry, EngineState
+from spawner.state.engines import EngineRegistry
+from tests.conftest import LEDGER
+
+pytestmark = [pytest.mark.redis]
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory):
+    """A Redis of its own: engines written here must never reach the session fleet's registry."""
+    server = RedisServer(tmp_path_factory.mktemp("registry-redis"))
+    server.start()
+    LEDGER.process(server.proc.pid)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def registry(private_redis):
+    import redis
+    redis.Redis.from_url(private_redis.url).flushdb()
+    return EngineRegistry.from_url(private_redis.url)
+
+
+def _entry(engine: str, *, max_agents: int = 2, warm: int = 0, state: EngineState = EngineState.READY) -> EngineEntry:
+    return EngineEntry(engine=engine, state=state, agents=0, max_agents=max_agents, last_seen=time.time(), warm=warm)
+
+
+def test_reserve_best_prefers_a_warm_pool_then_room_and_is_idempotent(registry):
+    cold, warm = _entry("cold", max_agents=3), _entry("warm", max_agents=2, warm=1)
+    for e in (cold, warm):
+        registry.heartbeat(e)
+    now = time.time()
+    assert registry.reserve_best([warm, cold], "ag-1", now=now) == "warm"
+    assert registry.reserve_best([warm, cold], "ag-1", now=now) == "warm"  # a redelivery keeps its place
+    assert registry.reserve_best([warm, cold], "ag-2", now=now) == "warm"
+    assert [registry.reserve_best([warm, cold], f"ag-{i}", now=now) for i in range(3, 7)] == ["cold"] * 3 + [None]
+
+
+def test_concurrent_placements_never_overfill_and_spread(registry):
+    entries = [_entry(e, max_agents=10) for e in ("a", "b", "c")]
+    for e in entries:
+        registry.heartbeat(e)
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        placed = list(pool.map(lambda i: registry.reserve_best(entries, f"ag-{i}", now=time.time()), range(40)))
+    assert sorted(placed.count(e) for e in ("a", "b", "c")) == [10, 10, 10]
+    assert placed.count(None) == 10
+
+
+def test_heartbeat_keeps_a_drain_and_reserve_refuses_a_draining_engine(registry):
+    registry.heartbeat(_entry("a"))
+    registry.heartbeat(_entry("b"))
+    assert registry.set_state("a", "draining") == "ready"
+    assert registry.heartbeat(_entry("a")).state == EngineState.DRAINING
+    assert {e.engine: e.state for e in registry.entries()} == {"a": EngineState.DRAINING, "b": EngineState.READY}
+    assert registry.reserve("a", "ag-x", max_agents=5, now=time.time()) == "draining"
+    assert registry.reserve("b", "ag-x", max_agents=1, now=time.time()) is None
+    assert registry.reserve("b", "ag-y", max_agents=1, now=time.time()) == "full"
+    registry.release("b", ["ag-x"])
+    assert registry.reserve("b", "ag-y", max_agents=1, now=time.time()) is None
+    assert registry.set_state("nope", "draining") is None
