@@ -63,9 +63,18 @@ class ProcessSpec:
     stdin: bytes = b""
 
 
-def plan(opts: UpOptions, *, python: str, queue: str, turns_queue: str) -> list[ProcessSpec]:
-    """The fleet's long-running processes, in start order (stop order is the reverse)."""
+def node_suffix(engine: str) -> str:
+    """What a worker group's node names carry after `control`/`turns`: nothing for the default
+    engine, `-<engine>` for another (two groups on one host keep distinct names)."""
+    return "" if engine == "local" else f"-{engine}"
+
+
+def plan(opts: UpOptions, *, python: str, queue: str, turns_queue: str, engine: str = "local") -> list[ProcessSpec]:
+    """The fleet's long-running processes, in start order (stop order is the reverse). A fleet
+    serving an engine other than the default (SPAWNER_ENGINE) joins an existing fleet's Redis as
+    another worker group: no beat of its own (the fleet has one, CONTRACT §8.5)."""
     celery = (python, "-m", "celery", "-A", "tasks")
+    suffix = node_suffix(engine)
     flower_env: dict[str, str] = {}
     if opts.flower_basic_auth:  # through the environment: a command line is visible to every user in `ps`
         flower_env["FLOWER_BASIC_AUTH"] = opts.flower_basic_auth
@@ -75,13 +84,13 @@ def plan(opts: UpOptions, *, python: str, queue: str, turns_queue: str) -> list[
                           "spawner bridge (cli-agent:commands -> tasks -> cli-agent:responses)")] if opts.bridge else []
     return [
         ProcessSpec("control", (*celery, "worker", "-Q", queue, "-P", "threads", "-c", str(opts.control_concurrency),
-                                "-n", "control@%h", "-l", "INFO"), {},
+                                "-n", f"control{suffix}@%h", "-l", "INFO"), {},
                     f"celery worker -Q {queue} (threads x{opts.control_concurrency})"),
         ProcessSpec("turns", (*celery, "worker", "-Q", turns_queue, "-P", "threads", "-c", str(opts.turns_concurrency),
-                              "-n", "turns@%h", "-l", "INFO"), {},
+                              "-n", f"turns{suffix}@%h", "-l", "INFO"), {},
                     f"celery worker -Q {turns_queue} (threads x{opts.turns_concurrency})"),
-        ProcessSpec("beat", (*celery, "beat", "-s", str(opts.data_dir / "celerybeat-schedule"), "-l", "INFO"), {},
-                    "celery beat (spawner.sweep)"),
+        *([ProcessSpec("beat", (*celery, "beat", "-s", str(opts.data_dir / "celerybeat-schedule"), "-l", "INFO"), {},
+                       "celery beat (spawner.sweep)")] if engine == "local" else []),
         ProcessSpec("flower", (*celery, "flower", f"--address={opts.flower_address}", f"--port={opts.flower_port}",
                                "--purge-offline-workers=60"), flower_env,
                     f"http://{_host(opts.flower_address)}:{opts.flower_port}"),

@@ -40,7 +40,7 @@ from typing import IO, Any
 
 from spawner import console, errors, names
 from spawner.backend.docker import DockerBackend
-from spawner.fleet import ProcessSpec, UpOptions, plan, private_redis_spec
+from spawner.fleet import ProcessSpec, UpOptions, node_suffix, plan, private_redis_spec
 from spawner.pool import OWNER_GONE_SECONDS, drain_free_pool, pool_owner
 from spawner.state.redis import answers_anonymously, redis_answers
 
@@ -139,7 +139,9 @@ class Fleet:
         self.ensure_redis()
         self.ensure_image()
         python = sys.executable
-        specs = plan(self.opts, python=python, queue=self.settings.queue, turns_queue=names.turns_queue(self.settings.queue))
+        engine = self.settings.engine
+        specs = plan(self.opts, python=python, queue=self.settings.queue, engine=engine,
+                     turns_queue=names.engine_turns_queue(self.settings.queue, engine))
         for port, what in ((self.opts.flower_port, "--flower-port"), (self.opts.metrics_port, "--metrics-port"),
                            (self.opts.gateway_port, "SPAWNER_GATEWAY_PORT")):
             if not _port_free(port):
@@ -312,7 +314,8 @@ class Fleet:
         app = Celery(broker=self.settings.broker_url or self.redis_url,
                      backend=self.settings.result_backend or self.redis_url)
         host = socket.gethostname()
-        nodes = {f"control@{host}", f"turns@{host}"}
+        suffix = node_suffix(self.settings.engine)
+        nodes = {f"control{suffix}@{host}", f"turns{suffix}@{host}"}
         flower = f"http://{_connect_host(self.opts.flower_address)}:{self.opts.flower_port}/healthcheck"
         metrics = f"http://{_connect_host(self.opts.metrics_address)}:{self.opts.metrics_port}/metrics"
         gateway = f"http://127.0.0.1:{self.opts.gateway_port}/health"
@@ -331,9 +334,9 @@ class Fleet:
                         replies = app.control.ping(destination=sorted(nodes), timeout=0.5) or []
                         answered = {node for reply in replies for node in reply}
                         for name in ("control", "turns"):
-                            if f"{name}@{host}" in answered and name in pending:
+                            if f"{name}{suffix}@{host}" in answered and name in pending:
                                 pending.discard(name)
-                                self.step(f"{name} pool answers ({name}@{host})")
+                                self.step(f"{name} pool answers ({name}{suffix}@{host})")
                     if "flower" in pending and _http_ok(flower):
                         pending.discard("flower")
                         self.step("Flower answers")

@@ -239,3 +239,29 @@ def test_losing_an_engine_fails_only_its_agents_and_a_returning_engine_is_cleane
     assert again["engine"] == "c"
     _exercise(fleet, again["agent_id"])
     _delete_all(fleet, [agents["a"], agents["b"], placed["agent_id"], again["agent_id"]])
+
+
+def test_spawner_up_joins_the_fleet_as_another_engine(engine_fleet: EngineFleet, tmp_path: Path) -> None:
+    """`spawner up` with SPAWNER_ENGINE set serves one more engine (here the machine's own Docker
+    engine) on the fleet's Redis: no beat of its own, its own node names, placed on at once."""
+    from tests.conftest import TEST_IMAGE
+    from tests.operator.test_up import Up, fleet_env
+
+    fleet = engine_fleet
+    up = Up(tmp_path, fleet_env(fleet.redis.url, SPAWNER_ENGINE="up", SPAWNER_WORKER_IMAGE=TEST_IMAGE,
+                                SPAWNER_ENGINE_MAX_AGENTS="5", SPAWNER_ENGINE_LOST_SECONDS=str(LOST_SECONDS)),
+            [str(Path(sys.executable).with_name("spawner")), "up"])
+    try:
+        state = up.wait_ready(timeout=120)
+        assert "beat" not in state["processes"]
+        wait_for("engine up ready", lambda: fleet.engines_view().get("up", {}).get("state") == "ready",
+                 timeout=30, interval=0.5)
+        made = fleet.call("create", config={"name": "joined", "agent": "shell", "engine": "up"})
+        assert made["engine"] == "up"
+        _exercise(fleet, made["agent_id"])
+        _delete_all(fleet, [made["agent_id"]])
+    finally:
+        up.stop(2)
+        up.kill()
+    wait_for("engine up suspect once stopped", lambda: fleet.engines_view()["up"]["state"] in ("suspect", "lost"),
+             timeout=30, interval=0.5)

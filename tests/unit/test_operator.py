@@ -26,6 +26,14 @@ def test_plan_runs_plain_celery_commands_for_both_pools_beat_flower_and_the_expo
     assert specs["metrics"].argv[:3] == ("py", "-m", "spawner.exporter")
 
 
+def test_plan_for_another_engine_joins_a_fleet_without_a_beat_under_its_own_node_names():
+    specs = {s.name: s for s in plan(UpOptions(Path("/d")), python="py", queue="q", turns_queue="q.engine.b.turns",
+                                     engine="b")}
+    assert "beat" not in specs  # the fleet it joins has one
+    assert ("-Q", "q.engine.b.turns") == specs["turns"].argv[6:8]
+    assert "control-b@%h" in specs["control"].argv and "turns-b@%h" in specs["turns"].argv
+
+
 def test_flower_needs_credentials_unless_bound_to_loopback():
     with pytest.raises(ValueError, match="no credentials"):
         UpOptions(Path("/d"), flower_address="0.0.0.0")
