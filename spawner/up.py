@@ -137,6 +137,8 @@ class Fleet:
         if self.settings.agents_may_share_loopback:
             self.secure_for_host_network()
         self.ensure_redis()
+        if self.settings.docker_host:  # the image check (and build) go to the engine this group serves
+            os.environ["DOCKER_HOST"] = self.settings.docker_host
         self.ensure_image()
         python = sys.executable
         engine = self.settings.engine
