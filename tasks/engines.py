@@ -55,14 +55,16 @@ def _own_entry(settings: SpawnerSettings, reg: EngineRegistry, now: float) -> En
     """This engine's entry: its places, letting go now and then of those of agents that have ended."""
     global _beats
     _beats += 1
-    placed = reg.reserved(settings.engine)
-    ended: list[str] = []
-    if _beats % PRUNE_EVERY_BEATS == 1:
+    if _beats % PRUNE_EVERY_BEATS == 1:  # a backstop: an agent that ends lets go of its place itself
+        placed = reg.reserved(settings.engine)
         ended = [a for a, state in reg.record_states(placed).items() if state is None or AgentState(state).is_terminal]
         reg.release(settings.engine, ended)
+        agents = len(placed) - len(ended)
+    else:
+        agents = reg.count(settings.engine)
     pool = get_service().pool
     warm = pool.stock() if pool is not None else 0
-    return EngineEntry(engine=settings.engine, state=EngineState.READY, agents=len(placed) - len(ended),
+    return EngineEntry(engine=settings.engine, state=EngineState.READY, agents=agents,
                        max_agents=settings.engine_max_agents, last_seen=now, warm=warm,
                        lost_seconds=settings.engine_lost_seconds)
 

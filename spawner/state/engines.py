@@ -143,6 +143,10 @@ class EngineRegistry:
             with translated("releasing places on an engine"):
                 self._r.zrem(names.engine_reserved_key(engine), *agent_ids)
 
+    def count(self, engine: str) -> int:
+        with translated("reading an engine's agents"):
+            return int(self._r.zcard(names.engine_reserved_key(engine)))
+
     def reserved(self, engine: str) -> list[str]:
         with translated("reading an engine's agents"):
             return list(self._r.zrange(names.engine_reserved_key(engine), 0, -1))
