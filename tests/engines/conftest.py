@@ -8,12 +8,13 @@ has its own socket, data root, exec root and pid file, with `--bridge=none --ipt
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -32,6 +33,17 @@ def _cached_root(engine: str) -> Path:
     return Path("/var/tmp") / f"spawner-test-engines-{XDIST_WORKER or 'main'}-{engine}"
 
 
+def _lock(path: Path) -> IO[bytes] | None:
+    """An exclusive hold on `path` (kept while the file stays open), or None if another session has it."""
+    handle = open(path, "ab")  # noqa: SIM115 - closed when the fleet stops
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
 class EngineFleet:
     """The engines, their worker groups and a producer on one private Redis."""
 
@@ -41,6 +53,7 @@ class EngineFleet:
         self.workdir = workdir
         self.engines: dict[str, PrivateEngine] = {}
         self.groups: dict[str, Fleet] = {}
+        self.locks: dict[str, IO[bytes] | None] = {}
         self.beat = Fleet(redis.url, OUTPUT_DIR, extra_env={"SPAWNER_SWEEP_SECONDS": "5"})
         self.app = Celery(broker=redis.url, backend=redis.url)
         self.app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
@@ -50,8 +63,13 @@ class EngineFleet:
         root.mkdir(parents=True, exist_ok=True)
         cached = _cached_root(engine)
         cached.mkdir(parents=True, exist_ok=True)
+        if engine not in self.locks:  # another session (another developer's run) using it: a data root of our own
+            self.locks[engine] = _lock(cached.with_name(cached.name + ".lock"))
         if not (root / "data").exists():
-            (root / "data").symlink_to(cached)
+            if self.locks[engine] is not None:
+                (root / "data").symlink_to(cached)
+            else:
+                (root / "data").mkdir()
         private = PrivateEngine(root)
         private.start()
         docker = ["docker", "-H", private.socket]
@@ -125,6 +143,9 @@ class EngineFleet:
                 if ids:
                     self.docker(engine, "rm", "-f", *ids)
                 private.stop()
+        for handle in self.locks.values():
+            if handle is not None:
+                handle.close()
 
 
 @pytest.fixture(scope="session")
