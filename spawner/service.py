@@ -585,6 +585,16 @@ class SpawnerService:
         except errors.SpawnerError as exc:
             log.warning("agent %s: could not restart its container after a runaway turn: %s", agent_id, exc)
 
+    def _start_file_call(self, agent_id: str) -> str:
+        """The container of a live agent, ready, with its activity touched under the activity lock:
+        the sweep reads the record under that lock, so it sees the agent active and leaves it be.
+        The lock is not held during the call itself, so file operations on one agent run side by
+        side (one silent runner does not queue them behind each other's deadlines)."""
+        with self._starting(agent_id):
+            container_id = self._ready_container(self._live_record(agent_id))
+            self._touch(agent_id)
+        return container_id
+
     def _file_call(self, agent_id: str, call: Callable[[], Any]) -> Any:
         """A file operation into the container; a runner that does not answer in time (limits.
         FILE_CALL_SECONDS) is reported as the agent's."""
@@ -601,23 +611,17 @@ class SpawnerService:
             raise errors.PayloadTooLarge(f"content is {len(content)} bytes; the limit is {limits.FILE_MAX_BYTES}")
 
         def run() -> dict[str, Any]:
-            with self._starting(agent_id):  # the sweep leaves the agent alone until it is done
-                record = self._live_record(agent_id)
-                container_id = self._ready_container(record)
-                size = self._file_call(agent_id, lambda: self.backend.put_file(container_id, resolved, content, mode))
-                self._touch(agent_id)
+            container_id = self._start_file_call(agent_id)
+            size = self._file_call(agent_id, lambda: self.backend.put_file(container_id, resolved, content, mode))
             return {"agent_id": agent_id, "path": resolved, "size": size}
 
         return self.idempotent("send_file", _idempotency_key(request_id, task_id), run)
 
     def read_file(self, agent_id: str, path: str) -> tuple[str, bytes]:
         resolved = resolve_path(path)
-        with self._starting(agent_id):  # the sweep leaves the agent alone until it is done
-            record = self._live_record(agent_id)
-            container_id = self._ready_container(record)
-            data = self._file_call(agent_id, lambda: self.backend.get_file(container_id, resolved,
-                                                                          max_bytes=limits.FILE_MAX_BYTES))
-            self._touch(agent_id)
+        container_id = self._start_file_call(agent_id)
+        data = self._file_call(agent_id, lambda: self.backend.get_file(container_id, resolved,
+                                                                      max_bytes=limits.FILE_MAX_BYTES))
         return resolved, data
 
     # ---------------------------------------------------------------------------- reads
