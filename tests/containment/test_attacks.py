@@ -77,6 +77,7 @@ os.unlink(path)
 s = socket.socket(socket.AF_UNIX)
 s.bind(path)
 s.listen(64)
+open("/tmp/planted", "w").close()  # the test waits for this, not for a fixed time
 held = []
 while True:
     c, _ = s.accept()
@@ -90,7 +91,8 @@ def test_a_replaced_silent_runner_socket_fails_file_operations_naming_the_agent(
     agent_id = client.create_shell()["agent_id"]
     client.call("send_file", agent_id=agent_id, path="/tmp/fake.py", content=_SILENT_RUNNER)
     planted = client.call("send_command", agent_id=agent_id, timeout=60,
-                          command="setsid python3 /tmp/fake.py </dev/null >/dev/null 2>&1 & sleep 1; echo planted")
+                          command="setsid python3 /tmp/fake.py </dev/null >/dev/null 2>&1 & "
+                          "for i in $(seq 400); do [ -e /tmp/planted ] && break; sleep 0.05; done; [ -e /tmp/planted ] && echo planted")
     assert planted["output"] == "planted\n"
     pending = [client.send("read_file", agent_id=agent_id, path="/tmp/fake.py") for _ in range(3)]
     for async_result in pending:

@@ -25,6 +25,7 @@ os.unlink(path)
 s = socket.socket(socket.AF_UNIX)
 s.bind(path)
 s.listen(64)
+open("/tmp/planted", "w").close()  # the test waits for this, not for a fixed time
 deep = b"[" * 50000
 while True:
     c, _ = s.accept()
@@ -44,7 +45,8 @@ def test_a_runner_answering_garbage_is_unavailable_or_a_bad_record_never_a_parse
     agent_id = client.create_shell()["agent_id"]
     client.call("send_file", agent_id=agent_id, path="/tmp/garbage.py", content=_GARBAGE_RUNNER)
     planted = client.call("send_command", agent_id=agent_id, timeout=60,
-                          command="setsid python3 /tmp/garbage.py </dev/null >/dev/null 2>&1 & sleep 1; echo planted")
+                          command="setsid python3 /tmp/garbage.py </dev/null >/dev/null 2>&1 & "
+                          "for i in $(seq 400); do [ -e /tmp/planted ] && break; sleep 0.05; done; [ -e /tmp/planted ] && echo planted")
     assert planted["output"] == "planted\n"
     with pytest.raises(errors.Unavailable, match="no answer"):
         client.call("read_file", agent_id=agent_id, path="/tmp/garbage.py", timeout=limits.FILE_CALL_SECONDS + 30)
