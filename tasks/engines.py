@@ -90,8 +90,8 @@ def _watch(reg: EngineRegistry, entry: EngineEntry, *, now: float) -> None:
     state = core.current_state(entry, now=now)
     if state == entry.state or state not in (EngineState.SUSPECT, EngineState.LOST):
         return
-    if reg.set_state(entry.engine, state.value) != entry.state.value:
-        return  # another group changed it first
+    if reg.set_state(entry.engine, state.value, expected=entry.state.value) != entry.state.value:
+        return  # another group changed it first, or the engine wrote again
     silence = now - entry.last_seen
     if state == EngineState.SUSPECT:
         _events().publish_engine(entry.engine, state.value, reason=f"no heartbeat for {silence:.0f} s", now=now)

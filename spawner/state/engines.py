@@ -31,12 +31,14 @@ redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(entry))
 return before
 """
 
-# KEYS: engines hash. ARGV: engine, state. Returns the state before, or false when there is no entry.
+# KEYS: engines hash. ARGV: engine, state, expected state ("" = any). Returns the state before
+# (unchanged when it was not the expected one), or false when there is no entry.
 _SET_STATE = """
 local before = redis.call('HGET', KEYS[1], ARGV[1])
 if not before then return false end
 local entry = cjson.decode(before)
 local old = entry['state']
+if ARGV[3] ~= '' and old ~= ARGV[3] then return old end
 entry['state'] = ARGV[2]
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(entry))
 return old
@@ -98,10 +100,11 @@ class EngineRegistry:
             before = self._heartbeat(keys=[names.engines_key()], args=[entry.engine, encode(entry)])
         return decode(before) if before else None
 
-    def set_state(self, engine: str, state: str) -> str | None:
-        """Set an engine's state; returns the state before, None if no such engine."""
+    def set_state(self, engine: str, state: str, *, expected: str = "") -> str | None:
+        """Set an engine's state (only if it is `expected`, when given); returns the state before,
+        None if no such engine. The caller changed it if what it gets back is what it expected."""
         with translated("writing the engine registry"):
-            before = self._set_state(keys=[names.engines_key()], args=[engine, state])
+            before = self._set_state(keys=[names.engines_key()], args=[engine, state, expected])
         return str(before) if before else None
 
     def entries(self, *, fresh_counts: bool = False) -> list[EngineEntry]:

@@ -69,3 +69,12 @@ def test_heartbeat_keeps_a_drain_and_reserve_refuses_a_draining_engine(registry)
     registry.release("b", ["ag-x"])
     assert registry.reserve("b", "ag-y", max_agents=1, now=time.time()) is None
     assert registry.set_state("nope", "draining") is None
+
+
+def test_set_state_with_an_expected_state_changes_it_only_from_that_one(registry):
+    registry.heartbeat(_entry("a"))
+    assert registry.set_state("a", "lost", expected="suspect") == "ready"  # it wrote again meanwhile: kept
+    assert {e.engine: e.state for e in registry.entries()} == {"a": EngineState.READY}
+    assert registry.set_state("a", "suspect", expected="ready") == "ready"
+    assert registry.set_state("a", "lost", expected="suspect") == "suspect"
+    assert registry.entries()[0].state == EngineState.LOST
