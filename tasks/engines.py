@@ -55,6 +55,8 @@ def _own_entry(settings: SpawnerSettings, reg: EngineRegistry, now: float) -> En
     """This engine's entry: its places, letting go now and then of those of agents that have ended."""
     global _beats
     _beats += 1
+    if _beats == 1:  # live agents of this engine made before places were kept get theirs
+        reg.adopt(settings.engine, get_service().store.live_agent_ids(), now=now)
     if _beats % PRUNE_EVERY_BEATS == 1:  # a backstop: an agent that ends lets go of its place itself
         placed = reg.reserved(settings.engine)
         ended = [a for a, state in reg.record_states(placed).items() if state is None or AgentState(state).is_terminal]

@@ -146,6 +146,22 @@ class EngineRegistry:
             with translated("releasing places on an engine"):
                 self._r.zrem(names.engine_reserved_key(engine), *agent_ids)
 
+    def adopt(self, engine: str, live_agent_ids: set[str], *, now: float) -> int:
+        """Give a place on `engine` to each live agent whose record names it and holds none (agents
+        made before engines were counted); how many. Reads each record's engine in one round trip."""
+        if not live_agent_ids:
+            return 0
+        ids = sorted(live_agent_ids)
+        with translated("reading agents' engines"), self._r.pipeline(transaction=False) as pipe:
+            for agent_id in ids:
+                pipe.hget(names.agent_key(agent_id), "engine")
+            engines = pipe.execute()
+        mine = [a for a, e in zip(ids, engines) if (json.loads(e) if e else names.DEFAULT_ENGINE) == engine]
+        if not mine:
+            return 0
+        with translated("adopting agents' places"):
+            return int(self._r.zadd(names.engine_reserved_key(engine), {a: now for a in mine}, nx=True))
+
     def count(self, engine: str) -> int:
         with translated("reading an engine's agents"):
             return int(self._r.zcard(names.engine_reserved_key(engine)))

@@ -78,3 +78,17 @@ def test_set_state_with_an_expected_state_changes_it_only_from_that_one(registry
     assert registry.set_state("a", "suspect", expected="ready") == "ready"
     assert registry.set_state("a", "lost", expected="suspect") == "suspect"
     assert registry.entries()[0].state == EngineState.LOST
+
+
+def test_adopt_gives_places_to_live_agents_of_this_engine_only(registry, private_redis):
+    import json
+
+    import redis
+    r = redis.Redis.from_url(private_redis.url, decode_responses=True)
+    r.hset("spawner:agent:ag-old", mapping={"agent_id": json.dumps("ag-old")})  # a record from before engines
+    r.hset("spawner:agent:ag-b", mapping={"agent_id": json.dumps("ag-b"), "engine": json.dumps("b")})
+    r.hset("spawner:agent:ag-local", mapping={"agent_id": json.dumps("ag-local"), "engine": json.dumps("local")})
+    assert registry.adopt("local", {"ag-old", "ag-b", "ag-local"}, now=time.time()) == 2
+    assert sorted(registry.reserved("local")) == ["ag-local", "ag-old"]
+    assert registry.adopt("local", {"ag-old", "ag-local"}, now=time.time()) == 0  # already held
+    assert registry.reserved("b") == []
