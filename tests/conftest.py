@@ -26,7 +26,7 @@ from tests.support import apt_repo
 from bench.fleet import free_port as _free_port  # noqa: F401 - the test modules import it from here
 
 #: No test, fixture or process of the suite reaches beyond 127.0.0.0/8 (tests/netguard/).
-pytest_plugins = ("tests.netguard.plugin", "tests.support.gateway_fleet")
+pytest_plugins = ("tests.netguard.plugin", "tests.support.gateway_fleet", "tests.support.reliability_audit")
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_IMAGE = os.environ.get("SPAWNER_TEST_IMAGE", "workers-spawner/worker-test:latest")
@@ -183,6 +183,9 @@ def fleet(redis_server: RedisServer, docker_client: Any) -> Iterator[Fleet]:
     fleet.start()
     yield fleet
     fleet.stop()
+    # docs/reliability.md's figures, before the cleanup below removes what a test left behind
+    from tests.support import reliability_audit  # the plugin's module (imported here: assertion rewriting)
+    reliability_audit.audit(redis_server.url, docker_client, TEST_RUN_FILTER["label"])
     _remove_agent_containers(docker_client)
 
 
