@@ -89,6 +89,7 @@ class DockerBackend:
         self._run_dirs = runner_socket.RunDirs(run_dir)
         self._run_paths: dict[str, str | None] = {}
         self._daemon_deadline: dict[str, float] = {}
+        self._daemon_answered = False  # has any container's runner daemon answered this process?
         self._image_daemon: dict[str, tuple[float, bool]] = {}
         self._daemon_misses = 0
         self._cache_lock = threading.Lock()
@@ -190,11 +191,18 @@ class DockerBackend:
         if run_path is None:
             return None
         wait = max(0.0, deadline - time.monotonic())
-        sock = runner_socket.connect(os.path.join(run_path, names.RUNNER_SOCKET_NAME), wait_seconds=wait)
+        sock_path = os.path.join(run_path, names.RUNNER_SOCKET_NAME)
+        sock = runner_socket.connect(sock_path, wait_seconds=wait)
         if deadline:  # the first call to a container this process made: did its daemon come up?
+            # Only a socket that never appeared says the folder is not shared with the engine; one
+            # that is there but slow to answer (a burst of starts on a busy engine) says it is.
+            # Once any daemon answered, the folder is shared: later misses are slowness, never a
+            # reason to turn the sockets off.
+            shared = sock is not None or os.path.lexists(sock_path)
             with self._cache_lock:
                 self._daemon_deadline.pop(container_id, None)
-                self._daemon_misses = 0 if sock is not None else self._daemon_misses + 1
+                self._daemon_answered = self._daemon_answered or sock is not None
+                self._daemon_misses = 0 if shared or self._daemon_answered else self._daemon_misses + 1
                 misses = self._daemon_misses
             if sock is None:
                 log.warning("no runner daemon answered in %s within %.0f s; using docker exec", run_path,

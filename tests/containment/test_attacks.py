@@ -91,8 +91,8 @@ def test_a_replaced_silent_runner_socket_fails_file_operations_naming_the_agent(
     agent_id = client.create_shell()["agent_id"]
     client.call("send_file", agent_id=agent_id, path="/tmp/fake.py", content=_SILENT_RUNNER)
     planted = client.call("send_command", agent_id=agent_id, timeout=60,
-                          command="setsid python3 /tmp/fake.py </dev/null >/dev/null 2>&1 & "
-                          "for i in $(seq 400); do [ -e /tmp/planted ] && break; sleep 0.05; done; [ -e /tmp/planted ] && echo planted")
+                          command="setsid python3 /tmp/fake.py </dev/null >/tmp/plant.log 2>&1 & "
+                          "for i in $(seq 400); do [ -e /tmp/planted ] && break; sleep 0.05; done; [ -e /tmp/planted ] && echo planted || cat /tmp/plant.log")
     assert planted["output"] == "planted\n"
     pending = [client.send("read_file", agent_id=agent_id, path="/tmp/fake.py") for _ in range(3)]
     for async_result in pending:

@@ -45,8 +45,8 @@ def test_a_runner_answering_garbage_is_unavailable_or_a_bad_record_never_a_parse
     agent_id = client.create_shell()["agent_id"]
     client.call("send_file", agent_id=agent_id, path="/tmp/garbage.py", content=_GARBAGE_RUNNER)
     planted = client.call("send_command", agent_id=agent_id, timeout=60,
-                          command="setsid python3 /tmp/garbage.py </dev/null >/dev/null 2>&1 & "
-                          "for i in $(seq 400); do [ -e /tmp/planted ] && break; sleep 0.05; done; [ -e /tmp/planted ] && echo planted")
+                          command="setsid python3 /tmp/garbage.py </dev/null >/tmp/plant.log 2>&1 & "
+                          "for i in $(seq 400); do [ -e /tmp/planted ] && break; sleep 0.05; done; [ -e /tmp/planted ] && echo planted || cat /tmp/plant.log")
     assert planted["output"] == "planted\n"
     with pytest.raises(errors.Unavailable, match="no answer"):
         client.call("read_file", agent_id=agent_id, path="/tmp/garbage.py", timeout=limits.FILE_CALL_SECONDS + 30)
