@@ -6,8 +6,10 @@ that no other test uses, so nothing foreign arrives): a port we listen on is den
 (NETGUARD_DENY_PORTS, or the hook's deny set in this process); after the refused connect or
 sendto, a non-blocking accept/recv finds nothing (loopback delivery completes inside the sending
 call, so there is nothing to wait for). The same check without the denial sees the connection,
-so the check itself can fail. A non-loopback destination (192.0.2.1, TEST-NET-1) is then refused
-by the same code path before any system call, with the guard's own error.
+so the check itself can fail. A non-loopback destination is then refused by the same code path
+before any system call, with the guard's own error. The destinations used for real calls are ones
+that could not leave this machine even if the guard failed: 0.0.0.0 (the local host on Linux, a
+closed port) and name lookups with AI_NUMERICHOST (never sent to a resolver).
 """
 
 from __future__ import annotations
@@ -128,12 +130,12 @@ def test_in_this_process_a_refused_connect_or_sendto_sends_nothing(listener, rec
         assert receiver.recv(64) == b"x"
 
     # off this machine: refused by the guard (errno 13, its message), not by the network
-    with socket.socket() as s, pytest.raises(PermissionError, match="192.0.2.1:9: not a loopback address"):
-        s.connect(("192.0.2.1", 9))
+    with socket.socket() as s, pytest.raises(PermissionError, match="0.0.0.0:9: not a loopback address"):
+        s.connect(("0.0.0.0", 9))
     with pytest.raises(PermissionError, match="asks DNS"):
-        socket.getaddrinfo("example.invalid", 80)
+        socket.getaddrinfo("example.invalid", 80, flags=socket.AI_NUMERICHOST)
     refused = netguard_refusals.take()
-    assert [r["refused"].split(":")[0] for r in refused] == ["socket.connect to 192.0.2.1", "socket.getaddrinfo of 'example.invalid'"]
+    assert [r["refused"].split(":")[0] for r in refused] == ["socket.connect to 0.0.0.0", "socket.getaddrinfo of 'example.invalid'"]
     assert all(r["pid"] == os.getpid() for r in refused)
 
 
@@ -143,8 +145,8 @@ CHILD = textwrap.dedent("""
     outcomes = []
     for call in (lambda: socket.create_connection((address, port), timeout=5),
                  lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", (address, udp_port)),
-                 lambda: socket.create_connection(("192.0.2.1", 9), timeout=5),
-                 lambda: socket.create_connection(("example.invalid", 80), timeout=5)):
+                 lambda: socket.create_connection(("0.0.0.0", 9), timeout=5),
+                 lambda: socket.getaddrinfo("example.invalid", 80, flags=socket.AI_NUMERICHOST)):
         try:
             call()
             outcomes.append("sent")
@@ -164,7 +166,7 @@ def test_a_python_subprocess_of_the_suite_carries_the_guard_and_sends_nothing(li
     assert_nothing_arrived(listener, receiver)
     refused = netguard_refusals.take()
     assert len(refused) == 4 and {r["pid"] for r in refused} != {os.getpid()}
-    assert "192.0.2.1:9: not a loopback address" in refused[2]["refused"]
+    assert "0.0.0.0:9: not a loopback address" in refused[2]["refused"]
 
 
 SWALLOWING_TEST = textwrap.dedent("""
@@ -172,12 +174,12 @@ SWALLOWING_TEST = textwrap.dedent("""
 
     def test_swallows_in_process():
         try:
-            socket.create_connection(("192.0.2.1", 9), timeout=5)
+            socket.create_connection(("0.0.0.0", 9), timeout=5)
         except OSError:
             pass
 
     def test_swallows_in_a_subprocess():
-        code = "import socket\\ntry:\\n socket.create_connection(('192.0.2.1', 9), timeout=5)\\nexcept OSError:\\n pass"
+        code = "import socket\\ntry:\\n socket.create_connection(('0.0.0.0', 9), timeout=5)\\nexcept OSError:\\n pass"
         assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
     def test_stays_on_loopback():
@@ -197,7 +199,7 @@ def test_a_refusal_the_code_swallows_still_fails_its_test(tmp_path):
     summary = done.stdout.strip().splitlines()[-1]
     assert "2 errors" in summary, done.stdout  # the two swallowing tests error at teardown
     assert "ERROR" in done.stdout and "test_stays_on_loopback" not in done.stdout.split("short test summary")[1]
-    assert done.stdout.count("socket.connect to 192.0.2.1:9: not a loopback address") >= 2, done.stdout
+    assert done.stdout.count("socket.connect to 0.0.0.0:9: not a loopback address") >= 2, done.stdout
 
 
 def _environ(pid: int) -> dict[str, str]:
