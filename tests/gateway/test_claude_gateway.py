@@ -11,6 +11,7 @@ import pytest
 from spawner import errors, names
 from spawner.gateway import core
 from tests.gateway.conftest import KEY_VAR, GatewayFleet
+from tests.support.gateway_fleet import assert_key_hidden
 from tests.support.model_standin import Text, ToolUse
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
@@ -19,15 +20,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
 @pytest.fixture(autouse=True)
 def _fresh_script(gateway_fleet: GatewayFleet) -> None:
     gateway_fleet.standin.clear_script()
-
-
-def _exec(docker_api: Any, container_id: str, argv: list[str], user: str = "root") -> str:
-    result = docker_api.containers.get(container_id).exec_run(argv, user=user)
-    return result.output.decode("utf-8", "replace")
-
-
-def _events(redis_client: Any, agent_id: str) -> str:
-    return json.dumps(redis_client.xrange(names.agent_events_key(agent_id)))
 
 
 def test_a_real_claude_turn_runs_a_tool_and_answers_through_the_gateway(
@@ -67,22 +59,8 @@ def test_a_real_claude_turn_runs_a_tool_and_answers_through_the_gateway(
     totals = gf.call("status", agent_id=agent_id)["usage"]
     assert (totals["input_tokens"], totals["requests"], totals["source"]) == (300, 2, "gateway")
 
-    # the real key is nowhere the agent (or a producer) can see
-    container_id = created["container_id"]
-    inspected = docker_api.api.inspect_container(container_id)
-    assert gf.key not in json.dumps(inspected)
-    assert inspected["HostConfig"]["NetworkMode"] == "none"
-    # every process in the container runs as the agent's user, who can read all their environments
-    environs = _exec(docker_api, container_id, ["sh", "-c", "for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; "
-                                                            "echo; done"], user=names.CONTAINER_USER)
-    assert environs.count("ANTHROPIC_BASE_URL=") >= 3  # tini, the runner daemon, the forwarder, this shell
-    assert gf.key not in environs
-    files = _exec(docker_api, container_id, ["grep", "-rlsF", "--", gf.key, "/home", "/workspace", "/tmp", "/etc",
-                                             "/run", "/var", "/opt", "/root"], user=names.CONTAINER_USER)
-    assert files.strip() == ""
-    assert gf.key not in json.dumps(result)
-    assert gf.key not in _events(redis_client, agent_id)
-    assert gf.key not in gf.logs_text()
+    assert_key_hidden(gf, docker_api, redis_client, container_id=created["container_id"], agent_id=agent_id,
+                      result=result, env_marker="ANTHROPIC_BASE_URL=")
 
 
 def test_a_budget_stops_the_next_model_request(gateway_fleet: GatewayFleet) -> None:

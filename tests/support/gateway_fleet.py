@@ -159,3 +159,28 @@ def _gateway_fleet(redis_server: Any, docker_api: Any, logdir: Path, image: str)
             folders.remove(path)  # a small tmpfs: unmounted, then removed
     gf.standin.stop()
     shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def container_exec(docker_api: Any, container_id: str, argv: list[str], user: str = "root") -> str:
+    return docker_api.containers.get(container_id).exec_run(argv, user=user).output.decode("utf-8", "replace")
+
+
+def assert_key_hidden(gf: GatewayFleet, docker_api: Any, redis_client: Any, *, container_id: str, agent_id: str,
+                      result: dict[str, Any], env_marker: str) -> None:
+    """The real key is nowhere the agent (or a producer) can see: not in `docker inspect`, any process
+    environment in the container (`env_marker`, the placeholder the CLI gets instead, is in at least
+    three: tini, the runner daemon, the forwarder, the checking shell), any file the agent can read,
+    the result, the events or the fleet's logs."""
+    inspected = docker_api.api.inspect_container(container_id)
+    assert gf.key not in json.dumps(inspected)
+    assert inspected["HostConfig"]["NetworkMode"] == "none"
+    environs = container_exec(docker_api, container_id, ["sh", "-c", "for f in /proc/[0-9]*/environ; do "
+                                                         "tr '\\0' '\\n' < $f; echo; done"], user=names.CONTAINER_USER)
+    assert environs.count(env_marker) >= 3
+    assert gf.key not in environs
+    files = container_exec(docker_api, container_id, ["grep", "-rlsF", "--", gf.key, "/home", "/workspace", "/tmp",
+                                                      "/etc", "/run", "/var", "/opt", "/root"], user=names.CONTAINER_USER)
+    assert files.strip() == ""
+    assert gf.key not in json.dumps(result)
+    assert gf.key not in json.dumps(redis_client.xrange(names.agent_events_key(agent_id)))
+    assert gf.key not in gf.logs_text()
