@@ -16,6 +16,7 @@ from typing import Any, NoReturn, cast
 import click
 
 from spawner import console
+from spawner.redaction import without_credentials
 
 __all__ = [
     "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "Ctx", "Interrupt", "SpawnerGroup", "describe",
@@ -37,18 +38,13 @@ def describe(exc: BaseException, redis_url: str) -> tuple[str, str]:
     kind = type(exc).__name__
     text = " ".join(str(exc).split()) or kind
     if kind == "OperationalError" or (kind in ("ConnectionError", "ConnectionRefusedError")):
-        return "Unavailable", (f"cannot reach the broker at {_safe_url(redis_url)} ({text}); start the fleet "
+        return "Unavailable", (f"cannot reach the broker at {without_credentials(redis_url)} ({text}); start the fleet "
                                "with `spawner up`, or point SPAWNER_REDIS_URL at it")
     if kind == "TimeoutError":
         return "Timeout", "no result in time; the task may still run: check `spawner ls` and the worker logs, or raise --timeout"
     if kind == "Unavailable" and "Redis" in text and "spawner up" not in text:
-        text += f" (SPAWNER_REDIS_URL={_safe_url(redis_url)}; start the fleet with `spawner up`)"
+        text += f" (SPAWNER_REDIS_URL={without_credentials(redis_url)}; start the fleet with `spawner up`)"
     return kind, text
-
-
-def _safe_url(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    return scheme + sep + rest.rsplit("@", 1)[-1] if sep else url
 
 
 class Interrupt:
@@ -108,8 +104,8 @@ class Ctx:
             from spawner.state.redis import redis_answers
             s = self.settings
             if (reason := redis_answers(s.redis_url, timeout_seconds=3.0)) is not None:
-                fail("Unavailable", f"no Redis answers at {_safe_url(s.redis_url)} ({reason}); start the fleet "
-                                    "with `spawner up`, or point SPAWNER_REDIS_URL at it")
+                fail("Unavailable", f"no Redis answers at {without_credentials(s.redis_url)} ({reason}); "
+                                    "start the fleet with `spawner up`, or point SPAWNER_REDIS_URL at it")
             self._client = SpawnerClient.from_url(s.redis_url, queue=s.queue, timeout=self.timeout,
                                                   broker_url=s.broker, result_backend=s.backend)
         return self._client
@@ -161,7 +157,8 @@ class Ctx:
         except Exception:  # noqa: BLE001 - the check is advisory; the wait goes on
             return
         if not any(q.get("name") == queue for queues in replies.values() for q in queues):
-            fail("Unavailable", f"no worker serves queue {queue!r} on {_safe_url(self.settings.redis_url)}; start "
+            fail("Unavailable", f"no worker serves queue {queue!r} on "
+                                f"{without_credentials(self.settings.redis_url)}; start "
                                 "the fleet with `spawner up` (the task stays queued and runs when a worker starts)")
 
     def show(self, data: Any) -> None:

@@ -28,6 +28,7 @@ from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 
 from spawner import errors
+from spawner.redaction import redacted_kwargs_repr, without_credentials
 from spawner.service import command_id_for
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "ReadFileResult",
     "SpawnerClient",
     "StatusResult",
-    "redacted_kwargs",
 ]
 
 
@@ -105,16 +105,6 @@ class ListResult(TypedDict):
     agents: list[StatusResult]
 
 
-def redacted_kwargs(kwargs: Mapping[str, Any]) -> str:
-    """repr of task kwargs with every `config.env_vars` value masked (for Flower and task events)."""
-    config = kwargs.get("config")
-    if isinstance(config, Mapping) and isinstance(config.get("env_vars"), Mapping):
-        kwargs = {**kwargs, "config": {**config, "env_vars": {k: "***" for k in config["env_vars"]}}}
-    if "content" in kwargs:  # file bodies can be large and private: show their size only
-        kwargs = {**kwargs, "content": f"<{len(str(kwargs['content']))} chars>"}
-    return repr(dict(kwargs))
-
-
 @dataclass
 class PendingTurn:
     """A turn on its way: its command id and the event cursor to follow its output from."""
@@ -163,7 +153,7 @@ class SpawnerClient:
         result store) that cannot be reached is Unavailable, never a kombu or client type."""
         try:
             return self.app.send_task(f"spawner.{verb}", kwargs=kwargs, queue=self.queue,
-                                      kwargsrepr=redacted_kwargs(kwargs))
+                                      kwargsrepr=redacted_kwargs_repr(kwargs))
         # RuntimeError: Celery's result consumer gave up reconnecting to the result store
         except (OperationalError, RuntimeError, *self.app.backend.connection_errors) as exc:
             raise self._unreachable(exc) from None
@@ -176,8 +166,7 @@ class SpawnerClient:
             raise self._unreachable(exc) from None
 
     def _unreachable(self, exc: BaseException) -> errors.Unavailable:
-        scheme, sep, rest = str(self.app.conf.broker_url or "").partition("://")
-        where = scheme + sep + rest.rsplit("@", 1)[-1]  # no credentials
+        where = without_credentials(str(self.app.conf.broker_url or ""))
         text = " ".join(str(exc).split()) or type(exc).__name__
         return errors.Unavailable(f"cannot reach the broker (Redis) at {where} ({text}); start the fleet "
                                   "with `spawner up`, or point SPAWNER_REDIS_URL at it")

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from spawner.metrics import COUNTERS, HISTOGRAMS
 from spawner.models import AgentState
+from spawner.redaction import without_credentials
 from spawner.state.metrics_redis import RedisMetricsSink
 
 __all__ = ["FleetCollector", "main", "serve"]
@@ -100,19 +101,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     server = serve(settings.redis_url, address=args.address, port=args.port)
-    log.info("serving http://%s:%d/metrics from %s", args.address, args.port, _safe(settings.redis_url))
+    log.info("serving http://%s:%d/metrics from %s", args.address, args.port, without_credentials(settings.redis_url))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(1.0):
         pass
     server.shutdown()
-
-
-def _safe(url: str) -> str:
-    """The URL without a password."""
-    scheme, sep, rest = url.partition("://")
-    return scheme + sep + rest.rsplit("@", 1)[-1] if sep else url
 
 
 if __name__ == "__main__":

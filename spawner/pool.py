@@ -48,6 +48,7 @@ from spawner.pool_plan import (
     to_inspect,
     to_make,
 )
+from spawner.redaction import without_credentials
 
 __all__ = [
     "CLAIM_FILE",
@@ -116,8 +117,7 @@ class PoolTemplate:
 
 def pool_owner(redis_url: str, queue: str) -> str:
     """A fleet's identity on a shared engine: its Redis (without credentials) and queue."""
-    scheme, _, rest = redis_url.partition("://")
-    material = f"{scheme}://{rest.rsplit('@', 1)[-1]}|{queue}"
+    material = f"{without_credentials(redis_url)}|{queue}"
     return hashlib.sha256(material.encode()).hexdigest()[:12]
 
 

@@ -24,7 +24,6 @@ __all__ = [
     "SendFileRequest",
     "StatusRequest",
     "parse_request",
-    "redact_kwargs",
 ]
 
 RequestId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$", strict=True)]
@@ -111,16 +110,3 @@ def parse_request(model: type[R], args: tuple[Any, ...], kwargs: dict[str, Any])
         return model.model_validate(kwargs)
     except ValidationError as exc:
         raise errors.InvalidRequest("invalid arguments: " + describe_validation_error(exc)) from None
-
-
-def redact_kwargs(kwargs: Any) -> Any:
-    """A copy of task kwargs safe to show anywhere: every `config.env_vars` value replaced.
-
-    Tolerates any shape (it runs on raw, unvalidated messages)."""
-    if not isinstance(kwargs, dict):
-        return kwargs
-    config = kwargs.get("config")
-    if isinstance(config, dict) and isinstance(config.get("env_vars"), dict):
-        env = {k: "***" for k in config["env_vars"]}
-        return {**kwargs, "config": {**config, "env_vars": env}}
-    return kwargs

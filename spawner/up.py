@@ -42,6 +42,7 @@ from spawner import console, errors, names
 from spawner.backend.docker import DockerBackend
 from spawner.fleet import ProcessSpec, UpOptions, node_suffix, plan, private_redis_spec
 from spawner.pool import OWNER_GONE_SECONDS, drain_free_pool, pool_owner
+from spawner.redaction import without_credentials
 from spawner.state.redis import answers_anonymously, redis_answers
 
 __all__ = ["REPO", "StartError", "UpOptions", "run_up"]
@@ -101,11 +102,6 @@ def _password_of(url: str) -> str | None:
     from urllib.parse import urlsplit  # noqa: PLC0415
 
     return urlsplit(url).password
-
-
-def _safe_url(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    return scheme + sep + rest.rsplit("@", 1)[-1] if sep else url
 
 
 class Fleet:
@@ -182,8 +178,9 @@ class Fleet:
             self.opts = replace(self.opts, flower_basic_auth=f"spawner:{secrets.token_urlsafe(18)}")
             generated.append(f"FLOWER_BASIC_AUTH={self.opts.flower_basic_auth}")
         if answers_anonymously(self.redis_url):  # the workers would refuse it: say so before starting them
-            raise StartError("Unsafe", f"agents may get network host, and the Redis at {_safe_url(self.redis_url)} "
-                                       "answers without a password; give it one (requirepass) and put it in "
+            raise StartError("Unsafe", "agents may get network host, and the Redis at "
+                                       f"{without_credentials(self.redis_url)} answers without a password; give it one "
+                                       "(requirepass) and put it in "
                                        "SPAWNER_REDIS_URL, or point SPAWNER_REDIS_URL at a free port for a private "
                                        "Redis with a generated password")
         if redis_answers(self.redis_url) is not None and _password_of(self.redis_url) is None:
@@ -203,14 +200,15 @@ class Fleet:
         reason = redis_answers(self.redis_url)
         if reason is None:
             self.redis_note = "reused (it was answering)"
-            self.step(f"Redis at {_safe_url(self.redis_url)} answers: using it")
+            self.step(f"Redis at {without_credentials(self.redis_url)} answers: using it")
             return
         try:
             spec = private_redis_spec(self.redis_url, self.opts.data_dir / "redis",
                                       binary=shutil.which("redis-server") or "redis-server")
         except ValueError as exc:
-            raise StartError("Unavailable", f"Redis at {_safe_url(self.redis_url)} does not answer ({reason}) and "
-                                            f"{exc}; start that Redis, or unset SPAWNER_REDIS_URL") from None
+            raise StartError("Unavailable", f"Redis at {without_credentials(self.redis_url)} does not answer "
+                                            f"({reason}) and {exc}; start that Redis, or unset "
+                                            "SPAWNER_REDIS_URL") from None
         port = int(spec.argv[spec.argv.index("--port") + 1])
         if not _port_free(port):
             raise StartError("PortInUse", f"127.0.0.1:{port} is taken by something that is not a usable Redis "
@@ -227,12 +225,14 @@ class Fleet:
                 raise StartError("StartFailed", f"redis-server did not answer in 15 s; log: {self.logs / 'redis.log'}")
             time.sleep(0.05)
         self.redis_note = f"started by spawner up, data in {self.opts.data_dir / 'redis'}"
-        self.step(f"no Redis answered at {_safe_url(self.redis_url)}: started a private one ({self.redis_note})")
+        self.step(f"no Redis answered at {without_credentials(self.redis_url)}: started a private one "
+                  f"({self.redis_note})")
         # only a broker or backend of their own: unset, they are this Redis (self.redis_url, which
         # may carry a password generated for a host-network fleet, unlike settings.redis_url)
         for other in {u for u in (self.settings.broker_url, self.settings.result_backend) if u} - {self.redis_url}:
             if (why := redis_answers(other)) is not None:
-                raise StartError("Unavailable", f"{_safe_url(other)} (SPAWNER_BROKER_URL / SPAWNER_RESULT_BACKEND) "
+                raise StartError("Unavailable", f"{without_credentials(other)} "
+                                                "(SPAWNER_BROKER_URL / SPAWNER_RESULT_BACKEND) "
                                                 f"does not answer ({why})")
 
     def ensure_image(self) -> None:
@@ -369,7 +369,8 @@ class Fleet:
 
     def write_state(self, *, ready: bool) -> None:
         state = {
-            "pid": os.getpid(), "ready": ready, "redis_url": _safe_url(self.redis_url), "redis": self.redis_note,
+            "pid": os.getpid(), "ready": ready, "redis_url": without_credentials(self.redis_url),
+            "redis": self.redis_note,
             "flower": f"http://{_connect_host(self.opts.flower_address)}:{self.opts.flower_port}",
             "metrics": f"http://{_connect_host(self.opts.metrics_address)}:{self.opts.metrics_port}/metrics",
             "processes": {name: proc.pid for name, proc in self.procs.items()},
@@ -380,12 +381,12 @@ class Fleet:
         tmp.replace(self.opts.data_dir / "up.json")
 
     def summary(self) -> str:
-        rows = [("redis", f"{_safe_url(self.redis_url)}  ({self.redis_note})")]
+        rows = [("redis", f"{without_credentials(self.redis_url)}  ({self.redis_note})")]
         rows += [(name, spec.what) for name, spec in self.specs.items() if name != "redis"]
         rows += [("logs", str(self.logs))]
         text = "\n".join(f"  {name:<8} {what}" for name, what in rows)
         hint = "" if "SPAWNER_REDIS_URL" in os.environ or self.redis_url == "redis://127.0.0.1:6379/0" else \
-            f"\n  (other terminals: export SPAWNER_REDIS_URL={_safe_url(self.redis_url)})"
+            f"\n  (other terminals: export SPAWNER_REDIS_URL={without_credentials(self.redis_url)})"
         return (f"The fleet is up (spawner up, pid {os.getpid()}; Ctrl-C stops it):\n{text}{hint}\n"
                 f"Try: spawner create -f examples/shell.json")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import Celery, signals
 
+from spawner.redaction import without_credentials
 from spawner.settings import SettingsError, load_settings
 
 app = Celery("spawner", include=["tasks.agents", "tasks.lifecycle", "tasks.recovery", "tasks.pool", "tasks.engines"])
@@ -25,9 +26,6 @@ def _check_settings(**_: object) -> None:
                 raise SettingsError(
                     f"refusing to start: agents may get network host (SPAWNER_AGENT_NETWORK={settings.agent_network}, "
                     f"SPAWNER_ALLOW_AGENT_NETWORK_OVERRIDE={str(settings.allow_agent_network_override).lower()}) "
-                    f"and the Redis at {_where(url)} answers without a password, so an agent could read or rewrite "
+                    f"and the Redis at {without_credentials(url)} answers without a password, so an agent could "
+                    "read or rewrite "
                     "the whole fleet; give it a password (requirepass) and put it in the URL")
-
-
-def _where(url: str) -> str:
-    return url.partition("://")[2].rsplit("@", 1)[-1]

@@ -13,7 +13,7 @@ from typing import Any
 from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
 
-from spawner.requests import redact_kwargs
+from spawner.redaction import redact_kwargs
 
 __all__ = ["RedactingRequest"]
 

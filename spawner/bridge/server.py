@@ -51,9 +51,9 @@ class CeleryTasks:
         return cls(client.app, queue=settings.queue)
 
     def submit(self, call: protocol.TaskCall) -> Any:
-        from spawner.client import redacted_kwargs
+        from spawner.redaction import redacted_kwargs_repr
         return self.app.send_task(call.task, kwargs=call.kwargs, queue=self.queue, task_id=call.task_id or None,
-                                  kwargsrepr=redacted_kwargs(call.kwargs))
+                                  kwargsrepr=redacted_kwargs_repr(call.kwargs))
 
     def poll(self, handle: Any) -> Outcome | None:
         state = handle.state

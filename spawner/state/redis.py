@@ -29,6 +29,7 @@ from redis.retry import Retry
 
 from spawner import errors, limits, names
 from spawner.models import AgentRecord
+from spawner.redaction import with_credentials, without_credentials
 
 __all__ = ["RedisClient", "RedisStore", "answers_anonymously", "connect", "redis_answers", "translated"]
 
@@ -247,11 +248,9 @@ def answers_anonymously(url: str, *, timeout_seconds: float = 1.0) -> bool:
     """Whether the Redis at `url`'s host and port answers a client that gives no user and no
     password (CONTRACT §8.4: what an agent on network `host` could do). A unix socket is never
     reachable from a container, so it counts as closed."""
-    scheme, _, rest = url.partition("://")
-    if scheme == "unix":
+    if url.startswith("unix://"):
         return False
-    anonymous = f"{scheme}://{rest.rsplit('@', 1)[-1]}"
-    return redis_answers(anonymous, timeout_seconds=timeout_seconds) is None
+    return redis_answers(without_credentials(url), timeout_seconds=timeout_seconds) is None
 
 
 def _iso(ts: float) -> str:
@@ -528,9 +527,7 @@ class RedisStore:
                 f"~{names.agent_events_key(agent_id)}", f"&{names.agent_channel(agent_id, 'response')}",
                 "+ping", "+xadd", "+publish", "+hello", "+client|setname", "+auth", "+select",
             )
-        scheme, _, rest = base_url.partition("://")
-        hostpart = rest.rsplit("@", 1)[-1]
-        return f"{scheme}://{user}:{password}@{hostpart}"
+        return with_credentials(base_url, user=user, password=password)
 
     def delete_agent_identity(self, agent_id: str) -> None:
         with self._translated("removing the agent's Redis user"):

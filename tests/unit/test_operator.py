@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from spawner.client import redacted_kwargs
+from spawner.redaction import redacted_kwargs_repr as redacted_kwargs
 from spawner.console import TranscriptRenderer, event_line
 from spawner.fleet import UpOptions, is_loopback, plan, private_redis_spec
 from spawner.metrics import CREATE_SECONDS, Metrics, bucket_index
@@ -119,3 +119,12 @@ def test_bucket_index_and_a_broken_sink_never_raise():
     with pytest.raises(RuntimeError):
         with metrics.image_build("img"):
             raise RuntimeError("the build failed")  # the build's error goes on; the metric is dropped
+
+
+def test_urls_are_shown_without_credentials_and_rebuilt_with_new_ones():
+    from spawner.redaction import with_credentials, without_credentials
+    assert without_credentials("redis://user:p@ss@127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert without_credentials("rediss://:pw@host:1/2") == "rediss://host:1/2"
+    assert without_credentials("unix:///run/redis.sock") == "unix:///run/redis.sock"
+    assert without_credentials("not a url") == "not a url"
+    assert with_credentials("redis://:old@h:6379/0", user="agent-1", password="new") == "redis://agent-1:new@h:6379/0"
