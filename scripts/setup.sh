@@ -99,10 +99,11 @@ build() { # tag dockerfile context [build args...]
 }
 mkdir -p "$REPO/worker_image/certs"
 cp /usr/local/share/ca-certificates/*.crt "$REPO/worker_image/certs/" 2>/dev/null || true
-# Claude Code is baked in by default (pinned in the Dockerfile; SPAWNER_INSTALL_CLAUDE=0 leaves it out);
-# SPAWNER_IMAGE_BUILD_ARGS adds more build arguments (e.g. --build-arg INSTALL_CODEX=1).
+# Claude Code is baked in (pinned in the Dockerfile): the same build arguments as `spawner up`'s and
+# docker-compose.yml's (spawner/fleet.py WORKER_IMAGE_BUILD_ARGS; tests/unit/test_fleet.py), so the
+# tag means one image whoever built it. SPAWNER_IMAGE_BUILD_ARGS adds more build arguments.
 build "$WORKER_IMAGE" "$REPO/worker_image/Dockerfile" "$REPO" --build-arg BASE_IMAGE="$BASE_IMAGE" \
-  --build-arg INSTALL_CLAUDE="${SPAWNER_INSTALL_CLAUDE:-1}" ${SPAWNER_IMAGE_BUILD_ARGS:-}
+  --build-arg INSTALL_CLAUDE=1 ${SPAWNER_IMAGE_BUILD_ARGS:-}
 step "$WORKER_IMAGE built"
 # The Codex variant the suite's real-codex tests run (tests/gateway/test_codex_real.py): the same
 # build with INSTALL_CODEX=1 too, under a tag of its own so each tag names one image. The Codex
@@ -110,7 +111,7 @@ step "$WORKER_IMAGE built"
 # SPAWNER_BUILD_CODEX=0 skips it (those tests then fail, saying the image is missing).
 if [ "${SPAWNER_BUILD_CODEX:-1}" = 1 ]; then
   build "$CODEX_IMAGE" "$REPO/worker_image/Dockerfile" "$REPO" --build-arg BASE_IMAGE="$BASE_IMAGE" \
-    --build-arg INSTALL_CLAUDE="${SPAWNER_INSTALL_CLAUDE:-1}" ${SPAWNER_IMAGE_BUILD_ARGS:-} --build-arg INSTALL_CODEX=1
+    --build-arg INSTALL_CLAUDE=1 ${SPAWNER_IMAGE_BUILD_ARGS:-} --build-arg INSTALL_CODEX=1
   step "$CODEX_IMAGE built"
 fi
 # The fleet's own image (Dockerfile.fleet, docker-compose.yml), built here where PyPI may be reached:

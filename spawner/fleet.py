@@ -8,11 +8,19 @@ docs, docker-compose.yml and `spawner up` describe the same fleet.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["ProcessSpec", "UpOptions", "is_loopback", "plan", "private_redis_spec"]
+__all__ = ["WORKER_IMAGE_BUILD_ARGS", "ProcessSpec", "UpOptions", "is_loopback", "plan", "private_redis_spec",
+           "worker_image_build_argv"]
+
+#: The worker image's build arguments (besides BASE_IMAGE), for every builder of it: scripts/setup.sh,
+#: `spawner up` and docker-compose.yml (tests/unit/test_fleet.py holds them to it), so a tag means one
+#: image whoever built it. A variant (another set of agent CLIs) gets a tag of its own
+#: (docs/worker-image.md), as setup.sh's worker-codex does.
+WORKER_IMAGE_BUILD_ARGS: tuple[tuple[str, str], ...] = (("INSTALL_CLAUDE", "1"),)
 
 
 def is_loopback(address: str) -> bool:
@@ -120,6 +128,15 @@ def private_redis_spec(redis_url: str, data_dir: Path, *, binary: str = "redis-s
     if stdin:
         argv.insert(1, "-")
     return ProcessSpec("redis", tuple(argv), {}, f"redis-server on 127.0.0.1:{port} (data in {data_dir})", stdin)
+
+
+def worker_image_build_argv(docker: str, *, repo: Path, image: str, base_image: str,
+                            extra_args: Sequence[str] = ()) -> list[str]:
+    """`docker build` of the worker image `image` from the checkout `repo`: the described build
+    arguments, then the operator's `extra_args` (SPAWNER_IMAGE_BUILD_ARGS)."""
+    described = [word for key, value in WORKER_IMAGE_BUILD_ARGS for word in ("--build-arg", f"{key}={value}")]
+    return [docker, "build", "--network", "host", "-f", str(repo / "worker_image" / "Dockerfile"),
+            "--build-arg", f"BASE_IMAGE={base_image}", *described, *extra_args, "-t", image, str(repo)]
 
 
 def _host(address: str) -> str:

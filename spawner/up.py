@@ -40,7 +40,7 @@ from typing import IO, Any
 
 from spawner import console, errors, names
 from spawner.backend.docker import DockerBackend
-from spawner.fleet import ProcessSpec, UpOptions, node_suffix, plan, private_redis_spec
+from spawner.fleet import ProcessSpec, UpOptions, node_suffix, plan, private_redis_spec, worker_image_build_argv
 from spawner.pool import OWNER_GONE_SECONDS, drain_free_pool, pool_owner
 from spawner.redaction import without_credentials
 from spawner.state.redis import answers_anonymously, redis_answers
@@ -264,8 +264,8 @@ class Fleet:
         certs.mkdir(exist_ok=True)
         for crt in Path("/usr/local/share/ca-certificates").glob("*.crt"):  # as scripts/setup.sh does
             shutil.copy(crt, certs / crt.name)
-        argv = [docker, "build", "--network", "host", "-f", str(dockerfile), "--build-arg", f"BASE_IMAGE={base}",
-                *shlex.split(os.environ.get("SPAWNER_IMAGE_BUILD_ARGS", "")), "-t", image, str(REPO)]
+        argv = worker_image_build_argv(docker, repo=REPO, image=image, base_image=base,
+                                       extra_args=shlex.split(os.environ.get("SPAWNER_IMAGE_BUILD_ARGS", "")))
         self.step(f"worker image {image} is missing: building it (log: {self.logs / 'build.log'})")
         started = time.monotonic()
         ok = self._run_build(argv, image)

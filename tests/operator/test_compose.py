@@ -84,6 +84,10 @@ def test_compose_fleet_serves_create_turn_delete_and_goes_away(tmp_path, docker_
         built = compose("build", env_file=env_file, project=project, timeout=1200, override=offline)
         assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
         build_seconds = time.monotonic() - started
+        # the same image setup.sh builds (spawner/fleet.py WORKER_IMAGE_BUILD_ARGS): Claude Code is in it
+        claude = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "claude", worker_image,
+                                 "--version"], capture_output=True, text=True, timeout=120)
+        assert claude.returncode == 0, f"compose built {worker_image} without Claude Code: {claude.stderr}"
         upped = compose("up", "-d", env_file=env_file, project=project)
         assert upped.returncode == 0, upped.stderr
 
