@@ -1,8 +1,9 @@
-"""What `spawner up` runs: the processes of one fleet on one machine, as plain data.
+"""The fleet's processes, as plain data: the one description of what runs.
 
-Pure: options in, argv and environment out; spawner/up.py starts and supervises them. Every
-process is an ordinary Celery (or redis-server) command line an operator could type, so the
-docs, docker-compose.yml and `spawner up` describe the same fleet.
+Pure: options in, argv and environment out. spawner/processes.py starts, watches and stops them
+for `spawner up` (spawner/up.py), the test harness (tests/conftest.py) and the benchmark
+(bench/fleet.py). Every process is an ordinary Celery (or redis-server) command line an operator
+could type; docker-compose.yml, which cannot import this, is held to it by tests/unit/test_fleet.py.
 """
 
 from __future__ import annotations
@@ -13,8 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["WORKER_IMAGE_BUILD_ARGS", "ProcessSpec", "UpOptions", "is_loopback", "plan", "private_redis_spec",
-           "worker_image_build_argv"]
+__all__ = ["CONTROL_CONCURRENCY", "TURNS_CONCURRENCY", "WORKER_IMAGE_BUILD_ARGS", "ProcessSpec", "UpOptions",
+           "WorkerPool", "beat_spec", "gateway_spec", "is_loopback", "node_name", "plan", "private_redis_spec",
+           "worker_image_build_argv", "worker_pools", "worker_spec"]
+
+#: Threads of the control pool (create, files, status, delete, sweep) and of the turns pool (one
+#: thread per running turn): what `spawner up`, compose, the tests and the benchmark run.
+CONTROL_CONCURRENCY = 16
+TURNS_CONCURRENCY = 64
 
 #: The worker image's build arguments (besides BASE_IMAGE), for every builder of it: scripts/setup.sh,
 #: `spawner up` and docker-compose.yml (tests/unit/test_fleet.py holds them to it), so a tag means one
@@ -40,8 +47,8 @@ class UpOptions:
     flower_basic_auth: str | None = None
     metrics_address: str = "127.0.0.1"
     metrics_port: int = 9808
-    control_concurrency: int = 16
-    turns_concurrency: int = 64
+    control_concurrency: int = CONTROL_CONCURRENCY
+    turns_concurrency: int = TURNS_CONCURRENCY
     stop_timeout: float = 10.0
     build: bool = True
     #: /health and /metrics of the model gateway (SPAWNER_GATEWAY_PORT)
@@ -77,12 +84,60 @@ def node_suffix(engine: str) -> str:
     return "" if engine == "local" else f"-{engine}"
 
 
+@dataclass(frozen=True)
+class WorkerPool:
+    """One `celery worker`: the queues it serves (comma-separated), its pool and slots, its node
+    name pattern (`%h` is the host name, as Celery expands it)."""
+
+    name: str
+    queues: str
+    concurrency: int
+    node: str
+    pool: str = "threads"
+
+
+def worker_pools(queue: str, *, turns_queue: str, control_concurrency: int = CONTROL_CONCURRENCY,
+                 turns_concurrency: int = TURNS_CONCURRENCY, node: str = "") -> tuple[WorkerPool, WorkerPool]:
+    """The fleet's two pools: control tasks on `queue`, turns on `turns_queue`. Node names are
+    `control<node>@%h` and `turns<node>@%h` (`node`: what tells this group's nodes apart)."""
+    return (WorkerPool("control", queue, control_concurrency, f"control{node}@%h"),
+            WorkerPool("turns", turns_queue, turns_concurrency, f"turns{node}@%h"))
+
+
+def node_name(pattern: str, host: str) -> str:
+    """The node name a worker started with `-n pattern` answers ping under on `host`."""
+    return pattern.replace("%h", host)
+
+
+def worker_spec(pool: WorkerPool, *, python: str, loglevel: str = "INFO", quiet: bool = False) -> ProcessSpec:
+    """`celery -A tasks worker` for `pool`. `quiet`: no mingle or gossip (a private fleet among
+    others on one Redis: faster start, no chatter with the others)."""
+    argv = (python, "-m", "celery", "-A", "tasks", "worker", "-Q", pool.queues, "-P", pool.pool,
+            "-c", str(pool.concurrency), "-n", pool.node, "-l", loglevel,
+            *(("--without-mingle", "--without-gossip") if quiet else ()))
+    # `-P` cannot override a configured worker_pool (celeryconfig.py reads it); the setting can
+    return ProcessSpec(pool.name, argv, {"SPAWNER_WORKER_POOL": pool.pool},
+                       f"celery worker -Q {pool.queues} ({pool.pool} x{pool.concurrency})")
+
+
+def beat_spec(schedule: Path, *, python: str, name: str = "beat") -> ProcessSpec:
+    """`celery -A tasks beat` keeping its schedule in the file `schedule`: one per fleet."""
+    return ProcessSpec(name, (python, "-m", "celery", "-A", "tasks", "beat", "-s", str(schedule), "-l", "INFO"), {},
+                       "celery beat (spawner.sweep)")
+
+
+def gateway_spec(port: int, *, python: str) -> ProcessSpec:
+    return ProcessSpec("gateway", (python, "-m", "spawner.cli", "gateway", "--port", str(port)), {},
+                       f"spawner gateway (model traffic of agents with a `model`; http://127.0.0.1:{port}/health)")
+
+
 def plan(opts: UpOptions, *, python: str, queue: str, turns_queue: str, engine: str = "local") -> list[ProcessSpec]:
     """The fleet's long-running processes, in start order (stop order is the reverse). A fleet
     serving an engine other than the default (SPAWNER_ENGINE) joins an existing fleet's Redis as
     another worker group: no beat of its own (the fleet has one, CONTRACT §8.5)."""
     celery = (python, "-m", "celery", "-A", "tasks")
-    suffix = node_suffix(engine)
+    pools = worker_pools(queue, turns_queue=turns_queue, control_concurrency=opts.control_concurrency,
+                         turns_concurrency=opts.turns_concurrency, node=node_suffix(engine))
     flower_env: dict[str, str] = {}
     if opts.flower_basic_auth:  # through the environment: a command line is visible to every user in `ps`
         flower_env["FLOWER_BASIC_AUTH"] = opts.flower_basic_auth
@@ -91,29 +146,24 @@ def plan(opts: UpOptions, *, python: str, queue: str, turns_queue: str, engine: 
     bridge = [ProcessSpec("bridge", (python, "-m", "spawner.cli", "bridge"), {},
                           "spawner bridge (cli-agent:commands -> tasks -> cli-agent:responses)")] if opts.bridge else []
     return [
-        ProcessSpec("control", (*celery, "worker", "-Q", queue, "-P", "threads", "-c", str(opts.control_concurrency),
-                                "-n", f"control{suffix}@%h", "-l", "INFO"), {},
-                    f"celery worker -Q {queue} (threads x{opts.control_concurrency})"),
-        ProcessSpec("turns", (*celery, "worker", "-Q", turns_queue, "-P", "threads", "-c", str(opts.turns_concurrency),
-                              "-n", f"turns{suffix}@%h", "-l", "INFO"), {},
-                    f"celery worker -Q {turns_queue} (threads x{opts.turns_concurrency})"),
-        *([ProcessSpec("beat", (*celery, "beat", "-s", str(opts.data_dir / "celerybeat-schedule"), "-l", "INFO"), {},
-                       "celery beat (spawner.sweep)")] if engine == "local" else []),
+        *(worker_spec(pool, python=python) for pool in pools),
+        *([beat_spec(opts.data_dir / "celerybeat-schedule", python=python)] if engine == "local" else []),
         ProcessSpec("flower", (*celery, "flower", f"--address={opts.flower_address}", f"--port={opts.flower_port}",
                                "--purge-offline-workers=60"), flower_env,
                     f"http://{_host(opts.flower_address)}:{opts.flower_port}"),
         ProcessSpec("metrics", (python, "-m", "spawner.exporter", "--address", opts.metrics_address,
                                 "--port", str(opts.metrics_port)), {},
                     f"http://{_host(opts.metrics_address)}:{opts.metrics_port}/metrics"),
-        ProcessSpec("gateway", (python, "-m", "spawner.cli", "gateway", "--port", str(opts.gateway_port)), {},
-                    f"spawner gateway (model traffic of agents with a `model`; http://127.0.0.1:{opts.gateway_port}/health)"),
+        gateway_spec(opts.gateway_port, python=python),
         *bridge,
     ]
 
 
-def private_redis_spec(redis_url: str, data_dir: Path, *, binary: str = "redis-server") -> ProcessSpec:
+def private_redis_spec(redis_url: str, data_dir: Path, *, binary: str = "redis-server",
+                       persist: bool = True) -> ProcessSpec:
     """A redis-server for `redis_url` (which must name this machine), keeping its data (AOF) in
-    `data_dir`. Raises ValueError for a URL this machine cannot serve."""
+    `data_dir` unless not `persist` (a test's or benchmark's). Raises ValueError for a URL this
+    machine cannot serve."""
     parts = urlsplit(redis_url)
     if parts.scheme != "redis":
         raise ValueError(f"cannot start a Redis for {parts.scheme}:// URLs; give a redis://127.0.0.1:PORT/DB URL")
@@ -121,8 +171,8 @@ def private_redis_spec(redis_url: str, data_dir: Path, *, binary: str = "redis-s
     if not is_loopback(host):
         raise ValueError(f"{host} is not this machine; spawner up starts a private Redis only on 127.0.0.1")
     port = parts.port or 6379
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--appendonly", "yes",
-            "--save", "", "--daemonize", "no", "--protected-mode", "yes"]
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
+            "--appendonly", "yes" if persist else "no", "--save", "", "--daemonize", "no", "--protected-mode", "yes"]
     # a password goes in as configuration on stdin ("-"), never in argv, which `ps` shows to every user
     stdin = f"requirepass {parts.password}\n".encode() if parts.password else b""
     if stdin:

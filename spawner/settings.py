@@ -31,6 +31,10 @@ class SpawnerSettings(BaseSettings):
     result_backend: str | None = None
     queue: str = Field(default="spawner", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     worker_image: str = Field(default="workers-spawner/worker:latest", min_length=1)
+    #: What `spawner up` builds a missing worker image from: the Debian 12 base image, and build
+    #: arguments added after the usual ones (spawner/fleet.py worker_image_build_argv), shell-quoted.
+    base_image: str = Field(default="workers-spawner/debian:bookworm", min_length=1)
+    image_build_args: str = ""
     agent_network: str = "none"
     idle_pause_seconds: int = Field(default=1800, ge=1)
     idle_ttl_seconds: int = Field(default=7200, ge=1)

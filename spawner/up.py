@@ -5,13 +5,13 @@
 2. Redis: use SPAWNER_REDIS_URL (default redis://127.0.0.1:6379/0) if it answers, else start a
    private redis-server on that loopback address with its data (AOF) in `<data-dir>/redis`.
 3. Docker: the engine must answer; build SPAWNER_WORKER_IMAGE from worker_image/Dockerfile if it
-   is missing (progress shown, full log in `<data-dir>/logs/build.log`).
+   is missing (spawner/up_image.py: progress shown, full log in `<data-dir>/logs/build.log`).
 4. Start the processes of spawner.fleet.plan() (two worker pools, beat, Flower, the metrics
-   exporter, the model gateway), each in its own process group, logging to
+   exporter, the model gateway) through spawner.processes, each in its own process group, logging to
    `<data-dir>/logs/<name>.log`, and wait until each answers (Celery ping by node name, Flower
    /healthcheck, /metrics, the gateway's /health).
 5. Supervise: a process that dies stops the fleet with exit code 1 and the tail of its log.
-6. On Ctrl-C / SIGTERM / SIGHUP: SIGTERM every group (workers shut down warm), SIGQUIT then
+6. On Ctrl-C / SIGTERM / SIGHUP: SIGTERM every process (workers shut down warm), SIGQUIT then
    SIGKILL what is left after --stop-timeout, then remove the fleet's free warm-pool containers
    (claimed ones are agents), Redis last. Children also get SIGTERM if this process is killed
    outright (PR_SET_PDEATHSIG).
@@ -19,57 +19,33 @@
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import json
 import os
-import queue
-import shlex
-import shutil
 import secrets
+import shutil
 import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+from urllib.parse import urlsplit
 
 from spawner import console, errors, names
 from spawner.backend.docker import DockerBackend
-from spawner.fleet import ProcessSpec, UpOptions, node_suffix, plan, private_redis_spec, worker_image_build_argv
+from spawner.fleet import UpOptions, node_name, node_suffix, plan, private_redis_spec, worker_pools
 from spawner.pool import OWNER_GONE_SECONDS, drain_free_pool, pool_owner
+from spawner.processes import NotReady, Processes, http_ok, nodes_answering, wait_until
 from spawner.redaction import without_credentials
+from spawner.settings import SpawnerSettings
 from spawner.state.redis import answers_anonymously, redis_answers
+from spawner.up_image import REPO, StartError, Stopped, ensure_image, tail
 
 __all__ = ["REPO", "StartError", "UpOptions", "run_up"]
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_BASE_IMAGE = "workers-spawner/debian:bookworm"
 READY_TIMEOUT_SECONDS = 90.0
-_PR_SET_PDEATHSIG = 1
-
-
-class StartError(Exception):
-    """Raised when the fleet cannot start; `kind` is the error type printed on the one error line."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-class Stopped(Exception):
-    """Raised inside start-up when Ctrl-C / SIGTERM arrived: stop what was started, exit 0."""
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _port_free(port: int) -> bool:
@@ -82,63 +58,42 @@ def _port_free(port: int) -> bool:
             return False
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310 - our own loopback URLs
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-def _tail(path: Path, lines: int = 12) -> str:
-    try:
-        data = path.read_bytes()[-4000:].decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join("    " + line for line in data.splitlines()[-lines:])
-
-
-def _password_of(url: str) -> str | None:
-    from urllib.parse import urlsplit  # noqa: PLC0415
-
-    return urlsplit(url).password
-
-
 class Fleet:
     """The processes of one `spawner up`: start, watch, stop."""
 
-    def __init__(self, settings: Any, opts: UpOptions) -> None:
+    def __init__(self, settings: SpawnerSettings, opts: UpOptions) -> None:
         self.settings = settings
         self.opts = replace(opts, gateway_port=settings.gateway_port)
         self.logs = opts.data_dir / "logs"
         self.redis_url = settings.redis_url
         self.redis_note = ""
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.specs: dict[str, ProcessSpec] = {}
         self.stop_requested = False
         self.started = time.monotonic()
-        self.workdir = REPO if (REPO / "tasks" / "__init__.py").exists() else Path.cwd()
+        workdir = REPO if (REPO / "tasks" / "__init__.py").exists() else Path.cwd()
+        self.processes = Processes(cwd=workdir, env={**os.environ, "PYTHONUNBUFFERED": "1"}, logdir=self.logs,
+                                   tied_to_parent=True)
 
     # ---------------------------------------------------------------------------- output
     def step(self, message: str) -> None:
         click_echo(f"[up {time.monotonic() - self.started:5.1f}s] {message}", err=True)
 
-    def check_stop(self) -> None:
+    def check(self) -> None:
+        """Raises Stopped on Ctrl-C / SIGTERM, StartError when a process died."""
         if self.stop_requested:
             raise Stopped()
+        self.check_alive()
 
     # ---------------------------------------------------------------------------- start
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         if self.settings.agents_may_share_loopback:
             self.secure_for_host_network()
+        self.processes.env["SPAWNER_REDIS_URL"] = self.redis_url  # final: may carry a generated password
         self.ensure_redis()
-        if self.settings.docker_host:  # the image check (and build) go to the engine this group serves
-            os.environ["DOCKER_HOST"] = self.settings.docker_host
-        self.ensure_image()
-        python = sys.executable
+        ensure_image(self.settings, build=self.opts.build, logs=self.logs, step=self.step,
+                     should_stop=lambda: self.stop_requested, on_built=self._record_build)
         engine = self.settings.engine
-        specs = plan(self.opts, python=python, queue=self.settings.queue, engine=engine,
+        specs = plan(self.opts, python=sys.executable, queue=self.settings.queue, engine=engine,
                      turns_queue=names.engine_turns_queue(self.settings.queue, engine))
         for port, what in ((self.opts.flower_port, "--flower-port"), (self.opts.metrics_port, "--metrics-port"),
                            (self.opts.gateway_port, "SPAWNER_GATEWAY_PORT")):
@@ -146,28 +101,13 @@ class Fleet:
                 raise StartError("PortInUse", f"port {port} is taken (another fleet, or another program); "
                                               f"pick another with {what}")
         for spec in specs:
-            self.spawn(spec)
+            try:
+                self.processes.start(spec)
+            except OSError as exc:
+                raise StartError("StartFailed", f"could not start {spec.name} ({spec.argv[0]}: {exc})") from None
+            self.write_state(ready=False)
         self.step(f"started {', '.join(s.name for s in specs)}; waiting until each answers")
         self.wait_ready()
-
-    def spawn(self, spec: ProcessSpec) -> None:
-        env = {**os.environ, "SPAWNER_REDIS_URL": self.redis_url, "PYTHONUNBUFFERED": "1", **spec.env}
-        if "FLOWER_BASIC_AUTH" in spec.env:
-            env.pop("FLOWER_UNAUTHENTICATED_API", None)
-        log = open(self.logs / f"{spec.name}.log", "ab")  # noqa: SIM115 - kept open for the child's life
-        try:
-            self.procs[spec.name] = proc = subprocess.Popen(
-                list(spec.argv), cwd=self.workdir, env=env, stdin=subprocess.PIPE if spec.stdin else subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
-            if spec.stdin and proc.stdin is not None:
-                proc.stdin.write(spec.stdin)
-                proc.stdin.close()
-        except OSError as exc:
-            raise StartError("StartFailed", f"could not start {spec.name} ({spec.argv[0]}: {exc})") from None
-        finally:
-            log.close()
-        self.specs[spec.name] = spec
-        self.write_state(ready=False)
 
     def secure_for_host_network(self) -> None:
         """Agents may get network `host`, so they share this machine's loopback (CONTRACT §8.4): the
@@ -183,7 +123,7 @@ class Fleet:
                                        "(requirepass) and put it in "
                                        "SPAWNER_REDIS_URL, or point SPAWNER_REDIS_URL at a free port for a private "
                                        "Redis with a generated password")
-        if redis_answers(self.redis_url) is not None and _password_of(self.redis_url) is None:
+        if redis_answers(self.redis_url) is not None and urlsplit(self.redis_url).password is None:
             scheme, _, rest = self.redis_url.partition("://")
             self.redis_url = f"{scheme}://:{secrets.token_urlsafe(24)}@{rest}"  # for the private Redis started next
             generated.append(f"SPAWNER_REDIS_URL={self.redis_url}")
@@ -216,14 +156,17 @@ class Fleet:
         if shutil.which("redis-server") is None:
             raise StartError("Unavailable", "no Redis answers and redis-server is not installed; run scripts/setup.sh")
         (self.opts.data_dir / "redis").mkdir(parents=True, exist_ok=True)
-        self.spawn(spec)
-        deadline = time.monotonic() + 15
-        while redis_answers(self.redis_url) is not None:
-            self.check_stop()
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise StartError("StartFailed", f"redis-server did not answer in 15 s; log: {self.logs / 'redis.log'}")
-            time.sleep(0.05)
+        try:
+            self.processes.start(spec)
+        except OSError as exc:
+            raise StartError("StartFailed", f"could not start redis ({spec.argv[0]}: {exc})") from None
+        self.write_state(ready=False)
+        try:
+            wait_until("redis-server", lambda: redis_answers(self.redis_url) is None, timeout=15, interval=0.05,
+                       alive=self.check)
+        except NotReady:
+            raise StartError("StartFailed", f"redis-server did not answer in 15 s; log: {self.logs / 'redis.log'}") \
+                from None
         self.redis_note = f"started by spawner up, data in {self.opts.data_dir / 'redis'}"
         self.step(f"no Redis answered at {without_credentials(self.redis_url)}: started a private one "
                   f"({self.redis_note})")
@@ -235,132 +178,55 @@ class Fleet:
                                                 "(SPAWNER_BROKER_URL / SPAWNER_RESULT_BACKEND) "
                                                 f"does not answer ({why})")
 
-    def ensure_image(self) -> None:
-        image = self.settings.worker_image
-        docker = shutil.which("docker")
-        if docker is None:
-            raise StartError("Unavailable", "the docker CLI is not installed; run scripts/setup.sh")
-        info = subprocess.run([docker, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True)
-        if info.returncode != 0:
-            raise StartError("Unavailable", "the Docker engine does not answer (`docker info` failed); start it "
-                                            "(scripts/setup.sh does)")
-        if _image_exists(docker, image):
-            self.step(f"worker image {image} is there")
-            return
-        if not self.opts.build:
-            raise StartError("ImageMissing", f"{image} is missing; build it (scripts/setup.sh) or drop --no-build")
-        self.build_image(docker, image)
-
-    def build_image(self, docker: str, image: str) -> None:
-        dockerfile = REPO / "worker_image" / "Dockerfile"
-        if not dockerfile.exists():
-            raise StartError("ImageMissing", f"{image} is missing and this install has no worker_image/Dockerfile "
-                                             "to build it from; build it from a source checkout (docs/worker-image.md)")
-        base = os.environ.get("SPAWNER_BASE_IMAGE", DEFAULT_BASE_IMAGE)
-        if not _image_exists(docker, base):
-            raise StartError("ImageMissing", f"the base image {base} is missing; run scripts/setup.sh (it makes one "
-                                             "with debootstrap) or set SPAWNER_BASE_IMAGE to a Debian 12 image you have")
-        certs = REPO / "worker_image" / "certs"
-        certs.mkdir(exist_ok=True)
-        for crt in Path("/usr/local/share/ca-certificates").glob("*.crt"):  # as scripts/setup.sh does
-            shutil.copy(crt, certs / crt.name)
-        argv = worker_image_build_argv(docker, repo=REPO, image=image, base_image=base,
-                                       extra_args=shlex.split(os.environ.get("SPAWNER_IMAGE_BUILD_ARGS", "")))
-        self.step(f"worker image {image} is missing: building it (log: {self.logs / 'build.log'})")
-        started = time.monotonic()
-        ok = self._run_build(argv, image)
-        self._record_build(image, ok)
-        if not ok:
-            raise StartError("BuildFailed", f"building {image} failed; see {self.logs / 'build.log'} (last lines "
-                                            f"above)")
-        self.step(f"built {image} in {time.monotonic() - started:.0f} s")
-
-    def _run_build(self, argv: list[str], image: str) -> bool:
-        lines: queue.Queue[str | None] = queue.Queue()
-        with open(self.logs / "build.log", "a") as log:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    start_new_session=True, preexec_fn=_die_with_parent)
-            assert proc.stdout is not None
-            reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
-            reader.start()
-            with console.Spinner(f"building {image}") as spinner:
-                while True:
-                    try:
-                        line = lines.get(timeout=0.2)
-                    except queue.Empty:
-                        if self.stop_requested:
-                            _kill_group(proc.pid, signal.SIGKILL)
-                            proc.wait()
-                            raise Stopped() from None
-                        continue
-                    if line is None:
-                        break
-                    log.write(line)
-                    if line.startswith(("Step ", "#")) or " [" in line[:8]:
-                        text = " ".join(line.split())[:100]
-                        spinner.update(f"building {image}: {text}")
-                        if not spinner.enabled:
-                            self.step(f"build: {text}")
-            code = proc.wait()
-        if code != 0:
-            click_echo(_tail(self.logs / "build.log", 20), err=True)
-        return code == 0
-
     def _record_build(self, image: str, ok: bool) -> None:
         from spawner.metrics import Metrics
         from spawner.state.metrics_redis import RedisMetricsSink
         Metrics(RedisMetricsSink.from_url(self.redis_url)).image_built(image, ok=ok)
 
     def wait_ready(self) -> None:
+        """Until each process answers: the pools a ping by node name, Flower /healthcheck, the
+        exporter /metrics, the gateway /health (beat and the bridge have no probe: they must run)."""
         from celery import Celery
         app = Celery(broker=self.settings.broker_url or self.redis_url,
                      backend=self.settings.result_backend or self.redis_url)
         host = socket.gethostname()
-        suffix = node_suffix(self.settings.engine)
-        nodes = {f"control{suffix}@{host}", f"turns{suffix}@{host}"}
-        flower = f"http://{_connect_host(self.opts.flower_address)}:{self.opts.flower_port}/healthcheck"
-        metrics = f"http://{_connect_host(self.opts.metrics_address)}:{self.opts.metrics_port}/metrics"
-        gateway = f"http://127.0.0.1:{self.opts.gateway_port}/health"
-        pending = {"control", "turns", "flower", "metrics", "gateway"}
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        engine = self.settings.engine
+        pools = worker_pools(self.settings.queue, turns_queue=names.engine_turns_queue(self.settings.queue, engine),
+                             node=node_suffix(engine))
+        nodes = {pool.name: node_name(pool.node, host) for pool in pools}
+        urls = {"flower": f"http://{_connect_host(self.opts.flower_address)}:{self.opts.flower_port}/healthcheck",
+                "metrics": f"http://{_connect_host(self.opts.metrics_address)}:{self.opts.metrics_port}/metrics",
+                "gateway": f"http://127.0.0.1:{self.opts.gateway_port}/health"}
+        what = {"flower": "Flower answers", "metrics": "metrics endpoint answers", "gateway": "model gateway answers",
+                **{name: f"{name} pool answers ({node})" for name, node in nodes.items()}}
+        pending = {*nodes, *urls}
+
+        def poll(spinner: console.Spinner) -> bool:
+            answered = nodes_answering(app, [nodes[n] for n in pending & nodes.keys()])
+            for name in sorted(pending):
+                if nodes.get(name) in answered or (name in urls and http_ok(urls[name])):
+                    pending.discard(name)
+                    self.step(what[name])
+            spinner.update(f"waiting for {', '.join(sorted(pending))}")
+            return not pending
+
         try:
             with console.Spinner("waiting for the fleet") as spinner:
-                while pending:
-                    self.check_stop()
-                    self.check_alive()
-                    if time.monotonic() > deadline:
-                        names_left = ", ".join(sorted(pending))
-                        raise StartError("StartFailed", f"{names_left} did not answer in {READY_TIMEOUT_SECONDS:.0f} s; "
-                                                        f"see {self.logs}/<name>.log")
-                    if pending & {"control", "turns"}:
-                        replies = app.control.ping(destination=sorted(nodes), timeout=0.5) or []
-                        answered = {node for reply in replies for node in reply}
-                        for name in ("control", "turns"):
-                            if f"{name}{suffix}@{host}" in answered and name in pending:
-                                pending.discard(name)
-                                self.step(f"{name} pool answers ({name}{suffix}@{host})")
-                    if "flower" in pending and _http_ok(flower):
-                        pending.discard("flower")
-                        self.step("Flower answers")
-                    if "metrics" in pending and _http_ok(metrics):
-                        pending.discard("metrics")
-                        self.step("metrics endpoint answers")
-                    if "gateway" in pending and _http_ok(gateway):
-                        pending.discard("gateway")
-                        self.step("model gateway answers")
-                    spinner.update(f"waiting for {', '.join(sorted(pending))}")
-                    time.sleep(0.2)
+                wait_until("the fleet", lambda: poll(spinner), timeout=READY_TIMEOUT_SECONDS, interval=0.2,
+                           alive=self.check)
+        except NotReady:
+            raise StartError("StartFailed", f"{', '.join(sorted(pending))} did not answer in "
+                                            f"{READY_TIMEOUT_SECONDS:.0f} s; see {self.logs}/<name>.log") from None
         finally:
             app.close()
         self.check_alive()  # beat has no readiness probe: it must at least still run
 
     # ---------------------------------------------------------------------------- watch
     def check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            code = proc.poll()
-            if code is not None:
-                raise StartError("ProcessDied", f"{name} exited with code {code}; its log "
-                                                f"{self.logs / (name + '.log')} ends with:\n{_tail(self.logs / (name + '.log'))}")
+        if (dead := self.processes.dead()) is not None:
+            name, code = dead
+            log = self.processes.log_path(name)
+            raise StartError("ProcessDied", f"{name} exited with code {code}; its log {log} ends with:\n{tail(log)}")
 
     def supervise(self) -> None:
         while not self.stop_requested:
@@ -373,7 +239,7 @@ class Fleet:
             "redis": self.redis_note,
             "flower": f"http://{_connect_host(self.opts.flower_address)}:{self.opts.flower_port}",
             "metrics": f"http://{_connect_host(self.opts.metrics_address)}:{self.opts.metrics_port}/metrics",
-            "processes": {name: proc.pid for name, proc in self.procs.items()},
+            "processes": {name: proc.pid for name, proc in self.processes.procs.items()},
             "logs": str(self.logs),
         }
         tmp = self.opts.data_dir / "up.json.tmp"
@@ -382,10 +248,11 @@ class Fleet:
 
     def summary(self) -> str:
         rows = [("redis", f"{without_credentials(self.redis_url)}  ({self.redis_note})")]
-        rows += [(name, spec.what) for name, spec in self.specs.items() if name != "redis"]
+        rows += [(name, spec.what) for name, spec in self.processes.specs.items() if name != "redis"]
         rows += [("logs", str(self.logs))]
         text = "\n".join(f"  {name:<8} {what}" for name, what in rows)
-        hint = "" if "SPAWNER_REDIS_URL" in os.environ or self.redis_url == "redis://127.0.0.1:6379/0" else \
+        given = "redis_url" in self.settings.model_fields_set  # the operator's shells have it already
+        hint = "" if given or self.redis_url == "redis://127.0.0.1:6379/0" else \
             f"\n  (other terminals: export SPAWNER_REDIS_URL={without_credentials(self.redis_url)})"
         return (f"The fleet is up (spawner up, pid {os.getpid()}; Ctrl-C stops it):\n{text}{hint}\n"
                 f"Try: spawner create -f examples/shell.json")
@@ -393,28 +260,20 @@ class Fleet:
     # ---------------------------------------------------------------------------- stop
     def stop(self) -> None:
         """Stop every child, Redis last; returns when no process of the fleet is left."""
-        order = [n for n in self.procs if n != "redis"] + (["redis"] if "redis" in self.procs else [])
+        running = self.processes.procs
+        order = [n for n in running if n != "redis"] + (["redis"] if "redis" in running else [])
         if not order:
             return
         self.step("stopping: " + ", ".join(order))
-        for group in ([n for n in order if n != "redis"], ["redis"]):
-            members = [(n, self.procs[n]) for n in group if n in self.procs]
-            for _, proc in members:
-                _kill_group(proc.pid, signal.SIGTERM)
-            deadline = time.monotonic() + self.opts.stop_timeout
-            for name, proc in members:
-                if not _wait(proc, deadline - time.monotonic()):
-                    self.step(f"{name} still runs after {self.opts.stop_timeout:.0f} s: cold shutdown")
-                    _kill_group(proc.pid, signal.SIGQUIT)
-                    if not _wait(proc, 3):
-                        _kill_group(proc.pid, signal.SIGKILL)
-                        proc.wait()
-                _kill_group(proc.pid, signal.SIGKILL)  # anything the child left in its group
-            if "redis" not in group and "control" in group:
-                self.drain_pool()  # no worker is left to claim or refill; Redis still runs
-        self.step(f"stopped; {len(order)} process{'es' if len(order) > 1 else ''} gone")
-        self.procs.clear()
 
+        def cold(name: str) -> None:
+            self.step(f"{name} still runs after {self.opts.stop_timeout:.0f} s: cold shutdown")
+
+        self.processes.stop([n for n in order if n != "redis"], timeout=self.opts.stop_timeout, on_cold=cold)
+        if "control" in order:
+            self.drain_pool()  # no worker is left to claim or refill; Redis still runs
+        self.processes.stop(timeout=self.opts.stop_timeout, on_cold=cold)
+        self.step(f"stopped; {len(order)} process{'es' if len(order) > 1 else ''} gone")
 
     def drain_pool(self) -> None:
         """Remove this fleet's free warm-pool containers (claimed ones are agents and stay): a
@@ -423,7 +282,7 @@ class Fleet:
             return
         owner = pool_owner(self.redis_url, self.settings.queue)
         try:
-            docker_host = getattr(self.settings, "docker_host", "")  # the engine the workers used
+            docker_host = self.settings.docker_host  # the engine the workers used
             backend = DockerBackend.from_env(base_url=docker_host) if docker_host else DockerBackend.from_env()
             removed = drain_free_pool(backend, owner=owner)
         except errors.SpawnerError as exc:
@@ -431,31 +290,6 @@ class Fleet:
                       f"this Redis removes them once this one is gone for {OWNER_GONE_SECONDS / 60:.0f} min")
             return
         self.step(f"removed {removed} free warm-pool container{'s' if removed != 1 else ''}")
-
-
-def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
-def _wait(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float) -> bool:
-    try:
-        proc.wait(timeout=max(timeout, 0.01))
-        return True
-    except subprocess.TimeoutExpired:
-        return False
-
-
-def _kill_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _image_exists(docker: str, image: str) -> bool:
-    return subprocess.run([docker, "image", "inspect", image], capture_output=True).returncode == 0
 
 
 def _connect_host(address: str) -> str:
@@ -478,7 +312,7 @@ def _already_running(data_dir: Path) -> str:
         return f"a fleet is already starting or running from {data_dir}; stop it first, or use another --data-dir"
 
 
-def run_up(settings: Any, opts: UpOptions) -> int:
+def run_up(settings: SpawnerSettings, opts: UpOptions) -> int:
     """Run the fleet until a signal; returns the exit code (0 stopped on request, 1 failed)."""
     data_dir = opts.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
