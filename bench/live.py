@@ -30,7 +30,7 @@ from typing import Any
 
 from bench.fleet import REPO, Fleet, RedisServer, free_port, stop_all
 from spawner import names
-from spawner.service import command_id_for
+from spawner.ids import command_id_for
 from tests.support.model_standin import ModelStandin, Text, ToolUse
 
 __all__ = ["markdown", "run"]

@@ -281,7 +281,7 @@ def sweep_cost(workdir: Any, *, records: int, due: int, repeats: int) -> dict[st
     from spawner.backend.base import ContainerInfo
     from spawner.models import AgentRecord, AgentState, AgentType, WorkerConfig
     from spawner.service import ServiceOptions, SpawnerService
-    from spawner.state.redis import RedisStore
+    from spawner.state.store import RedisStore
 
     server = RedisServer(workdir / f"sweep-{records}-{due}")
     server.start()

@@ -122,7 +122,7 @@ def load_plugins() -> tuple[dict[str, click.Group], list[str]]:
     for ep in entry_points(group=catalog.PLUGIN_ENTRY_POINT_GROUP):
         try:
             loaded = ep.load()
-        except Exception as exc:  # a broken plugin must not take `respond` down with it
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take `respond` down with it
             problems.append(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc!r}")
             continue
         groups[ep.name] = loaded

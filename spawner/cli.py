@@ -11,14 +11,13 @@ from __future__ import annotations
 import base64
 import json
 import sys
-import uuid
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 
-from spawner import console
+from spawner import console, ids
 from spawner.cli_support import EXIT_INTERRUPTED, EXIT_OK, Ctx, Interrupt, SpawnerGroup, describe, fail, pass_ctx
 
 __all__ = ["cli", "main"]
@@ -70,9 +69,8 @@ def _pairs(items: tuple[str, ...]) -> dict[str, str]:
 @pass_ctx
 def create(obj: Ctx, config_file: Path, context: tuple[str, ...], request_id: str | None) -> None:
     """Create an agent from a config file; prints its id."""
-    from spawner.service import agent_id_for_request
-    request_id = request_id or "cli-" + uuid.uuid4().hex
-    agent_id = agent_id_for_request(request_id)
+    request_id = request_id or ids.new_request_id("cli")
+    agent_id = ids.agent_id_for_request(request_id)
     result = obj.call("create", f"creating agent {agent_id}", watch_agent=agent_id,
                       config=_load_config(config_file), context=_pairs(context), request_id=request_id)
     obj.show(result)
@@ -134,7 +132,7 @@ def _follow(obj: Ctx, agent_id: str, since: str | None, *, until: str | None, fo
             click.echo(f"Ctrl-C again within {CANCEL_WINDOW_SECONDS:g} s cancels the turn", err=True)
             if interrupt.again_within(CANCEL_WINDOW_SECONDS):
                 result = obj.call("cancel", f"cancelling turn {until}", agent_id=agent_id, command_id=until,
-                                  request_id="cli-" + uuid.uuid4().hex)
+                                  request_id=ids.new_request_id("cli"))
                 click.echo(json.dumps(result) if obj.as_json else
                            f"turn {until} {'cancelled' if result['cancelled'] else 'was no longer running'}",
                            err=not obj.as_json)
@@ -156,7 +154,7 @@ def send(obj: Ctx, agent_id: str, command: str, follow: bool, timeout_seconds: i
         kwargs["timeout_seconds"] = timeout_seconds
     if not follow:
         pending = obj.submit("send_command", agent_id=agent_id, command=command,
-                             **{"request_id": "cli-" + uuid.uuid4().hex, **kwargs})
+                             **{"request_id": ids.new_request_id("cli"), **kwargs})
         result = obj.wait(pending, f"agent {agent_id}: turn", watch_agent=agent_id)
         if obj.as_json:
             obj.show(result)
@@ -227,7 +225,7 @@ def cancel(obj: Ctx, agent_id: str, command_id: str | None) -> None:
     """Stop an agent's running turn; its send returns `cancelled: true` with the output so far."""
     kwargs = {"command_id": command_id} if command_id else {}
     result = obj.call("cancel", f"cancelling {agent_id}'s turn", agent_id=agent_id,
-                      request_id="cli-" + uuid.uuid4().hex, **kwargs)
+                      request_id=ids.new_request_id("cli"), **kwargs)
     if obj.as_json:
         obj.show(result)
     elif result["cancelled"]:

@@ -18,7 +18,6 @@ Flower and the broker's task events never show them.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict, cast
@@ -27,9 +26,8 @@ from celery import Celery
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 
-from spawner import errors
+from spawner import errors, ids
 from spawner.redaction import redacted_kwargs_repr, without_credentials
-from spawner.service import command_id_for
 
 __all__ = [
     "CommandResult",
@@ -182,13 +180,13 @@ class SpawnerClient:
     def start_command(self, agent_id: str, command: str, *, timeout_seconds: int | None = None,
                       request_id: str | None = None) -> PendingTurn:
         """Enqueue a turn; its output can be followed with `follow(since=turn.cursor, ...)`."""
-        request_id = request_id or "client-" + uuid.uuid4().hex
+        request_id = request_id or ids.new_request_id("client")
         cursor = self.last_event_id(agent_id)
         kwargs: dict[str, Any] = {"agent_id": agent_id, "command": command, "request_id": request_id}
         if timeout_seconds is not None:
             kwargs["timeout_seconds"] = timeout_seconds
         result = self.submit("send_command", **kwargs)
-        return PendingTurn(agent_id, command_id_for(request_id=request_id, task_id=""), cursor, result,
+        return PendingTurn(agent_id, ids.command_id_for(request_id=request_id, task_id=""), cursor, result,
                            self.timeout)
 
     def send_command(self, agent_id: str, command: str, *, timeout_seconds: int | None = None,
@@ -239,7 +237,7 @@ class SpawnerClient:
         if self._store is None:
             if self._redis_url is None:
                 raise ValueError("events need a Redis URL: build the client with from_url() or from_env()")
-            from spawner.state.redis import RedisStore
+            from spawner.state.store import RedisStore
             self._store = RedisStore.from_url(self._redis_url)
         return self._store
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 __all__ = [
     "ARCHIVE_READ_MAX_BYTES",
-    "CONTAINER_LOG_MAX_FILES",
     "COMMAND_MAX_BYTES",
+    "CONTAINER_LOG_MAX_FILES",
     "CONTAINER_LOG_MAX_SIZE",
     "EVENTS_MAX_BYTES_DEFAULT",
     "EVENT_STREAM_MAXLEN",
@@ -27,7 +27,6 @@ __all__ = [
     "RUN_DIR_MAX_FILES",
     "TURN_DEADLINE_GRACE_SECONDS",
     "TURN_LINE_MAX_BYTES",
-    "TURN_RECORD_STREAMS",
 ]
 
 # --- time: deadlines of calls into a container ----------------------------------------------
@@ -50,8 +49,6 @@ RUNNER_STATUS_MAX_BYTES = 64 * 1024
 #: One JSON line of a turn's record stream: a 64 KiB output chunk is at most ~6x that in JSON, a
 #: relayed `orchestrator respond` line at most 2 MiB (the runner's RESPONSE_LINE_MAX_BYTES).
 TURN_LINE_MAX_BYTES = 3 * 1024 * 1024
-#: The only stream names a turn record may carry.
-TURN_RECORD_STREAMS = ("stdout", "stderr", "response", "question")
 #: `logs`: at most this many container log lines and bytes, whatever `tail` asks for.
 LOGS_TAIL_MAX_LINES = 10_000
 LOGS_MAX_BYTES = 1024 * 1024

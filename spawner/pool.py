@@ -22,7 +22,7 @@ Size 0 turns claims and refills off; reconcile still understands pool containers
 
 from __future__ import annotations
 
-import base64
+import dataclasses
 import hashlib
 import json
 import logging
@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from spawner import errors, names
 from spawner.backend.base import ContainerBackend, ContainerInfo
-from spawner.models import ContainerSpec
+from spawner.models import ContainerSpec, SpecFile
 from spawner.pool_plan import (
     CLAIM_GRACE_SECONDS,
     MAKE_GRACE_SECONDS,
@@ -49,6 +49,7 @@ from spawner.pool_plan import (
     to_make,
 )
 from spawner.redaction import without_credentials
+from spawner.runner_protocol import InitRequest
 
 __all__ = [
     "CLAIM_FILE",
@@ -60,7 +61,7 @@ __all__ = [
     "PoolTemplate",
     "WarmPool",
     "adoption_labels",
-    "claim_payload",
+    "claim_init",
     "drain_free_pool",
     "orphaned_pool_containers",
     "pool_owner",
@@ -121,15 +122,14 @@ def pool_owner(redis_url: str, queue: str) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:12]
 
 
-def claim_payload(spec: ContainerSpec, payload: dict[str, Any]) -> dict[str, Any]:
-    """The runner `init` payload for a claimed pool container: the fresh-container payload, plus
-    the agent's environment in the env file and the labels it would have carried in CLAIM_FILE."""
+def claim_init(spec: ContainerSpec, init: InitRequest) -> InitRequest:
+    """The runner `init` of a claimed pool container: a fresh container's, plus the agent's
+    environment in the env file and the labels it would have carried in CLAIM_FILE."""
     labels = {k: v for k, v in spec.labels.items() if k != names.LABEL_MANAGED}
-    claim_file = {"path": CLAIM_FILE, "mode": 0o400,
-                  "content_b64": base64.b64encode(json.dumps(labels, sort_keys=True).encode()).decode()}
+    claim_file = SpecFile(path=CLAIM_FILE, mode=0o400, content=json.dumps(labels, sort_keys=True).encode())
     # secret_env wins, exactly as a secret file value wins over the container env at turn time
-    return {**payload, "secret_env": {**spec.env, **payload.get("secret_env", {})},
-            "fleet_files": [*payload.get("fleet_files", []), claim_file]}
+    return dataclasses.replace(init, secret_env={**spec.env, **init.secret_env},
+                               fleet_files=(*init.fleet_files, claim_file))
 
 
 def adoption_labels(raw: bytes | None, *, agent_id: str) -> dict[str, str] | None:

@@ -141,8 +141,8 @@ def plan_pool(infos: Collection[ContainerInfo], *, owner: str, size: int, wanted
         for container_id in sorted(ids)[max(size, 0):]:  # more than the size (the size was lowered)
             steps.append(PoolStep(PoolKind.REMOVE, container_id, key, "over_size"))
     listed = {i.container_id for i in mine}
-    for key, ids in sorted(free.items()):
-        for container_id in sorted(set(ids) - listed):
+    for key, registered in sorted(free.items()):
+        for container_id in sorted(set(registered) - listed):
             if inspected.get(container_id) is None:  # gone (a state means: made after the listing)
                 steps.append(PoolStep(PoolKind.FORGET, container_id, key, "container_gone"))
     for container_id, started in sorted(claiming.items()):

@@ -130,8 +130,8 @@ def plan_reconcile(containers: Mapping[str, tuple[str, str]], records: Mapping[s
         elif record.container_id is not None and inspected.get(agent_id, GONE) in (None, GONE):
             steps.append(Step(Kind.FAIL, agent_id, record.container_id, "container_disappeared",
                               "container disappeared"))
-        elif record.container_id is not None and (state := inspected.get(agent_id)) in DEAD:
-            steps.append(Step(Kind.FAIL, agent_id, record.container_id, f"container_{state}", f"container {state}"))
+        elif record.container_id is not None and (seen := inspected.get(agent_id)) in DEAD:
+            steps.append(Step(Kind.FAIL, agent_id, record.container_id, f"container_{seen}", f"container {seen}"))
     return steps
 
 

@@ -7,8 +7,6 @@ returns a JSON-ready dict (CONTRACT §2) or raises a spawner.errors type.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import secrets as secrets_module
 import time
@@ -19,25 +17,31 @@ from typing import Any
 
 from orchestrator_cli import catalog
 from spawner import errors, limits, names
+from spawner import runner_protocol as protocol
 from spawner.backend.base import ContainerBackend
 from spawner.engines import Places
-from spawner.gateway.core import ModelGateway, turn_usage
 from spawner.factories import (
-    build_spec, capability_dockerfile, capability_image_tag, required_capability_packages,
+    build_spec,
+    capability_dockerfile,
+    capability_image_tag,
+    required_capability_packages,
 )
 from spawner.factories.instructions import render_instructions
 from spawner.factories.registry import agent_factory
+from spawner.factories.streams import TurnStream, add_usage, agent_usage, reply_of
+from spawner.gateway.core import ModelGateway, turn_usage
+from spawner.ids import idempotency_key, new_agent_id
 from spawner.metrics import NULL_METRICS, Metrics
 from spawner.models import AgentRecord, AgentState, AgentType, WorkerConfig
-from spawner.paths import resolve_path
-from spawner.pool import WarmPool, claim_payload
 from spawner.once import Lease, Once
+from spawner.paths import resolve_path
+from spawner.pool import WarmPool, claim_init
+from spawner.results import iso
 from spawner.state.base import StateStore
-from spawner.factories.streams import TurnStream, add_usage, agent_usage, reply_of
-from spawner.transcript import CappedText, iso, transcript
+from spawner.transcript import CappedText, transcript
 from spawner.upkeep import Upkeep
 
-__all__ = ["ServiceOptions", "SpawnerService", "agent_id_for_create", "agent_id_for_request", "new_agent_id"]
+__all__ = ["ServiceOptions", "SpawnerService"]
 
 log = logging.getLogger(__name__)
 
@@ -72,25 +76,6 @@ class ServiceOptions:
     engine: str = "local"
 
 
-def new_agent_id(key: str) -> str:
-    """The same agent id every time for the same idempotency key."""
-    return "ag-" + hashlib.sha256(f"create:{key}".encode()).hexdigest()[:16]
-
-
-def _idempotency_key(request_id: str | None, task_id: str) -> str:
-    return f"request:{request_id}" if request_id else f"task:{task_id}"
-
-
-def agent_id_for_request(request_id: str) -> str:
-    """The id `create` gives the agent it makes for `request_id` (what `spawner create` watches)."""
-    return new_agent_id(_idempotency_key(request_id, ""))
-
-
-def agent_id_for_create(*, request_id: str | None, task_id: str) -> str:
-    """The id a create task makes its agent under (tasks/routing.py places it before it runs)."""
-    return new_agent_id(_idempotency_key(request_id, task_id))
-
-
 class _LiveEvents:
     """Publishes a turn's mapped events (message, tool, usage) as they come, each once per
     command id (a re-attached delivery folds the same records again and publishes nothing twice)."""
@@ -106,12 +91,6 @@ class _LiveEvents:
                 fields = {k: v for k, v in event.items() if k != "type"}
                 self.store.publish_once(self.agent_id, names.turn_once_key(self.command_id, f"event-{where}-{i}"),
                                         event["type"], command_id=self.command_id, **fields)
-
-
-def command_id_for(*, request_id: str | None, task_id: str) -> str:
-    """Stable across redeliveries: from the request id if given, else from the Celery task id."""
-    seed = f"request:{request_id}" if request_id else f"task:{task_id}"
-    return "cmd-" + hashlib.sha256(seed.encode()).hexdigest()[:20]
 
 
 class SpawnerService:
@@ -145,7 +124,7 @@ class SpawnerService:
         network = self._network_for(config)
         secret_values = self._resolve_secrets(config)
         self._check_model(config)
-        key = _idempotency_key(request_id, task_id)
+        key = idempotency_key(request_id, task_id)
         return self.idempotent("create", key, lambda: self._create(config, context, network, secret_values, key))
 
     def _create(self, config: WorkerConfig, context: dict[str, str], network: str,
@@ -202,14 +181,10 @@ class SpawnerService:
             self._register_model(agent_id, container_id, config)
             current = self.store.update_record(agent_id, container_id=container_id)
             if current is not None and not current.state.is_terminal:
-                payload = {
-                    "secret_env": spec.secret_env,
-                    "files": [{"path": f.path, "mode": f.mode, "content_b64": base64.b64encode(f.content).decode()}
-                              for f in spec.files],
-                    "ready_argv": list(spec.ready_argv),
-                    "ready_timeout": self.options.ready_timeout_seconds,
-                }
-                self.backend.init_agent(container_id, claim_payload(spec, payload) if pooled else payload)
+                init = protocol.InitRequest(files=spec.files, ready_argv=spec.ready_argv,
+                                            ready_timeout_seconds=self.options.ready_timeout_seconds,
+                                            secret_env=spec.secret_env)
+                self.backend.init_agent(container_id, claim_init(spec, init) if pooled else init)
         except errors.SpawnerError as exc:
             if container_id is not None:
                 self.backend.remove(container_id)
@@ -315,9 +290,7 @@ class SpawnerService:
         """The gateway binds the agent's socket in its run folder (docs/gateway.md)."""
         if config.model is None or self.gateway is None:
             return
-        attrs = self.backend.inspect(container_id) or {}  # type: ignore[attr-defined]
-        run_path = ((attrs.get("Config") or {}).get("Labels") or {}).get(names.LABEL_RUN_DIR)
-        self.gateway.register(agent_id, run_path, config.model)
+        self.gateway.register(agent_id, self.backend.run_dir(container_id), config.model)
 
     def _model_usage(self, record: AgentRecord) -> dict[str, Any] | None:
         if self.gateway is None or not record.config.get("model"):
@@ -457,47 +430,45 @@ class SpawnerService:
         published = self.store.turn_progress(command_id)
         usage_before = self._model_usage(record)
         turn_seconds = timeout_seconds or self.options.command_timeout_seconds
-        request = {"command_id": command_id, "argv": list(argv), "stdin_input": stdin_input, "input": command,
-                   "timeout_seconds": turn_seconds, "from_seq": 0}
+        request = protocol.TurnRequest(command_id=command_id, argv=argv, stdin_input=stdin_input, input=command,
+                                       timeout_seconds=turn_seconds)
         output, stdout = CappedText(limits.OUTPUT_MAX_BYTES), CappedText(limits.OUTPUT_MAX_BYTES)
         factory = agent_factory(record.agent)
         stream = TurnStream(factory.stream_line)  # the CLI's lines as message / tool / usage events
         live = _LiveEvents(self.store, agent_id, command_id)
-        end: dict[str, Any] = {}
+        end = protocol.TurnEnd(exit_code=None)  # follow_turn ends with one of its own if the runner gives none
         last_touch = time.monotonic()
         # the worker's own deadline: nothing the agent does inside can stretch it (limits.py)
         deadline = last_touch + turn_seconds + limits.TURN_DEADLINE_GRACE_SECONDS
         for rec in self.backend.follow_turn(container_id, request, deadline=deadline):
-            if rec.get("end"):
+            if isinstance(rec, protocol.TurnEnd):
                 end = rec
                 break
-            if "n" not in rec:
+            if not isinstance(rec, protocol.Output):
                 continue
-            if rec["s"] in ("response", "question"):  # `orchestrator respond [-q]` relayed by the runner
-                if rec["n"] > published and lease.held:
-                    asks = {"expects_reply": True} if rec["s"] == "question" else {}
-                    self.store.publish_turn_record(agent_id, rec["n"], "response",
-                                                   {"command_id": command_id, "message": rec["d"], "via": "respond",
+            if rec.stream in protocol.REPLY_STREAMS:  # `orchestrator respond [-q]` relayed by the runner
+                if rec.seq > published and lease.held:
+                    asks = {"expects_reply": True} if rec.stream == "question" else {}
+                    self.store.publish_turn_record(agent_id, rec.seq, "response",
+                                                   {"command_id": command_id, "message": rec.data, "via": "respond",
                                                     **asks})
                 continue
-            output.add(rec["d"])
-            if rec["s"] == "stdout":
-                stdout.add(rec["d"])
-            if rec["n"] > published and lease.held:
-                self.store.publish_turn_record(agent_id, rec["n"], "output",
-                                               {"command_id": command_id, "stream": rec["s"], "data": rec["d"]})
-            if rec["s"] == "stdout":
-                live.publish(rec["n"], stream.feed(rec["d"]), held=lease.held)
+            output.add(rec.data)
+            if rec.stream == "stdout":
+                stdout.add(rec.data)
+            if rec.seq > published and lease.held:
+                self.store.publish_turn_record(agent_id, rec.seq, "output",
+                                               {"command_id": command_id, "stream": rec.stream, "data": rec.data})
+            if rec.stream == "stdout":
+                live.publish(rec.seq, stream.feed(rec.data), held=lease.held)
             if time.monotonic() - last_touch > 5 and lease.held:  # output is activity; keep it cheap
                 self._touch(agent_id)
                 last_touch = time.monotonic()
         live.publish("end", stream.close(), held=lease.held)
-        exit_code = end.get("exit_code")
-        timed_out = bool(end.get("timed_out"))
+        exit_code, timed_out, reason = end.exit_code, end.timed_out, end.reason
         # the fleet's own word that a cancel stopped it (spawner.cancel), never the runner's claim
         cancel = self.store.get_request_result("cancel-turn", f"command:{command_id}") or {}
         cancelled = cancel.get("cancelled") is True and exit_code != 0
-        reason = end.get("reason")
         if reason:  # the runner inside gave no exit status the worker can use: say why
             output.add(f"\n[spawner] the turn ended without an exit status: {reason}\n")
             if timed_out:
@@ -517,7 +488,7 @@ class SpawnerService:
             # every later turn the same way. Any other failed or timed-out turn keeps the conversation.
             self.store.update_record(agent_id, session_id=None)
             record = record.model_copy(update={"session_id": None})
-        duration_ms = int(end.get("duration_ms") or 0)
+        duration_ms = end.duration_ms
         self.metrics.turn_finished(record.agent.value, duration_ms / 1000, exit_code=exit_code, timed_out=timed_out)
         accounting = turn_usage(usage_before, self._model_usage(record) if usage_before is not None else None)
         if accounting["usage"]["source"] == "none" and stream.state.usage is not None:
@@ -538,7 +509,7 @@ class SpawnerService:
                                     message=response[:limits.OUTPUT_MAX_BYTES], command_id=command_id)
         return {"agent_id": agent_id, "command_id": command_id, "exit_code": exit_code, "output": output.text,
                 "response": response, "session_id": session_id or record.session_id, "duration_ms": duration_ms,
-                "timed_out": timed_out, "output_truncated": output.truncated or bool(end.get("truncated")),
+                "timed_out": timed_out, "output_truncated": output.truncated or end.truncated,
                 "cancelled": cancelled, **accounting}
 
     def _account(self, record: AgentRecord, usage: dict[str, Any], *, model: str | None) -> None:
@@ -574,7 +545,7 @@ class SpawnerService:
                 self.store.save_request_result("cancel-turn", f"command:{target}", {"cancelled": False})
             return {"agent_id": agent_id, "command_id": target, "cancelled": stopped}
 
-        return self.idempotent("cancel", _idempotency_key(request_id, task_id), run)
+        return self.idempotent("cancel", idempotency_key(request_id, task_id), run)
 
     def _end_turn_by_force(self, agent_id: str, container_id: str) -> None:
         """The worker's deadline passed and the runner inside did not end the turn: restart the
@@ -615,7 +586,7 @@ class SpawnerService:
             size = self._file_call(agent_id, lambda: self.backend.put_file(container_id, resolved, content, mode))
             return {"agent_id": agent_id, "path": resolved, "size": size}
 
-        return self.idempotent("send_file", _idempotency_key(request_id, task_id), run)
+        return self.idempotent("send_file", idempotency_key(request_id, task_id), run)
 
     def read_file(self, agent_id: str, path: str) -> tuple[str, bytes]:
         resolved = resolve_path(path)
@@ -689,7 +660,7 @@ class SpawnerService:
             self._set_state(agent_id, AgentState.DELETED, reason="deleted on request")
             return {"agent_id": agent_id, "deleted": True}
 
-        return self.idempotent("delete", _idempotency_key(request_id, task_id), run)
+        return self.idempotent("delete", idempotency_key(request_id, task_id), run)
 
     # ---------------------------------------------------------------------------- upkeep
     def sweep(self, *, now: float, reconcile: bool = True) -> dict[str, Any]:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-__all__ = ["CappedText", "iso", "transcript"]
+__all__ = ["CappedText", "transcript"]
 
 
 class CappedText:
@@ -55,7 +54,3 @@ def transcript(events: list[dict[str, Any]]) -> list[str]:
         elif kind == "response" and not event.get("command_id"):
             lines.append(f"[respond] {event.get('message')}")
     return lines
-
-
-def iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"

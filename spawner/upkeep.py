@@ -141,7 +141,7 @@ class Upkeep:
         `counts["errors"]` and the metrics (kind `error`), and swallowed: the loop goes on."""
         try:
             yield
-        except Exception as exc:  # noqa: BLE001 - one agent's problem, whatever it is (ARCHITECTURE §12)
+        except Exception as exc:  # one agent's problem, whatever it is (ARCHITECTURE §12)
             counts["errors"] = counts.get("errors", 0) + 1
             count = self.metrics.sweep_action if loop == "sweep" else self.metrics.reconcile_action
             count("error", type(exc).__name__)

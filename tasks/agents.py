@@ -14,12 +14,12 @@ from typing import Any
 from celery import Task
 
 from spawner import errors
+from spawner.ids import command_id_for
 from spawner.models import parse_config
 from spawner.requests import (
     CancelRequest, CreateRequest, DeleteRequest, ListRequest, LogsRequest, ReadFileRequest, SendCommandRequest,
     SendFileRequest, StatusRequest, parse_request,
 )
-from spawner.service import command_id_for
 from tasks.app import app
 from tasks.deps import get_service
 

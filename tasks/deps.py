@@ -22,7 +22,7 @@ from spawner.settings import SpawnerSettings, load_settings
 from spawner.state.engines import EngineRegistry
 from spawner.state.gateway import GatewayStore
 from spawner.state.metrics_redis import RedisMetricsSink
-from spawner.state.redis import RedisStore
+from spawner.state.store import RedisStore
 from spawner.state.redis_pool import RedisPoolStore
 
 __all__ = ["get_service", "get_settings", "override", "own_queue"]

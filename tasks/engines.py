@@ -22,6 +22,7 @@ from spawner import engines as core
 from spawner import errors, names
 from spawner.engines import EngineEntry, EngineState
 from spawner.models import AgentState
+from spawner.results import iso
 from spawner.settings import SpawnerSettings, load_settings
 from spawner.state.engines import EngineRegistry
 from spawner.state.fleet_events import FleetEvents
@@ -174,7 +175,7 @@ def _engine_queues(sender: Any = None, instance: Any = None, **_: Any) -> None:
 def list_engines(self: Task) -> dict[str, Any]:
     now = time.time()
     return {"engines": [{"engine": e.engine, "state": core.current_state(e, now=now).value, "agents": e.agents,
-                         "max_agents": e.max_agents, "warm": e.warm, "last_seen": _iso(e.last_seen)}
+                         "max_agents": e.max_agents, "warm": e.warm, "last_seen": iso(e.last_seen)}
                         for e in registry().entries(fresh_counts=True)]}
 
 
@@ -188,7 +189,3 @@ def drain(self: Task, engine: str = "", undo: bool = False) -> dict[str, Any]:
     if before != state.value:
         _events().publish_engine(engine, state.value, reason="undrain requested" if undo else "drain requested")
     return {"engine": engine, "state": state.value, "was": before}
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"

@@ -27,7 +27,7 @@ def sweep(self: Task, engine: str | None = None) -> dict[str, Any]:
 
 
 def _fan_out(now: float) -> None:
-    from tasks.engines import registry  # noqa: PLC0415 - tasks.engines imports this module's app
+    from tasks.engines import registry  # tasks.engines imports this module's app
     settings = get_settings()
     try:
         entries = registry().entries()

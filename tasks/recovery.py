@@ -78,7 +78,7 @@ def _heartbeat_loop(recovery: BrokerRecovery) -> None:
                                                 min_age_seconds=ORPHAN_AGE_SECONDS)
             if requeued:
                 log.warning("requeued %d message(s) of a dead worker: %s", len(requeued), requeued)
-        except Exception:  # noqa: BLE001 - Redis down: try again on the next beat
+        except Exception:  # Redis down: try again on the next beat
             log.debug("recovery beat failed", exc_info=True)
         time.sleep(HEARTBEAT_SECONDS)
 

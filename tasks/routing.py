@@ -28,7 +28,7 @@ from celery.contrib.migrate import republish
 from celery.worker.strategy import default as run_here_strategy
 
 from spawner import engines as core
-from spawner import names
+from spawner import ids, names
 from spawner.settings import SpawnerSettings, load_settings
 
 #: How long a consumer trusts its view of the registry before reading it again.
@@ -82,11 +82,10 @@ class EngineRouter:
         then says why)."""
         if not self.several():
             return None
-        from spawner.service import agent_id_for_create  # noqa: PLC0415 - the id the create will use
         config = kwargs.get("config")
         pin = config.get("engine") if isinstance(config, dict) else None
         request_id = kwargs.get("request_id")
-        agent_id = agent_id_for_create(request_id=request_id if isinstance(request_id, str) else None, task_id=task_id)
+        agent_id = ids.agent_id_for_create(request_id=request_id if isinstance(request_id, str) else None, task_id=task_id)
         now = time.time()
         try:
             entries = core.by_engine(self.registry.entries(fresh_counts=True))

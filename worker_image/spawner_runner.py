@@ -53,6 +53,15 @@ FOLLOW_ALIVE_CHECK_SECONDS = 0.25
 KILL_GRACE_SECONDS = 2.0
 #: A claimed turn whose supervisor never wrote its pid within this long is declared lost.
 SUPERVISOR_START_SECONDS = 10.0
+# The wire format: the same values as spawner/runner_protocol.py, which the runner cannot import
+# (tests/unit/test_runner_protocol.py pins them to each other).
+#: In a turn's argv, replaced by the path of the file that holds the turn's input.
+INPUT_PLACEHOLDER = "{input}"
+#: Streams of a turn's output records: the CLI's own two, and `orchestrator respond [-q]` relayed.
+RECORD_STREAMS = ("stdout", "stderr", "response", "question")
+#: The variables a turn gets besides the agent's own (orchestrator_cli.catalog names them).
+ENV_COMMAND_ID = "SPAWNER_COMMAND_ID"
+ENV_RESPONSE_FILE = "SPAWNER_RESPONSE_FILE"
 
 
 class RunnerError(Exception):
@@ -198,11 +207,12 @@ def _turn_env(command_id: str, responses: str | None = None) -> dict[str, str]:
             env.update(json.load(fh))
     except FileNotFoundError:
         pass
-    env.update(HOME="/home/worker", USER="worker", SPAWNER_COMMAND_ID=command_id)
+    env.update(HOME="/home/worker", USER="worker")
+    env[ENV_COMMAND_ID] = command_id
     if responses:
         # `orchestrator respond` appends here during a turn, on every network: the supervisor
         # moves each line into the turn's log, whose follower checks and publishes it
-        env["SPAWNER_RESPONSE_FILE"] = responses
+        env[ENV_RESPONSE_FILE] = responses
     env.pop("SPAWNER_DIR", None)
     return env
 
@@ -221,7 +231,7 @@ class _Log:
         self.seq = 0
         self.size = 0
         self.truncated = False
-        self.decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in ("stdout", "stderr")}
+        self.decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in RECORD_STREAMS[:2]}
 
     def write(self, stream: str, data: bytes, final: bool = False) -> None:
         text = self.decoders[stream].decode(data, final)
@@ -239,7 +249,7 @@ class _Log:
     def write_response(self, message: str, *, question: bool = False) -> None:
         """A relayed `orchestrator respond` (`question` for `--expect-reply`): a record of its own
         kind, numbered with the output."""
-        kind = "question" if question else "response"
+        kind = RECORD_STREAMS[3] if question else RECORD_STREAMS[2]
         self.fh.write(json.dumps({"n": self.seq, "s": kind, "d": message}, ensure_ascii=False).encode() + b"\n")
         self.seq += 1
 
@@ -268,6 +278,17 @@ class _Responses:
                 continue  # not written by `orchestrator respond`: nothing to relay
             if isinstance(message, str) and message.strip() and len(line) <= RESPONSE_LINE_MAX_BYTES:
                 self.log.write_response(message, question=body.get("expects_reply") is True)
+
+
+def exit_record(*, exit_code: int | None, duration_ms: int, records: int, timed_out: bool = False,
+                cancelled: bool = False, truncated: bool = False, lost: bool = False) -> dict:
+    """A turn's `exit` file; `turn` sends it as the end record `{"end": true, ...}`. `lost`: the
+    supervisor ended without writing one (no exit status, `records` -1)."""
+    record = {"exit_code": exit_code, "timed_out": timed_out, "cancelled": cancelled, "truncated": truncated,
+              "duration_ms": duration_ms, "records": records}
+    if lost:
+        record["lost"] = True
+    return record
 
 
 def _kill_group(pgid: int, sig: int) -> None:
@@ -330,7 +351,7 @@ def _supervise(turn_dir: str, spec: dict) -> None:
     lock = open(TURN_LOCK, "a")
     fcntl.flock(lock, fcntl.LOCK_EX)  # one turn at a time per agent, held until we exit
     input_path = os.path.join(turn_dir, "input")
-    argv = [a.replace("{input}", input_path) for a in spec["argv"]]
+    argv = [a.replace(INPUT_PLACEHOLDER, input_path) for a in spec["argv"]]
     log = _Log(os.path.join(turn_dir, "log"))
     responses_path = os.path.join(turn_dir, "responses")
     responses = _Responses(responses_path, log)
@@ -346,8 +367,7 @@ def _supervise(turn_dir: str, spec: dict) -> None:
                                 start_new_session=True)
     except OSError as exc:
         log.write("stderr", f"spawner-runner: cannot start {argv[0]!r}: {exc.strerror}\n".encode(), True)
-        _write_json_atomic(os.path.join(turn_dir, "exit"), {"exit_code": 127, "timed_out": False,
-                           "duration_ms": 0, "truncated": False, "records": log.seq})
+        _write_json_atomic(os.path.join(turn_dir, "exit"), exit_record(exit_code=127, duration_ms=0, records=log.seq))
         return
     deadline = started + float(spec["timeout_seconds"])
     sel = selectors.DefaultSelector()
@@ -381,15 +401,15 @@ def _supervise(turn_dir: str, spec: dict) -> None:
             else:
                 sel.unregister(key.fileobj)
         responses.pump()
-    for stream in ("stdout", "stderr"):
+    for stream in RECORD_STREAMS[:2]:
         log.write(stream, b"", True)
     responses.pump()
     code = proc.wait()
     _kill_group(proc.pid, signal.SIGKILL)  # nothing of the turn outlives it
     exit_code = 128 - code if code < 0 else code
-    _write_json_atomic(os.path.join(turn_dir, "exit"), {
-        "exit_code": exit_code, "timed_out": timed_out, "cancelled": cancelled, "truncated": log.truncated,
-        "duration_ms": int((time.time() - started) * 1000), "records": log.seq})
+    _write_json_atomic(os.path.join(turn_dir, "exit"), exit_record(
+        exit_code=exit_code, timed_out=timed_out, cancelled=cancelled, truncated=log.truncated,
+        duration_ms=int((time.time() - started) * 1000), records=log.seq))
 
 
 def _spawn_supervisor(turn_dir: str, spec: dict) -> None:
@@ -497,9 +517,7 @@ def _follow(turn_dir: str, from_seq: int, claimed: bool) -> None:
         if not _is_alive(turn_dir):
             # re-checked once it is seen dead: it may have written its exit and ended just now
             if not os.path.exists(exit_path):
-                lost = {"exit_code": None, "timed_out": False, "duration_ms": 0, "truncated": False,
-                        "lost": True, "records": -1}
-                _write_json_atomic(exit_path, lost)
+                _write_json_atomic(exit_path, exit_record(exit_code=None, duration_ms=0, records=-1, lost=True))
             continue
         watch.wait()
 

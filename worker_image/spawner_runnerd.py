@@ -37,7 +37,10 @@ SOCKET_PATH = os.path.join(SOCKET_DIR, "runner.sock")
 RUNNER_PATH = "/usr/local/bin/spawner-runner"
 #: The model gateway's loopback forwarder (worker_image/spawner_model_forward.py), kept running beside.
 MODEL_FORWARD_PATH = "/usr/local/bin/spawner-model-forward"
+#: The acknowledgement byte and Docker's stream framing (stream id, 3 zero bytes, big-endian
+#: length): the same as spawner/runner_protocol.py (tests/unit/test_runner_protocol.py pins them).
 ACK = b"\x06"
+FRAME_HEADER = struct.Struct(">BxxxL")
 REAP_SECONDS = 2.0
 
 
@@ -54,7 +57,7 @@ class _FrameWriter(io.RawIOBase):
     def write(self, data) -> int:  # type: ignore[override]
         data = bytes(data)
         if data:
-            view = memoryview(struct.pack(">BxxxL", self.stream, len(data)) + data)
+            view = memoryview(FRAME_HEADER.pack(self.stream, len(data)) + data)
             while view:
                 view = view[os.write(1, view):]
         return len(data)

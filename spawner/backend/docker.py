@@ -8,16 +8,14 @@ Docker lets them be: removing what is gone succeeds, inspecting what is gone ret
 
 from __future__ import annotations
 
-import base64
 import io
-import json
 import logging
 import os
 import socket
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import docker
@@ -25,16 +23,16 @@ import docker.errors
 import requests.exceptions
 import tenacity
 
-from spawner import errors, limits, names, turn_records
+from spawner import errors, limits, names
+from spawner import runner_protocol as protocol
 from spawner.backend import runner_socket
 from spawner.backend.base import ContainerInfo
-from spawner.models import ContainerSpec
+from spawner.models import ContainerSpec, SpecFile
 
 __all__ = ["ContainerInfo", "DockerBackend"]
 
 log = logging.getLogger(__name__)
 
-STDOUT, STDERR = 1, 2
 #: How long a call waits for the runner daemon of a container this process just started.
 DAEMON_START_SECONDS = 3.0
 #: After this many new containers in a row whose daemon never answered, stop mounting sockets
@@ -102,12 +100,6 @@ class DockerBackend:
             return cls(client, run_dir=run_dir)
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, "connecting to Docker") from None
-
-    def ping(self) -> None:
-        try:
-            self._api.ping()
-        except _DOCKER_ERRORS as exc:
-            raise _translate(exc, "ping") from None
 
     # ---------------------------------------------------------------------------- lifecycle
     def create(self, spec: ContainerSpec) -> str:
@@ -275,13 +267,15 @@ class DockerBackend:
         self._remember(container_id, attrs)  # the same answer tells where its runner socket is
         return str(attrs["State"]["Status"])
 
-    def inspect(self, container_id: str) -> dict[str, Any] | None:
+    def run_dir(self, container_id: str) -> str | None:
+        """The host folder of the container's runner socket (its label), or None: it has none, or is gone."""
         try:
-            return _again(self._api.inspect_container, container_id)
+            attrs = _again(self._api.inspect_container, container_id)
         except docker.errors.NotFound:
             return None
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, "inspecting") from None
+        return ((attrs.get("Config") or {}).get("Labels") or {}).get(names.LABEL_RUN_DIR)
 
     def pause(self, container_id: str) -> None:
         self._call_tolerating(self._api.pause, container_id, "is already paused")
@@ -397,35 +391,35 @@ class DockerBackend:
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, "restarting") from None
 
-    def write_fleet_files(self, container_id: str, files: list[dict[str, Any]]) -> None:
+    def write_fleet_files(self, container_id: str, files: Sequence[SpecFile]) -> None:
         """Write files as root, through Docker's archive API, where the agent cannot write:
-        each {path, mode, content} (bytes) lands owned by root, group the agent's, in root-owned
-        folders. Nothing inside the container takes part."""
+        each lands owned by root, group the agent's, in root-owned folders. Nothing inside the
+        container takes part."""
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
-            folders = sorted({os.path.dirname(f["path"]) for f in files})
+            folders = sorted({os.path.dirname(f.path) for f in files})
             for folder in folders:
                 info = tarfile.TarInfo(folder.lstrip("/"))
                 info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, 0, 0
                 tar.addfile(info)
             for f in files:
-                info = tarfile.TarInfo(f["path"].lstrip("/"))
-                info.size, info.mode, info.uid, info.gid = len(f["content"]), f["mode"], 0, runner_socket.AGENT_UID
+                info = tarfile.TarInfo(f.path.lstrip("/"))
+                info.size, info.mode, info.uid, info.gid = len(f.content), f.mode, 0, runner_socket.AGENT_UID
                 info.mtime = int(time.time())
-                tar.addfile(info, io.BytesIO(f["content"]))
+                tar.addfile(info, io.BytesIO(f.content))
         try:
             self._api.put_archive(container_id, "/", buf.getvalue())
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, "writing the fleet's files") from None
 
     # ---------------------------------------------------------------------------- the runner
-    def _exec_frames(self, container_id: str, argv: list[str], stdin: bytes, *, deadline: float,
+    def _exec_frames(self, container_id: str, argv: Sequence[str], stdin: bytes, *, deadline: float,
                      max_frame: int = limits.RUNNER_FRAME_MAX_BYTES) -> Iterator[tuple[int, bytes]]:
         """Run argv as the agent user with `stdin`, yielding (stream, bytes) frames as they come,
         until time.monotonic() passes `deadline` (then Unavailable). Runner calls go through the
         container's runner socket when it answers, else docker exec; both are read by
         runner_socket.read_frames, each frame at most `max_frame` bytes (else Unavailable)."""
-        if argv[:1] == [names.RUNNER_PATH] and (sock := self._runner_socket(container_id)) is not None:
+        if tuple(argv[:1]) == (names.RUNNER_PATH,) and (sock := self._runner_socket(container_id)) is not None:
             try:
                 yield from runner_socket.request_frames(sock, argv[1:], stdin, deadline=deadline, max_frame=max_frame)
             except runner_socket.RunnerDeadline:
@@ -436,7 +430,7 @@ class DockerBackend:
                 raise _translate(exc, "runner socket") from None
             return
         try:
-            exec_id = self._api.exec_create(container_id, argv, stdin=True, stdout=True, stderr=True,
+            exec_id = self._api.exec_create(container_id, list(argv), stdin=True, stdout=True, stderr=True,
                                             user=names.CONTAINER_USER)["Id"]
             sock = self._api.exec_start(exec_id, socket=True)
         except _DOCKER_ERRORS as exc:
@@ -456,8 +450,8 @@ class DockerBackend:
         finally:
             sock.close()
 
-    def _run_runner(self, container_id: str, argv: list[str], stdin: bytes, *, seconds: float,
-                    max_out: int = 0) -> tuple[bytes, dict[str, Any]]:
+    def _run_runner(self, container_id: str, argv: Sequence[str], stdin: bytes, *, seconds: float,
+                    max_out: int = 0) -> tuple[bytes, protocol.RunnerStatus]:
         """Run a non-streaming runner subcommand within `seconds`; returns (stdout, final status)
         or raises. Keeps at most `max_out` bytes of stdout (more: PayloadTooLarge) and the last
         limits.RUNNER_STATUS_MAX_BYTES of stderr."""
@@ -465,82 +459,61 @@ class DockerBackend:
         deadline = time.monotonic() + seconds
         # a file's bytes may come in one frame (one write inside); anything else is small
         max_frame = max_out + limits.RUNNER_FRAME_MAX_BYTES
-        for stream, data in self._exec_frames(container_id, [names.RUNNER_PATH, *argv], stdin, deadline=deadline,
+        for stream, data in self._exec_frames(container_id, (names.RUNNER_PATH, *argv), stdin, deadline=deadline,
                                               max_frame=max_frame):
-            if stream == STDOUT:
+            if stream == protocol.STDOUT:
                 out.extend(data)
                 if len(out) > max_out:  # the runner itself refuses a file over the limit: not ours
                     raise errors.Unavailable(f"the runner in the container sent more than {max_out} bytes")
             else:
                 err.extend(data)
                 del err[:-limits.RUNNER_STATUS_MAX_BYTES]
-        lines = bytes(err).decode("utf-8", "replace").strip().splitlines()
-        try:
-            status = json.loads(lines[-1])
-            if not isinstance(status, dict):
-                raise ValueError
-        except (IndexError, ValueError, RecursionError):  # nested past the parser's depth: garbage too
-            raise errors.Unavailable(
-                f"the agent's runner gave no answer ({bytes(err)[-300:].decode('utf-8', 'replace')!r}); "
-                "is the container running the worker image?"
-            ) from None
-        if not status.get("ok"):
-            kind = getattr(errors, str(status.get("error")), None)
-            message = str(status.get("message", "runner error"))[:1000]
-            if isinstance(kind, type) and issubclass(kind, errors.SpawnerError):
-                raise kind(message)
-            raise errors.Unavailable(f"{str(status.get('error'))[:100]}: {message}")
-        return bytes(out), status
+        return bytes(out), protocol.decode_status(bytes(err))
 
-    def init_agent(self, container_id: str, payload: dict[str, Any]) -> str:
-        """Write the fleet's files as root (`secret_env` as names.SECRETS_FILE, and `fleet_files`),
-        then the agent's
-        create-time files, then run the readiness check. Returns its output."""
-        secrets = {"path": names.SECRETS_FILE, "mode": 0o440,
-                   "content": json.dumps(payload.get("secret_env") or {}).encode()}
-        fleet_files = [{**f, "content": base64.b64decode(f["content_b64"])} for f in payload.get("fleet_files", [])]
-        self.write_fleet_files(container_id, [secrets, *fleet_files])
-        rest = {k: v for k, v in payload.items() if k not in ("fleet_files", "secret_env")}
-        seconds = float(payload.get("ready_timeout", 30)) + limits.INIT_CALL_EXTRA_SECONDS
-        _, status = self._run_runner(container_id, ["init"], json.dumps(rest).encode(), seconds=seconds)
-        return str(status.get("ready", ""))[:200]
+    def init_agent(self, container_id: str, request: protocol.InitRequest) -> str:
+        """Write the fleet's files as root (the agent's environment file first), then have the
+        runner write the agent's create-time files and run the readiness check. Returns its output."""
+        self.write_fleet_files(container_id, request.root_files())
+        seconds = request.ready_timeout_seconds + limits.INIT_CALL_EXTRA_SECONDS
+        _, status = self._run_runner(container_id, protocol.init_argv(), request.body(), seconds=seconds)
+        return status.ready
 
     def put_file(self, container_id: str, path: str, content: bytes, mode: int) -> int:
-        _, status = self._run_runner(container_id, ["put", path, format(mode, "o")], content,
+        _, status = self._run_runner(container_id, protocol.put_argv(path, mode), content,
                                      seconds=limits.FILE_CALL_SECONDS)
-        size = status.get("size")
-        return size if isinstance(size, int) and not isinstance(size, bool) else len(content)
+        return status.size if status.size is not None else len(content)
 
     def get_file(self, container_id: str, path: str, *, max_bytes: int) -> bytes:
-        data, _ = self._run_runner(container_id, ["get", path, str(max_bytes)], b"",
+        data, _ = self._run_runner(container_id, protocol.get_argv(path, max_bytes), b"",
                                    seconds=limits.FILE_CALL_SECONDS, max_out=max_bytes)
         return data
 
     def cancel_turn(self, container_id: str, command_id: str) -> bool:
         """Tell the turn's supervisor in the container to kill the turn; True if it was running."""
-        _, status = self._run_runner(container_id, ["cancel", command_id], b"", seconds=limits.FILE_CALL_SECONDS)
-        return status.get("cancelled") is True
+        _, status = self._run_runner(container_id, protocol.cancel_argv(command_id), b"",
+                                     seconds=limits.FILE_CALL_SECONDS)
+        return status.cancelled
 
-    def follow_turn(self, container_id: str, request: dict[str, Any], *,
-                    deadline: float) -> Iterator[dict[str, Any]]:
+    def follow_turn(self, container_id: str, request: protocol.TurnRequest, *,
+                    deadline: float) -> Iterator[protocol.TurnRecord]:
         """Start (or re-attach to) a turn and yield its checked records, an `end` record last.
 
         Whatever the runner inside does, this ends by `deadline` (time.monotonic()): a silent,
         forged or endless stream, a bad record or a broken connection ends the turn with an end
-        record of the worker's own (turn_records.ended) that says why."""
+        record of the worker's own (protocol.lost_end) that says why."""
         buf = bytearray()
         err = bytearray()
-        last_seq = int(request.get("from_seq", 0)) - 1
+        last_seq = request.from_seq - 1
         started = time.monotonic()
 
         def elapsed_ms() -> int:
             return int((time.monotonic() - started) * 1000)
 
-        frames = self._exec_frames(container_id, [names.RUNNER_PATH, "turn"], json.dumps(request).encode(),
+        frames = self._exec_frames(container_id, (names.RUNNER_PATH, *protocol.turn_argv()), request.body(),
                                    deadline=deadline, max_frame=limits.TURN_LINE_MAX_BYTES + limits.RUNNER_FRAME_MAX_BYTES)
         try:
             for stream, data in frames:
-                if stream != STDOUT:
+                if stream != protocol.STDOUT:
                     err.extend(data)
                     del err[:-limits.RUNNER_STATUS_MAX_BYTES]
                     continue
@@ -548,20 +521,21 @@ class DockerBackend:
                 while (cut := buf.find(b"\n")) >= 0:
                     line = bytes(buf[:cut])
                     del buf[:cut + 1]
-                    record = turn_records.check_record(line, last_seq=last_seq)
-                    last_seq = record.get("n", last_seq)
+                    record = protocol.decode_record(line, last_seq=last_seq)
+                    if isinstance(record, protocol.Output):
+                        last_seq = record.seq
                     yield record
-                    if record.get("end"):
+                    if isinstance(record, protocol.TurnEnd):
                         return
                 if len(buf) > limits.TURN_LINE_MAX_BYTES:
-                    raise turn_records.BadTurnRecord(f"a record line over {limits.TURN_LINE_MAX_BYTES} bytes")
-        except turn_records.BadTurnRecord as exc:
-            yield turn_records.ended(f"the runner in the container sent a bad record: {exc}", duration_ms=elapsed_ms())
+                    raise protocol.BadTurnRecord(f"a record line over {limits.TURN_LINE_MAX_BYTES} bytes")
+        except protocol.BadTurnRecord as exc:
+            yield protocol.lost_end(f"the runner in the container sent a bad record: {exc}", duration_ms=elapsed_ms())
             return
         except errors.Unavailable as exc:
             if time.monotonic() < deadline:
                 raise
-            yield turn_records.ended(f"no exit status from the container by the worker's deadline ({exc})",
+            yield protocol.lost_end(f"no exit status from the container by the worker's deadline ({exc})",
                                      timed_out=True, duration_ms=elapsed_ms())
             return
         finally:

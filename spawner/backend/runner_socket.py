@@ -21,18 +21,16 @@ import os
 import shutil
 import socket
 import stat
-import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from spawner import limits, names
+from spawner.runner_protocol import ACK, FRAME_HEADER
 
 __all__ = ["FrameTooLarge", "RunDirs", "RunnerDeadline", "connect", "read_frames", "request_frames"]
 
 log = logging.getLogger(__name__)
 
-ACK = b"\x06"
-_HEADER = struct.Struct(">BxxxL")
 #: The agent user of the worker image (worker_image/Dockerfile): it owns its socket folder.
 AGENT_UID = 1000
 #: Unix socket paths are limited to 107 bytes; a longer folder is refused at start.
@@ -205,14 +203,14 @@ def connect(path: str, *, wait_seconds: float = 0.0, ack_timeout_seconds: float 
     return sock
 
 
-def request_frames(sock: socket.socket, argv: list[str], stdin: bytes, *, deadline: float,
+def request_frames(sock: socket.socket, argv: Sequence[str], stdin: bytes, *, deadline: float,
                    max_frame: int = limits.RUNNER_FRAME_MAX_BYTES) -> Iterator[tuple[int, bytes]]:
     """Send one runner call on an acknowledged connection and yield (stream, bytes) frames.
     Closes the socket when done or abandoned. Raises OSError if the connection breaks, and
     RunnerDeadline once time.monotonic() passes `deadline`."""
     try:
         sock.settimeout(max(0.001, deadline - time.monotonic()))
-        sock.sendall(json.dumps({"argv": argv}).encode() + b"\n" + stdin)
+        sock.sendall(json.dumps({"argv": list(argv)}).encode() + b"\n" + stdin)
         sock.shutdown(socket.SHUT_WR)
         yield from read_frames(sock, deadline=deadline, max_frame=max_frame)
     finally:
@@ -225,7 +223,7 @@ def read_frames(sock: socket.socket, *, deadline: float,
     reader of both transports (runner socket and docker exec). Each wait is bounded by
     `deadline` (RunnerDeadline), each frame by `max_frame` (FrameTooLarge)."""
     buf = bytearray()
-    want = _HEADER.size
+    want = FRAME_HEADER.size
     stream = 0
     in_body = False
     while True:
@@ -242,15 +240,15 @@ def read_frames(sock: socket.socket, *, deadline: float,
         buf += chunk
         while len(buf) >= want:
             if not in_body:
-                stream, want = _HEADER.unpack_from(buf)
-                del buf[:_HEADER.size]
+                stream, want = FRAME_HEADER.unpack_from(buf)
+                del buf[:FRAME_HEADER.size]
                 if want > max_frame:
                     raise FrameTooLarge(f"a frame of {want} bytes (the limit is {max_frame})")
                 in_body = True
                 if want == 0:
-                    in_body, want = False, _HEADER.size
+                    in_body, want = False, FRAME_HEADER.size
                 continue
             data = bytes(buf[:want])
             del buf[:want]
-            in_body, want = False, _HEADER.size
+            in_body, want = False, FRAME_HEADER.size
             yield stream, data

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from spawner import errors
 from spawner.bridge import protocol
@@ -28,7 +28,7 @@ log = logging.getLogger("spawner.bridge")
 #: A consumer (a bridge that stopped) holding nothing and idle this long leaves the group.
 CONSUMER_FORGET_SECONDS = 24 * 3600
 #: ("ok", result) or ("error", error type, message)
-Outcome = tuple[str, Any] | tuple[str, str, str]
+Outcome = tuple[Literal["ok"], Any] | tuple[Literal["error"], str, str]
 
 
 class Tasks(Protocol):
@@ -168,11 +168,13 @@ class Bridge:
                 reply = protocol.error_reply(job.command.request_id, "no result in time: the fleet may be down or "
                                              "overloaded (see `spawner ls` and the worker logs)", error_type="Timeout")
             elif outcome[0] == "ok":
-                reply = protocol.reply_for_result(job.command, outcome[1], now=self._now())
+                result = outcome[1]
+                reply = protocol.reply_for_result(job.command, result, now=self._now())
                 if job.command.name == "create":
-                    self.streams.register_agent(outcome[1]["agent_id"])
+                    self.streams.register_agent(result["agent_id"])
             else:
-                reply = protocol.reply_for_error(job.command, outcome[1], outcome[2])
+                _, error_type, message = outcome
+                reply = protocol.reply_for_error(job.command, error_type, message)
             del self.in_hand[entry_id]
             self._answer(entry_id, reply, job.command)
 
@@ -212,7 +214,7 @@ class Bridge:
         except errors.Unavailable as exc:
             log.warning("%s; retrying in 1 s", exc)
             time.sleep(1.0)
-        except Exception:  # noqa: BLE001 - e.g. the broker refused a task: the entry stays pending
+        except Exception:  # e.g. the broker refused a task: the entry stays pending
             # (never answered, never ACKed), so it is taken over after the claim time, by this
             # bridge or another; the bridge itself must not die of it (spawner up would stop)
             log.exception("a pass of the bridge failed; retrying in 1 s")

@@ -10,7 +10,7 @@ a second time. Every name comes from spawner.names; the client from spawner.stat
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from spawner import names
 from spawner.state.redis import RedisClient, connect, translated
@@ -18,6 +18,9 @@ from spawner.state.redis import RedisClient, connect, translated
 __all__ = ["BridgeStreams", "Entry"]
 
 Entry = tuple[str, dict[str, str]]
+# What XREAD/XREADGROUP answer on this client (RESP2, str replies): redis-py types the reply as
+# the union of every protocol and decoding, so it is narrowed here, once per call.
+_StreamsReply = list[tuple[str, list[tuple[str, dict[str, str] | None]]]] | None
 
 # KEYS: commands stream. ARGV: group. Creates the group from the stream's start (entries sent
 # while no bridge ran are served too); an existing group is left as it is.
@@ -114,8 +117,8 @@ class BridgeStreams:
     def read_new(self, *, count: int, block_ms: int) -> list[Entry]:
         """Entries no bridge has read yet (now pending with this one)."""
         with translated("reading commands"):
-            reply = self._r.xreadgroup(names.BRIDGE_GROUP, self.consumer, {names.COMMANDS_STREAM: ">"},
-                                       count=count, block=block_ms)
+            reply = cast(_StreamsReply, self._r.xreadgroup(names.BRIDGE_GROUP, self.consumer,
+                                                           {names.COMMANDS_STREAM: ">"}, count=count, block=block_ms))
         return [(eid, fields or {}) for _, entries in reply or [] for eid, fields in entries]
 
     def claim_stale(self, *, min_idle_ms: int, count: int) -> list[Entry]:
@@ -159,7 +162,7 @@ class BridgeStreams:
 
     def bridged_agents(self) -> dict[str, str]:
         with translated("reading the bridged agents"):
-            return dict(self._r.hgetall(names.bridge_agents_key()))
+            return cast(dict[str, str], self._r.hgetall(names.bridge_agents_key()))
 
     def forget_gone_agents(self) -> list[str]:
         """Drop bridged agents whose event stream is gone (it expires with the agent's terminal
@@ -170,7 +173,7 @@ class BridgeStreams:
         with translated("tidying the bridged agents"), self._r.pipeline(transaction=False) as pipe:
             for agent_id in agents:
                 pipe.exists(names.agent_events_key(agent_id))
-            gone = [a for a, exists in zip(agents, pipe.execute()) if not exists]
+            gone = [a for a, exists in zip(agents, pipe.execute(), strict=True) if not exists]
             if gone:
                 self._r.hdel(names.bridge_agents_key(), *gone)
         return gone
@@ -179,11 +182,11 @@ class BridgeStreams:
         """Events after each agent's cursor (no waiting), by agent id."""
         if not cursors:
             return {}
-        streams = {names.agent_events_key(a): c for a, c in cursors.items()}
         with translated("reading agents' events"):
-            reply = self._r.xread(streams, count=count)
+            reply = cast(_StreamsReply, self._r.xread({names.agent_events_key(a): c for a, c in cursors.items()},
+                                                      count=count))
         by_key = {names.agent_events_key(a): a for a in cursors}
-        return {by_key[key]: [{"id": eid, **json.loads(f["data"])} for eid, f in entries if "data" in f]
+        return {by_key[key]: [{"id": eid, **json.loads(f["data"])} for eid, f in entries if f and "data" in f]
                 for key, entries in reply or []}
 
     def relay(self, agent_id: str, *, last_id: str, ended: bool,

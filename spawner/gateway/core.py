@@ -20,14 +20,13 @@ __all__ = [
     "MODEL_SOCKET_NAME",
     "PLACEHOLDER_KEY",
     "PROVIDERS",
+    "USAGE_KEYS",
+    "ModelGateway",
     "Price",
     "SseUsageReader",
     "Usage",
-    "ModelGateway",
-    "USAGE_KEYS",
     "allowed_call",
     "budget_error",
-    "turn_usage",
     "default_prices",
     "json_usage",
     "over_budget",
@@ -35,6 +34,7 @@ __all__ = [
     "parse_upstreams",
     "price_for",
     "response_headers",
+    "turn_usage",
     "upstream_headers",
     "upstream_url",
 ]
@@ -142,7 +142,8 @@ class Usage:
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens,
-                     self.cache_read_tokens + other.cache_read_tokens, self.cache_write_tokens + other.cache_write_tokens)
+                     self.cache_read_tokens + other.cache_read_tokens,
+                     self.cache_write_tokens + other.cache_write_tokens)
 
     @property
     def empty(self) -> bool:
@@ -193,7 +194,8 @@ def event_usage(provider: str, event: Any, usage: Usage, model: str | None) -> t
         if kind == "message_delta":
             return _anthropic_usage(event.get("usage"), usage), model
         return usage, model
-    if kind in ("response.completed", "response.incomplete", "response.failed") and isinstance(event.get("response"), dict):
+    finished = kind in ("response.completed", "response.incomplete", "response.failed")
+    if finished and isinstance(event.get("response"), dict):
         response = event["response"]
         name = response.get("model")
         return _openai_usage(response.get("usage")), name if isinstance(name, str) else model
@@ -384,7 +386,8 @@ def turn_usage(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
     if before is None or after is None:
         return {"usage": {**{k: 0 for k in USAGE_KEYS}, "cost_usd": 0.0, "source": "none"},
                 "budget_exhausted": False}
-    usage: dict[str, Any] = {k: max(0, int(after.get(k, 0)) - int(before.get(k, 0))) for k in USAGE_KEYS if k != "cost_usd"}
+    usage: dict[str, Any] = {k: max(0, int(after.get(k, 0)) - int(before.get(k, 0)))
+                             for k in USAGE_KEYS if k != "cost_usd"}
     usage["cost_usd"] = round(max(0.0, float(after.get("cost_usd", 0.0)) - float(before.get("cost_usd", 0.0))), 9)
     usage["source"] = "gateway"
     return {"usage": usage, "budget_exhausted": int(after.get("refused", 0)) > int(before.get("refused", 0))}

@@ -118,7 +118,7 @@ class Gateway:
         site = web.TCPSite(self._control, self._host, self.port)
         await site.start()
         server = site._server  # noqa: SLF001 - the only way to learn the port bound for port 0
-        if server is not None and self.port == 0:
+        if isinstance(server, asyncio.Server) and self.port == 0:
             self.port = server.sockets[0].getsockname()[1]
         await self.sync()
         log.info("gateway listening: health and metrics on http://%s:%d, %d agents, upstreams %s",
@@ -151,7 +151,7 @@ class Gateway:
                 if woken or time.monotonic() - last >= RESYNC_SECONDS:
                     last = time.monotonic()
                     await self.sync()
-            except Exception:  # noqa: BLE001 - Redis away for a moment: log, wait, carry on
+            except Exception:  # Redis away for a moment: log, wait, carry on
                 log.exception("reading registrations failed; retrying")
                 await asyncio.sleep(1)
 
@@ -231,10 +231,12 @@ class Gateway:
         provider = reg.provider
         base = self._upstreams.get(provider)
         if base is None:
-            return self._error(provider, 502, "api_error", f"no upstream for provider {provider} (SPAWNER_MODEL_UPSTREAMS)")
+            return self._error(provider, 502, "api_error",
+                               f"no upstream for provider {provider} (SPAWNER_MODEL_UPSTREAMS)")
         key = self._environ.get(reg.key)
         if not key:
-            return self._error(provider, 502, "api_error", f"the fleet's environment lacks {reg.key} (config model.key)")
+            return self._error(provider, 502, "api_error",
+                               f"the fleet's environment lacks {reg.key} (config model.key)")
         try:
             url = core.upstream_url(base, request.path_qs)
         except ValueError as exc:
@@ -242,8 +244,9 @@ class Gateway:
         if not core.allowed_call(provider, request.method, request.path):
             self._metrics.requests.labels(provider, "forbidden").inc()
             log.info("agent %s: refused %s %s (not a model call)", agent_id, request.method, request.path[:200])
+            refused = f"{request.method} {request.path[:200]}"
             return self._error(provider, 403, "permission_error",
-                               f"the model gateway forwards model calls only, not {request.method} {request.path[:200]}")
+                               f"the model gateway forwards model calls only, not {refused}")
         if reg.budget_usd is not None:
             spent = float((await asyncio.to_thread(self._store.usage, agent_id))["cost_usd"])
             if core.over_budget(spent, reg.budget_usd):
@@ -259,7 +262,7 @@ class Gateway:
             upstream = await self._session.request(
                 request.method, url, data=body, allow_redirects=False,
                 headers=core.upstream_headers(provider, request.headers.items(), key))
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self._metrics.requests.labels(provider, "unreachable").inc()
             log.warning("agent %s: upstream %s unreachable (%s)", agent_id, provider, type(exc).__name__)
             return self._error(provider, 502, "api_error",
@@ -305,7 +308,7 @@ class Gateway:
             if kept:
                 await response.write(bytes(kept))
             await response.write_eof()
-        except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionResetError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ConnectionResetError) as exc:
             log.warning("agent %s: stream broken (%s)", agent_id, type(exc).__name__)
             if not metered:
                 await self._meter(agent_id, provider, reader, bytes(kept or b""), body, "broken")
@@ -334,7 +337,7 @@ class Gateway:
         self._metrics.cost.labels(provider).inc(cost)
         try:
             total = await asyncio.to_thread(self._store.add_usage, agent_id, {**asdict(usage), "requests": 1}, cost)
-        except Exception:  # noqa: BLE001 - the answer went through; losing its metering is logged
+        except Exception:  # the answer went through; losing its metering is logged
             log.exception("agent %s: could not record usage", agent_id)
             return
         log.info("agent %s: %s %s in=%d out=%d cache_r=%d cache_w=%d cost=%.6f total=%.6f", agent_id, provider,

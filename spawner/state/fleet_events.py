@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from spawner import names
+from spawner.results import iso
 from spawner.state.redis import RedisClient, connect, translated
 
 __all__ = ["FleetEvents"]
@@ -42,8 +43,7 @@ class FleetEvents:
         """Append (and publish) an engine's state change, e.g. `suspect` with why; returns its
         cursor. `type` is `engine`."""
         ts = time.time() if now is None else now
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
-        body = {"type": "engine", "engine": engine, "ts": stamp, "state": state, "reason": reason, **fields}
+        body = {"type": "engine", "engine": engine, "ts": iso(ts), "state": state, "reason": reason, **fields}
         with translated("publishing an engine event"):
             return str(self._publish(keys=[names.FLEET_EVENTS_KEY],
                                      args=[names.FLEET_EVENTS_MAXLEN, json.dumps(body, separators=(",", ":"))]))

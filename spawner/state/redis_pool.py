@@ -4,7 +4,7 @@ Layout (names from spawner.names):
   spawner:pool:keys               hash  pool key -> JSON {"template": {...}, "last_used_at": epoch s}
   spawner:pool:available:{key}    set   ids of paused pool containers ready to be claimed
   spawner:pool:claiming           zset  ids being claimed right now, scored by when the claim began
-  spawner:pool:refill-lock:{key}  str   who is refilling that key (SET NX PX)
+  spawner:pool:refill-lock:{key}  str   who is refilling that key (a lease: spawner/state/leases.py)
   spawner:pool:owners             hash  fleet (pool owner) -> when its pool reconcile last ran
 
 Docker stays the truth about which pool containers exist; these sets only say which of them are
@@ -15,11 +15,11 @@ removed and the pool refills.
 from __future__ import annotations
 
 import json
-import uuid
 from contextlib import AbstractContextManager
 from typing import Any
 
 from spawner import names
+from spawner.state.leases import RedisLeases
 from spawner.state.redis import RedisClient, connect, translated
 
 __all__ = ["RedisPoolStore"]
@@ -31,17 +31,13 @@ if not id then return false end
 redis.call('ZADD', KEYS[2], ARGV[1], id)
 return id
 """
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class RedisPoolStore:
     def __init__(self, client: RedisClient) -> None:
         self._r = client
         self._claim = client.register_script(_CLAIM)
-        self._release = client.register_script(_RELEASE)
+        self._leases = RedisLeases(client)
 
     @classmethod
     def from_url(cls, url: str) -> RedisPoolStore:
@@ -102,14 +98,11 @@ class RedisPoolStore:
             return {cid: float(ts) for cid, ts in self._r.zrange(names.pool_claiming_key(), 0, -1, withscores=True)}
 
     def lock(self, key: str, *, ttl_seconds: float) -> str | None:
-        token = uuid.uuid4().hex
-        with self._translated("taking the refill lock"):
-            ok = self._r.set(names.pool_refill_lock_key(key), token, nx=True, px=int(ttl_seconds * 1000))
-        return token if ok else None
+        """Take the refill lock of `key` (a lease nobody renews); its token, or None if held."""
+        return self._leases.acquire(names.pool_refill_lock_key(key), ttl_seconds=ttl_seconds)
 
     def unlock(self, key: str, token: str) -> None:
-        with self._translated("releasing the refill lock"):
-            self._release(keys=[names.pool_refill_lock_key(key)], args=[token])
+        self._leases.release(names.pool_refill_lock_key(key), token)
 
     def owners_seen(self, owner: str, *, now: float) -> dict[str, float]:
         """Mark `owner` seen now; every fleet's last-seen time (one round trip)."""

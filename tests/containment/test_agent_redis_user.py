@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from spawner.state.redis import RedisStore
+from spawner.state.store import RedisStore
 from tests.integration.test_worker_image import host_network_fleet  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from spawner import errors, names
-from spawner.state.redis import RedisStore
+from spawner.state.store import RedisStore
 
 pytestmark = [pytest.mark.redis]
 

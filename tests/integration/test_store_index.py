@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from spawner.models import AgentRecord, AgentState, AgentType, WorkerConfig
-from spawner.state.redis import CREATE_DEADLINE_SECONDS, RedisStore
+from spawner.state.store import CREATE_DEADLINE_SECONDS, RedisStore
 
 pytestmark = [pytest.mark.redis]
 

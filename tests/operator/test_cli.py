@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from spawner.service import agent_id_for_request
+from spawner.ids import agent_id_for_request
 from tests.conftest import REPO, _free_port
 from tests.operator.conftest import SPAWNER, cli_env, run_cli
 

@@ -15,7 +15,7 @@ import pytest
 
 from spawner import names
 from spawner.factories import capability_image_tag
-from spawner.service import new_agent_id
+from spawner.ids import new_agent_id
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from spawner.once import Once
-from spawner.state.redis import RedisStore
+from spawner.state.store import RedisStore
 
 pytestmark = [pytest.mark.redis]
 

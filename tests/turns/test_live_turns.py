@@ -16,7 +16,7 @@ import pytest
 
 from spawner import names
 from spawner.gateway import core
-from spawner.service import command_id_for
+from spawner.ids import command_id_for
 from tests.support.gateway_fleet import GatewayFleet
 from tests.support.model_standin import Text, ToolUse
 from tests.support.waiting import wait_for

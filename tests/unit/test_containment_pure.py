@@ -1,9 +1,8 @@
 """What comes out of a container is bounded and checked (pure parts; the attacks themselves run
-against real containers in tests/containment/)."""
+against real containers in tests/containment/; turn records: tests/unit/test_runner_protocol.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import struct
@@ -12,44 +11,10 @@ import time
 
 import pytest
 
-from spawner import errors, limits, names
+from spawner import errors, limits, names, runner_protocol
 from spawner.backend import runner_socket
 from spawner.paths import resolve_path
 from spawner.requests import SendFileRequest, parse_request
-from spawner.turn_records import BadTurnRecord, check_record, ended
-
-
-def _line(**record: object) -> bytes:
-    return json.dumps(record).encode()
-
-
-def test_output_records_must_follow_in_order_on_a_known_stream_with_text():
-    assert check_record(_line(n=0, s="stdout", d="hi"), last_seq=-1) == {"n": 0, "s": "stdout", "d": "hi"}
-    assert check_record(_line(n=5, s="response", d="x"), last_seq=4)["s"] == "response"
-    for bad in (_line(n=0, s="stdout", d="again"),          # not after last_seq
-                _line(n="1", s="stdout", d="x"),           # a string number
-                _line(n=True, s="stdout", d="x"),          # a bool is not a number
-                _line(n=1, s="status", d="x"),             # a stream of its own choosing
-                _line(n=1, s="stdout", d={"type": "x"}),   # data that is not text
-                b"[1, 2]", b"not json", b"{" * 10):
-        with pytest.raises(BadTurnRecord):
-            check_record(bad, last_seq=0)
-
-
-def test_a_line_over_the_bound_is_refused_before_parsing():
-    with pytest.raises(BadTurnRecord, match="limit"):
-        check_record(b" " * (limits.TURN_LINE_MAX_BYTES + 1), last_seq=-1)
-
-
-def test_end_records_keep_only_checked_fields():
-    end = check_record(_line(end=True, exit_code=3, duration_ms=10, timed_out=True, extra="x" * 10), last_seq=-1)
-    assert end == {"end": True, "exit_code": 3, "duration_ms": 10, "timed_out": True, "truncated": False}
-    lost = check_record(_line(end=True, exit_code=None, lost=True, records=-1), last_seq=-1)
-    assert lost["exit_code"] is None and "supervisor" in lost["reason"]
-    for bad in (_line(end=True, exit_code="0"), _line(end=True, exit_code=2**40), _line(end=True, duration_ms=-1)):
-        with pytest.raises(BadTurnRecord):
-            check_record(bad, last_seq=-1)
-    assert ended("why", timed_out=True)["reason"] == "why"
 
 
 def test_files_the_fleet_keeps_are_invalid_paths_for_producers():
@@ -75,7 +40,7 @@ def _serve(path: str, reply: bytes) -> threading.Thread:
 
     def run() -> None:
         conn, _ = listener.accept()
-        conn.sendall(runner_socket.ACK + reply)
+        conn.sendall(runner_protocol.ACK + reply)
         time.sleep(1.0)  # then silence: never closes within the caller's deadline
         conn.close()
         listener.close()

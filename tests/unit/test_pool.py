@@ -1,14 +1,14 @@
-"""The warm pool's pure parts: keys, the claim payload, adoption labels, owners."""
+"""The warm pool's pure parts: keys, the claim's init request, adoption labels, owners."""
 
 from __future__ import annotations
 
-import base64
 import json
 
 from spawner import names
 from spawner.factories import build_spec
 from spawner.models import AgentType, WorkerConfig
-from spawner.pool import CLAIM_FILE, PoolTemplate, adoption_labels, claim_payload, pool_owner
+from spawner.pool import CLAIM_FILE, PoolTemplate, adoption_labels, claim_init, pool_owner
+from spawner.runner_protocol import InitRequest
 
 
 def _spec(**config):
@@ -31,19 +31,19 @@ def test_a_pool_container_has_no_agent_and_no_environment():
     assert spec.labels["team"] == "a" and spec.labels[names.LABEL_MANAGED] == "true"
 
 
-def test_claim_payload_puts_the_agent_environment_in_the_env_file_and_the_labels_in_a_file():
+def test_a_claim_init_puts_the_agent_environment_in_the_env_file_and_the_labels_in_a_file():
     spec = _spec(env_vars={"ORCH": "x"}, allowed_tools=["respond"])
-    payload = {"secret_env": spec.secret_env, "files": [], "ready_argv": ["bash", "--version"], "ready_timeout": 5}
-    claimed = claim_payload(spec, payload)
-    assert claimed["secret_env"]["ORCHESTRATOR_AGENT_ID"] == "ag-0123456789abcdef"
-    assert claimed["secret_env"]["ORCHESTRATOR_ALLOWED_TOOLS"] == "respond"
-    assert claimed["secret_env"]["TOKEN"] == "t0ken" and claimed["secret_env"]["ORCH"] == "x"
-    assert claimed["ready_argv"] == ["bash", "--version"]
-    assert claimed["files"] == []
-    (labels_file,) = claimed["fleet_files"]  # written as root, where the agent cannot write
-    assert labels_file["path"] == CLAIM_FILE and labels_file["mode"] == 0o400
+    init = InitRequest(files=(), ready_argv=("bash", "--version"), ready_timeout_seconds=5, secret_env=spec.secret_env)
+    claimed = claim_init(spec, init)
+    assert claimed.secret_env["ORCHESTRATOR_AGENT_ID"] == "ag-0123456789abcdef"
+    assert claimed.secret_env["ORCHESTRATOR_ALLOWED_TOOLS"] == "respond"
+    assert claimed.secret_env["TOKEN"] == "t0ken" and claimed.secret_env["ORCH"] == "x"
+    assert claimed.ready_argv == ("bash", "--version")
+    assert claimed.files == ()
+    (labels_file,) = claimed.fleet_files  # written as root, where the agent cannot write
+    assert labels_file.path == CLAIM_FILE and labels_file.mode == 0o400
     assert CLAIM_FILE.startswith(names.FLEET_DIR + "/")
-    labels = json.loads(base64.b64decode(labels_file["content_b64"]))
+    labels = json.loads(labels_file.content)
     assert labels[names.LABEL_AGENT_ID] == "ag-0123456789abcdef" and "t0ken" not in json.dumps(labels)
     assert adoption_labels(json.dumps(labels).encode(), agent_id="ag-0123456789abcdef") == labels
     assert adoption_labels(json.dumps(labels).encode(), agent_id="ag-somebodyelse00") is None

@@ -1,0 +1,312 @@
+"""RedisStore: records, indexes, events, idempotency and agent identities in Redis; leases come
+from RedisLeases (spawner/state/leases.py), the scripts from spawner/state/scripts.py.
+
+Layout (every name from spawner.names):
+  spawner:agent:{id}            hash, one JSON-encoded value per AgentRecord field
+  spawner:agent:{id}:turns      set of command ids running now (busy while non-empty)
+  spawner:agents                zset of agent ids by creation time (listing)
+  spawner:due:pause|expire      zset of live agent ids by when that action falls due (sweeping)
+  spawner:due:create            zset of `creating` agent ids by when their create is overdue
+  agents:{id}:events            the agent's event stream (CONTRACT §5); entry id = cursor
+  spawner:request:{task}:{rid}  first result of a request id (idempotency)
+  spawner:request-lock:{task}:{key}  who runs a request now (for a turn: its lease)
+  spawner:turn-progress:{cid}   how far a turn's output was published
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from spawner import errors, limits, names
+from spawner.models import AgentRecord
+from spawner.redaction import with_credentials
+from spawner.results import iso
+from spawner.state import scripts
+from spawner.state.leases import RedisLeases
+from spawner.state.redis import RedisClient, connect, translated
+
+__all__ = ["CREATE_DEADLINE_SECONDS", "RedisStore"]
+
+CREATE_DEADLINE_SECONDS = names.CREATE_DEADLINE_SECONDS
+EVENTS_MAX_BYTES_DEFAULT = limits.EVENTS_MAX_BYTES_DEFAULT
+
+
+def _event(agent_id: str, entry_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """One stream entry as an event. An entry not in the fleet's shape (only a host-network
+    agent's own Redis user can add one: docs/design.md, "Threat model") comes back as type
+    `malformed` with its id, so a reader neither fails on it nor stalls its cursor behind it."""
+    try:
+        event = json.loads(fields["data"])
+    except (KeyError, TypeError, ValueError, RecursionError):
+        event = None
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        return {"id": entry_id, "type": "malformed", "agent_id": agent_id}
+    out = {"id": entry_id, **event}
+    out["id"] = entry_id  # the stream's, whatever the entry says
+    return out
+
+
+class RedisStore(RedisLeases):
+    """State and events over one Redis connection pool. Build with `RedisStore.from_url()`."""
+
+    def __init__(self, client: RedisClient, *, events_max_bytes: int = EVENTS_MAX_BYTES_DEFAULT) -> None:
+        super().__init__(client)
+        self._publish = client.register_script(scripts.capped(scripts.PUBLISH, events_max_bytes))
+        self._publish_once = client.register_script(scripts.capped(scripts.PUBLISH_ONCE, events_max_bytes))
+        self._publish_once_per_key = client.register_script(
+            scripts.capped(scripts.PUBLISH_ONCE_PER_KEY, events_max_bytes))
+        self._reap_turns = client.register_script(scripts.REAP_TURNS)
+        self._write = client.register_script(scripts.capped(scripts.WRITE, events_max_bytes))
+
+    @classmethod
+    def from_url(cls, url: str, *, events_max_bytes: int = EVENTS_MAX_BYTES_DEFAULT) -> RedisStore:
+        client = connect(url, retries=6, health_check_interval=15, socket_connect_timeout=5)
+        return cls(client, events_max_bytes=events_max_bytes)
+
+    # ---------------------------------------------------------------------------- records
+    def save_record(self, record: AgentRecord) -> None:
+        with translated("saving a record"):
+            self._write_record(record.agent_id, record.model_dump(mode="json"), save=True, event=None)
+
+    def update_record(self, agent_id: str, **fields: Any) -> AgentRecord | None:
+        """Set some fields of a record; returns the updated record, or None if it is gone."""
+        return self._update_record(agent_id, fields, event=None)
+
+    def update_and_publish(self, agent_id: str, event_type: str, event: dict[str, Any],
+                           **fields: Any) -> AgentRecord | None:
+        """`update_record`, then `publish(agent_id, event_type, **event)`, in one round trip
+        instead of five. The event is published even if the record is gone, as a separate
+        `publish` would, but not when the record is terminal and the update was dropped (a
+        terminal state is never left: see scripts.WRITE); the record returned then is the stored one."""
+        return self._update_record(agent_id, fields, event=(event_type, event))
+
+    def _update_record(self, agent_id: str, fields: dict[str, Any],
+                       event: tuple[str, dict[str, Any]] | None) -> AgentRecord | None:
+        with translated("updating a record"):
+            flat = self._write_record(agent_id, fields, save=False, event=event)
+        raw = dict(zip(flat[::2], flat[1::2])) if flat else {}
+        if "agent_id" not in raw:
+            return None
+        return AgentRecord.model_validate({k: json.loads(v) for k, v in raw.items()})
+
+    def _write_record(self, agent_id: str, fields: dict[str, Any], *, save: bool,
+                      event: tuple[str, dict[str, Any]] | None) -> Any:
+        event_type, event_json = (event[0], self._event_json(event[0], agent_id, event[1])) if event else ("status", "")
+        keys = [names.agent_key(agent_id), names.agents_index_key(), names.due_key("pause"), names.due_key("expire"),
+                names.due_key("create"), names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type),
+                names.FLEET_EVENTS_KEY]
+        args: list[Any] = [agent_id, "save" if save else "update", names.TERMINAL_RECORD_TTL_SECONDS,
+                           CREATE_DEADLINE_SECONDS, limits.EVENT_STREAM_MAXLEN, event_json]
+        args += [part for k, v in fields.items() for part in (k, json.dumps(v))]
+        return self._write(keys=keys, args=args)
+
+    def get_record(self, agent_id: str) -> AgentRecord | None:
+        with translated("reading a record"):
+            raw = self._r.hgetall(names.agent_key(agent_id))
+        if not raw or "agent_id" not in raw:
+            return None
+        return AgentRecord.model_validate({k: json.loads(v) for k, v in raw.items()})
+
+    def get_record_and_turns(self, agent_id: str) -> tuple[AgentRecord | None, int]:
+        """`get_record` and `running_turns` in one round trip."""
+        with translated("reading a record"), self._r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(names.agent_key(agent_id))
+            pipe.scard(names.agent_key(agent_id) + ":turns")
+            raw, turns = pipe.execute()
+        if not raw or "agent_id" not in raw:
+            return None, int(turns)
+        return AgentRecord.model_validate({k: json.loads(v) for k, v in raw.items()}), int(turns)
+
+    def list_agent_ids(self) -> list[str]:
+        with translated("listing agents"):
+            return list(self._r.zrange(names.agents_index_key(), 0, -1))
+
+    def forget_if_missing(self, agent_id: str) -> None:
+        """Drop index entries of a record that expired on its own."""
+        with translated("cleaning the index"), self._r.pipeline() as pipe:
+            pipe.zrem(names.agents_index_key(), agent_id)
+            pipe.zrem(names.due_key("pause"), agent_id)
+            pipe.zrem(names.due_key("expire"), agent_id)
+            pipe.zrem(names.due_key("create"), agent_id)
+            pipe.execute()
+
+    def live_agent_ids(self) -> set[str]:
+        """Every agent whose record is not terminal (the expire index holds exactly those)."""
+        with translated("reading the sweep index"):
+            return set(self._r.zrange(names.due_key("expire"), 0, -1))
+
+    def due_agents(self, action: str, *, now: float, limit: int = 1000) -> list[str]:
+        """Agent ids whose `action` is due at `now`; cost grows with how many are due."""
+        with translated("reading the sweep index"):
+            return list(self._r.zrangebyscore(names.due_key(action), "-inf", now, start=0, num=limit))
+
+    # ---------------------------------------------------------------------------- turns running
+    def turn_started(self, agent_id: str, command_id: str, *, lease_key: str) -> int:
+        """Mark the turn running, with the name of the lease its follower holds; returns how many run."""
+        key = names.agent_key(agent_id) + ":turns"
+        with translated("marking a turn"), self._r.pipeline() as pipe:
+            pipe.sadd(key, command_id)
+            pipe.expire(key, 7 * 24 * 3600)
+            pipe.set(names.turn_lease_key(command_id), lease_key, ex=7 * 24 * 3600)
+            pipe.scard(key)
+            return int(pipe.execute()[-1])
+
+    def turn_finished(self, agent_id: str, command_id: str) -> int:
+        key = names.agent_key(agent_id) + ":turns"
+        with translated("marking a turn"), self._r.pipeline() as pipe:
+            pipe.srem(key, command_id)
+            pipe.delete(names.turn_lease_key(command_id))
+            pipe.scard(key)
+            return int(pipe.execute()[-1])
+
+    def reap_dead_turns(self, agent_id: str) -> int:
+        """Drop the agent's running turns whose lease nobody holds (a follower died and its message
+        was lost); returns how many turns are still followed."""
+        with translated("reaping turns"):
+            return int(self._reap_turns(keys=[names.agent_key(agent_id) + ":turns"],
+                                        args=[names.turn_lease_key("")]))
+
+    def running_turns(self, agent_id: str) -> int:
+        with translated("counting turns"):
+            return int(self._r.scard(names.agent_key(agent_id) + ":turns"))
+
+    def running_command_ids(self, agent_id: str) -> list[str]:
+        """Command ids of the agent's running turns (at most one but for a turn ending meanwhile)."""
+        with translated("reading running turns"):
+            return sorted(self._r.smembers(names.agent_key(agent_id) + ":turns"))
+
+    # ---------------------------------------------------------------------------- events
+    @staticmethod
+    def _event_json(event_type: str, agent_id: str, fields: dict[str, Any]) -> str:
+        body = {"type": event_type, "agent_id": agent_id, "ts": iso(time.time()), **fields}
+        # ensure_ascii off: text is stored as its UTF-8 bytes (an undecodable byte of output, U+FFFD,
+        # costs 3 bytes, not a 6-byte escape)
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+    def publish(self, agent_id: str, event_type: str, **fields: Any) -> str:
+        """Append an event to the agent's stream, then publish it. Returns its id (the cursor)."""
+        with translated("publishing an event"):
+            return str(self._publish(
+                keys=[names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type),
+                      names.FLEET_EVENTS_KEY],
+                args=[limits.EVENT_STREAM_MAXLEN, self._event_json(event_type, agent_id, fields)],
+            ))
+
+    def publish_turn_record(self, agent_id: str, seq: int, event_type: str, fields: dict[str, Any]) -> bool:
+        """Publish record `seq` of the turn `fields["command_id"]` unless some delivery already did.
+        True if published now."""
+        command_id = fields["command_id"]
+        with translated("publishing output"):
+            return bool(self._publish_once(
+                keys=[names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type),
+                      names.turn_progress_key(command_id)],
+                args=[limits.EVENT_STREAM_MAXLEN, self._event_json(event_type, agent_id, fields), seq,
+                      names.REQUEST_RESULT_TTL_SECONDS],
+            ))
+
+    def publish_once(self, agent_id: str, once_key: str, event_type: str, **fields: Any) -> bool:
+        """`publish`, unless an event was published under `once_key` before (kept as long as a
+        request's result). True if published now."""
+        with translated("publishing an event"):
+            return bool(self._publish_once_per_key(
+                keys=[names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type), once_key,
+                      names.FLEET_EVENTS_KEY],
+                args=[limits.EVENT_STREAM_MAXLEN, self._event_json(event_type, agent_id, fields),
+                      names.REQUEST_RESULT_TTL_SECONDS],
+            ))
+
+    def turn_progress(self, command_id: str) -> int:
+        """Number of the last record of this turn already published, -1 if none."""
+        with translated("reading turn progress"):
+            value = self._r.get(names.turn_progress_key(command_id))
+        return int(value) if value is not None else -1
+
+    def read_events(self, agent_id: str, *, since: str | None = None, count: int = 1000) -> list[dict[str, Any]]:
+        """Events after cursor `since` (exclusive), oldest first. A cursor older than what the
+        capped stream still holds raises InvalidRequest: a gap is never skipped silently."""
+        key = names.agent_events_key(agent_id)
+        if since:
+            self._check_cursor(agent_id, since)
+        with translated("reading events"):
+            entries = self._r.xrange(key, "(" + since if since else "-", "+", count=count)
+        return [_event(agent_id, eid, fields) for eid, fields in entries]
+
+    def _check_cursor(self, agent_id: str, since: str) -> None:
+        key = names.agent_events_key(agent_id)
+        _stream_id_lt(since, "0-0")  # refuses a malformed cursor with a clear message
+        with translated("reading events"):
+            first = self._r.xrange(key, "-", "+", count=1)
+            if first and _stream_id_lt(since, first[0][0]) and not self._r.xrange(key, since, since):
+                raise errors.InvalidRequest(
+                    f"cursor {since} is older than the oldest event kept ({first[0][0]}); "
+                    "events in between were trimmed. Read again without a cursor."
+                )
+
+    def wait_events(self, agent_id: str, *, since: str | None, block_ms: int, count: int = 1000) -> list[dict[str, Any]]:
+        """Events after `since` (all kept ones if None), waiting up to `block_ms` for a first one."""
+        if since is None:
+            events = self.read_events(agent_id, since=None, count=count)
+            if events:
+                return events
+            since = "0-0"
+        else:
+            self._check_cursor(agent_id, since)
+        with translated("waiting for events"):
+            reply = self._r.xread({names.agent_events_key(agent_id): since}, count=count, block=block_ms)
+        return [_event(agent_id, eid, fields) for _, entries in reply for eid, fields in entries]
+
+    def last_event_id(self, agent_id: str) -> str | None:
+        with translated("reading events"):
+            entries = self._r.xrevrange(names.agent_events_key(agent_id), "+", "-", count=1)
+        return entries[0][0] if entries else None
+
+    def last_events(self, agent_id: str, *, count: int) -> list[dict[str, Any]]:
+        """The newest `count` events, oldest first."""
+        with translated("reading events"):
+            entries = self._r.xrevrange(names.agent_events_key(agent_id), "+", "-", count=count)
+        return [_event(agent_id, eid, fields) for eid, fields in reversed(entries)]
+
+    # ---------------------------------------------------------------------------- agent identities
+    def create_agent_identity(self, agent_id: str, *, password: str, base_url: str) -> str:
+        """A Redis ACL user that may only append to this agent's own stream and publish on its
+        own `response` channel (never `status` or any other event type's channel).
+
+        Returns the URL the agent uses (user and password in it); it is handed to the container
+        through the secrets file only, never its environment or labels.
+        """
+        user = names.agent_acl_user(agent_id)
+        with translated("creating the agent's Redis user"):
+            self._r.execute_command(
+                "ACL", "SETUSER", user, "reset", "on", f">{password}",
+                f"~{names.agent_events_key(agent_id)}", f"&{names.agent_channel(agent_id, 'response')}",
+                "+ping", "+xadd", "+publish", "+hello", "+client|setname", "+auth", "+select",
+            )
+        return with_credentials(base_url, user=user, password=password)
+
+    def delete_agent_identity(self, agent_id: str) -> None:
+        with translated("removing the agent's Redis user"):
+            self._r.execute_command("ACL", "DELUSER", names.agent_acl_user(agent_id))
+
+    # ---------------------------------------------------------------------------- idempotency
+    def get_request_result(self, task: str, request_id: str) -> dict[str, Any] | None:
+        with translated("reading a request result"):
+            raw = self._r.get(names.request_result_key(task, request_id))
+        return json.loads(raw) if raw else None
+
+    def save_request_result(self, task: str, request_id: str, result: dict[str, Any]) -> None:
+        with translated("saving a request result"):
+            self._r.set(names.request_result_key(task, request_id), json.dumps(result),
+                        ex=names.REQUEST_RESULT_TTL_SECONDS)
+
+
+def _stream_id_lt(a: str, b: str) -> bool:
+    def parts(x: str) -> tuple[int, int]:
+        ms, _, seq = x.partition("-")
+        return int(ms), int(seq or 0)
+
+    try:
+        return parts(a) < parts(b)
+    except ValueError:
+        raise errors.InvalidRequest(f"{a!r} is not a stream cursor (like 1700000000000-0)") from None
