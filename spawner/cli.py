@@ -19,6 +19,7 @@ import click
 
 from spawner import console, ids
 from spawner.cli_support import EXIT_INTERRUPTED, EXIT_OK, Ctx, Interrupt, SpawnerGroup, describe, fail, pass_ctx
+from spawner.transcript import TranscriptRenderer
 
 __all__ = ["cli", "main"]
 
@@ -89,7 +90,7 @@ def _resume_hint(obj: Ctx, verb: str, agent_id: str, cursor: str | None, until: 
 
 
 def _follow(obj: Ctx, agent_id: str, since: str | None, *, until: str | None, forever: bool,
-            renderer: console.TranscriptRenderer | None, pending: Any = None, verb: str = "logs",
+            renderer: TranscriptRenderer | None, pending: Any = None, verb: str = "logs",
             read: Any = None) -> str | None:
     """Print events after `since` as they come, each once, in order.
 
@@ -172,7 +173,7 @@ def send(obj: Ctx, agent_id: str, command: str, follow: bool, timeout_seconds: i
     renderer = None
     if not obj.as_json:  # a CLI with a JSON stream is shown by its message and tool events
         structured = obj.call("status", f"asking about {agent_id}", agent_id=agent_id)["agent"] != "shell"
-        renderer = console.TranscriptRenderer(only_command=turn.command_id, structured=structured)
+        renderer = TranscriptRenderer(only_command=turn.command_id, structured=structured)
     _follow(obj, agent_id, turn.cursor, until=turn.command_id, forever=True, renderer=renderer,
             pending=turn.async_result, verb="events" if obj.as_json else "logs")
     result = obj.wait(turn.async_result, f"agent {agent_id}: finishing")
@@ -305,7 +306,7 @@ def logs(obj: Ctx, agent_id: str, tail: int, follow: bool, since: str | None, un
         since = result["cursor"]
         if not (follow or until):
             return
-    renderer = None if obj.as_json else console.TranscriptRenderer()
+    renderer = None if obj.as_json else TranscriptRenderer()
     _follow(obj, agent_id, since, until=until, forever=follow, renderer=renderer)
 
 

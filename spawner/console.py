@@ -1,7 +1,7 @@
-"""How the `spawner` CLI shows things to people: event rendering, tables, the spinner.
+"""How the `spawner` CLI shows things to people: event lines, tables, the spinner.
 
-Rendering is pure (events in, text pieces out) so the live view and the tests agree; only
-`Spinner` and `print_*` touch a terminal. JSON output is not here: --json prints the task's
+The transcript is rendered by spawner/transcript.py (pure, shared with the `logs` task); only
+`write`, `Spinner` and `print_*` touch a terminal. JSON output is not here: --json prints the task's
 result or the raw events, unchanged.
 """
 
@@ -11,78 +11,11 @@ import json
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-__all__ = ["Spinner", "TranscriptRenderer", "event_line", "key_value_table", "print_table"]
+from spawner.transcript import Piece
 
-#: (text, stream) with stream "stdout" or "stderr"
-Piece = tuple[str, str]
-
-
-@dataclass
-class TranscriptRenderer:
-    """Live form of `spawner logs`: the same lines the `spawner.logs` task returns
-    ("$ command", what it printed, "[exit N]", "[respond] ..."), written as events arrive."""
-
-    only_command: str | None = None  # render only this turn's output and exit (spawner send --follow)
-    #: with only_command: the agent's CLI streams JSON lines (not a shell): show its `message` and
-    #: `tool` events instead of the raw lines (which `spawner events` and --json still show)
-    structured: bool = False
-    at_line_start: bool = True
-    printed: dict[str, list[str]] = field(default_factory=dict)  # command id -> output chunks
-    said: dict[str, str] = field(default_factory=dict)  # command id -> the last message shown
-
-    def feed(self, event: dict[str, Any]) -> list[Piece]:
-        kind = event.get("type")
-        command_id = event.get("command_id")
-        if self.only_command is not None and command_id != self.only_command:
-            return []
-        if kind == "status" and event.get("command") and self.only_command is None:
-            return self._line(f"$ {event['command']}")
-        if self.structured and self.only_command is not None:
-            if kind == "output" and event.get("stream") != "stderr":
-                return []
-            if kind == "message":
-                self.said[command_id or ""] = str(event.get("text", ""))
-                return self._line(self.said[command_id or ""].rstrip("\n"))
-            if kind == "tool":
-                if event.get("phase") == "started":
-                    return self._line(f"[{event.get('name')}] {str(event.get('input', ''))[:200]}")
-                if event.get("is_error"):
-                    return self._line(f"[{event.get('name')} failed] {str(event.get('output', ''))[:200]}")
-                return []
-            if kind == "response" and command_id is not None:
-                message = str(event.get("message", ""))
-                return [] if message.strip() == self.said.get(command_id, "").strip() else self._line(message)
-        if kind == "output":
-            data = str(event.get("data", ""))
-            self.printed.setdefault(command_id or "", []).append(data)
-            stream = "stderr" if self.only_command and event.get("stream") == "stderr" else "stdout"
-            if data and stream == "stdout":  # where the next stdout line starts
-                self.at_line_start = data.endswith("\n")
-            return [(data, stream)]
-        if kind == "command_exit":
-            suffix = " (timed out)" if event.get("timed_out") else ""
-            text = f"[exit {event.get('exit_code')}{suffix}]"
-            if self.only_command is not None:  # stdout stays the turn's own output
-                nl = [] if self.at_line_start else [("\n", "stdout")]
-                self.at_line_start = True
-                return [*nl, (f"{text[:-1]} in {event.get('duration_ms')} ms]\n", "stderr")]
-            return self._line(text)
-        if kind == "response":
-            message = str(event.get("message", ""))
-            if command_id is None:
-                return self._line(f"[respond] {message}")
-            if self.only_command is not None and message.strip() != "".join(self.printed.get(command_id, [])).strip():
-                return self._line(message)  # an agent's answer, when it is not just its output
-        return []
-
-    def _line(self, text: str) -> list[Piece]:
-        pieces: list[Piece] = [] if self.at_line_start else [("\n", "stdout")]
-        self.at_line_start = True
-        return [*pieces, (text + "\n", "stdout")]
-
+__all__ = ["Spinner", "event_line", "key_value_table", "print_table", "write"]
 
 def event_line(event: dict[str, Any]) -> str:
     """One line per event for `spawner events`: cursor, type, what happened."""
@@ -113,6 +46,7 @@ def event_line(event: dict[str, Any]) -> str:
 
 
 def write(pieces: Iterable[Piece]) -> None:
+    """Write rendered pieces to their streams (spawner/transcript.py renders them)."""
     for text, stream in pieces:
         out: TextIO = sys.stderr if stream == "stderr" else sys.stdout
         out.write(text)

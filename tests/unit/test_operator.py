@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from spawner.redaction import redacted_kwargs_repr as redacted_kwargs
-from spawner.console import TranscriptRenderer, event_line
+from spawner.console import event_line
+from spawner.transcript import TranscriptRenderer
 from spawner.fleet import UpOptions, is_loopback, plan, private_redis_spec
 from spawner.metrics import CREATE_SECONDS, Metrics, bucket_index
 
@@ -77,6 +78,8 @@ def test_transcript_rendering_matches_the_logs_task_lines():
     renderer = TranscriptRenderer()
     text = "".join(t for e in _events() for t, _ in renderer.feed(e))
     assert text == "$ make\na\nbc\n[exit 2]\n[respond] done, see out.txt\n"
+    from spawner.transcript import transcript
+    assert transcript(_events()) == text.split("\n")[:-1], "the logs task and the live view differ"
 
 
 def test_send_follow_rendering_keeps_stdout_to_the_turns_output():

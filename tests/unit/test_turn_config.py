@@ -145,7 +145,7 @@ def test_a_stored_counter_reads_back_as_an_exact_count_or_a_dollar_amount() -> N
 
 
 def test_send_follow_shows_a_structured_turn_by_its_messages_and_tools() -> None:
-    from spawner.console import TranscriptRenderer
+    from spawner.transcript import TranscriptRenderer
     r = TranscriptRenderer(only_command="c1", structured=True)
     shown = [p for e in [
         {"type": "output", "command_id": "c1", "stream": "stdout", "data": '{"type":"system"}\n'},
