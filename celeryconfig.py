@@ -1,4 +1,4 @@
-"""Celery settings for the spawner fleet (stdlib only; configured by the SPAWNER_ environment).
+"""Celery settings for the spawner fleet, from the SPAWNER_ settings (spawner/settings.py).
 
 Why these values (see docs/operations.md for the long form):
 - acks_late + reject_on_worker_lost: a task whose worker dies is redelivered, never lost; every
@@ -13,19 +13,20 @@ Why these values (see docs/operations.md for the long form):
 
 from __future__ import annotations
 
-import os
+from spawner.names import turns_queue
+from spawner.settings import load_settings
 
-_redis_url = os.environ.get("SPAWNER_REDIS_URL", "redis://127.0.0.1:6379/0")
-_queue = os.environ.get("SPAWNER_QUEUE", "spawner")
-_turns_queue = _queue + ".turns"  # spawner.names.turns_queue(); celeryconfig imports nothing of ours
-_visibility_timeout = int(os.environ.get("SPAWNER_VISIBILITY_TIMEOUT_SECONDS", "7200"))
+# The settings, their defaults and their checks live in spawner/settings.py only; a bad value
+# stops `celery worker` / `celery beat` here with one line naming the variable (a SystemExit).
+_settings = load_settings()
+_queue = _settings.queue
 
-broker_url = os.environ.get("SPAWNER_BROKER_URL") or _redis_url
-result_backend = os.environ.get("SPAWNER_RESULT_BACKEND") or _redis_url
+broker_url = _settings.broker
+result_backend = _settings.backend
 broker_connection_retry_on_startup = True
-broker_transport_options = {"visibility_timeout": _visibility_timeout}
-result_backend_transport_options = {"visibility_timeout": _visibility_timeout}
-visibility_timeout = _visibility_timeout
+broker_transport_options = {"visibility_timeout": _settings.visibility_timeout_seconds}
+result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout_seconds}
+visibility_timeout = _settings.visibility_timeout_seconds
 
 task_serializer = "json"
 result_serializer = "json"
@@ -36,15 +37,15 @@ result_expires = 24 * 3600
 result_extended = False
 
 task_default_queue = _queue
-task_queues = {_queue: {}, _turns_queue: {}}
+task_queues: dict[str, dict[str, str]] = {_queue: {}, turns_queue(_queue): {}}
 task_acks_late = True
 task_reject_on_worker_lost = True
 task_track_started = True
 task_send_sent_event = True
 
 worker_prefetch_multiplier = 1
-worker_pool = os.environ.get("SPAWNER_WORKER_POOL", "threads")
-worker_concurrency = int(os.environ.get("SPAWNER_WORKER_CONCURRENCY", "64"))
+worker_pool = _settings.worker_pool
+worker_concurrency = _settings.worker_concurrency
 # Task events feed Flower. As in Celery's own default they are off until a monitor asks for them:
 # Flower sends `enable_events` when it starts and every few seconds after, so a fleet with Flower
 # attached (`spawner up`, compose) has them and one without spends no CPU on them (a fifth of a
@@ -56,7 +57,7 @@ worker_cancel_long_running_tasks_on_connection_loss = False
 beat_schedule = {
     "spawner-sweep": {
         "task": "spawner.sweep",
-        "schedule": float(os.environ.get("SPAWNER_SWEEP_SECONDS", "60")),
+        "schedule": _settings.sweep_seconds,
         "options": {"queue": _queue, "expires": 60},
     },
 }

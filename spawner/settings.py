@@ -1,13 +1,16 @@
 """SpawnerSettings: the process settings of CONTRACT §1 (prefix SPAWNER_), read from the environment.
 
-The only spawner module that reads the environment; built once per process at an entry point.
-A bad value stops the process with one line naming the variable (see `load_settings`).
+The one place SPAWNER_ settings are read, with their defaults and checks: the workers, beat and
+Celery's own configuration (celeryconfig.py), the `spawner` CLI and `spawner up` all build them
+here, once per process. A bad value stops the process with one line naming the variable and what
+it may be (see `load_settings`), never a traceback.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +43,13 @@ class SpawnerSettings(BaseSettings):
     idle_ttl_seconds: int = Field(default=7200, ge=1)
     sweep_seconds: float = Field(default=60, gt=0)
     command_timeout_seconds: int = Field(default=1800, ge=1)
+    #: Broker and result-backend visibility timeout: above the longest turn, or the broker hands a
+    #: running turn to a second worker (docs/design.md, "Celery settings").
+    visibility_timeout_seconds: int = Field(default=7200, ge=1)
+    #: The Celery pool and its size of a worker started without -P / -c (celeryconfig.py); Celery's
+    #: `-P` cannot override a configured pool, so `spawner up` sets SPAWNER_WORKER_POOL per pool.
+    worker_pool: Literal["threads", "prefork", "solo"] = "threads"
+    worker_concurrency: int = Field(default=64, ge=1, le=10_000)
     #: Per-agent `network` overrides are refused unless the operator allows them.
     allow_agent_network_override: bool = False
     #: Seconds `create` waits for the agent CLI to answer before the agent is `failed`.
