@@ -21,18 +21,18 @@ from spawner import runner_protocol as protocol
 from spawner.backend.base import ContainerBackend
 from spawner.engines import Places
 from spawner.factories import (
-    build_spec,
+    CreateInputs,
     capability_dockerfile,
     capability_image_tag,
+    plan_create,
     required_capability_packages,
 )
-from spawner.factories.instructions import render_instructions
 from spawner.factories.registry import agent_factory
-from spawner.factories.streams import TurnStream, add_usage, agent_usage, reply_of
+from spawner.factories.streams import TurnStream, add_usage, agent_usage
 from spawner.gateway.core import ModelGateway, turn_usage
 from spawner.ids import idempotency_key, new_agent_id
 from spawner.metrics import NULL_METRICS, Metrics
-from spawner.models import AgentRecord, AgentState, AgentType, WorkerConfig
+from spawner.models import AgentRecord, AgentState, WorkerConfig
 from spawner.once import Lease, Once
 from spawner.paths import resolve_path
 from spawner.pool import WarmPool, claim_init
@@ -156,20 +156,14 @@ class SpawnerService:
             raise
         orchestrator_secret: dict[str, str] = {}
         if self.options.agent_redis_url:
-            orchestrator_secret["ORCHESTRATOR_REDIS_URL"] = self.store.create_agent_identity(
+            orchestrator_secret[catalog.ENV_REDIS_URL] = self.store.create_agent_identity(
                 agent_id, password=secrets_module.token_urlsafe(24), base_url=self.options.agent_redis_url)
-        factory = agent_factory(config.agent)
-        instructions = None
-        if factory.instruction_file:
-            instructions = render_instructions(config.instructions, config.allowed_tools, factory.instruction_file)
-        spec = build_spec(
-            config, agent_id=agent_id, image=image, network_mode=network,
-            created_at=now, secret_values={**secret_values, **orchestrator_secret},
-            orchestrator_env=catalog.context_env(context), instructions_text=instructions,
-        )
-        fleet_label = {names.LABEL_FLEET: self.options.fleet_id} if self.options.fleet_id else {}
-        if self.options.extra_labels or fleet_label:
-            spec = spec.model_copy(update={"labels": {**dict(self.options.extra_labels), **spec.labels, **fleet_label}})
+        plan = plan_create(config, CreateInputs(
+            agent_id=agent_id, image=image, network_mode=network, created_at=now,
+            secret_values={**secret_values, **orchestrator_secret}, context=context,
+            ready_timeout_seconds=self.options.ready_timeout_seconds, extra_labels=dict(self.options.extra_labels),
+            fleet_id=self.options.fleet_id))
+        spec = plan.spec
         container_id = None
         current: AgentRecord | None = record
         try:
@@ -181,10 +175,7 @@ class SpawnerService:
             self._register_model(agent_id, container_id, config)
             current = self.store.update_record(agent_id, container_id=container_id)
             if current is not None and not current.state.is_terminal:
-                init = protocol.InitRequest(files=spec.files, ready_argv=spec.ready_argv,
-                                            ready_timeout_seconds=self.options.ready_timeout_seconds,
-                                            secret_env=spec.secret_env)
-                self.backend.init_agent(container_id, claim_init(spec, init) if pooled else init)
+                self.backend.init_agent(container_id, claim_init(spec, plan.init) if pooled else plan.init)
         except errors.SpawnerError as exc:
             if container_id is not None:
                 self.backend.remove(container_id)
@@ -473,11 +464,8 @@ class SpawnerService:
             output.add(f"\n[spawner] the turn ended without an exit status: {reason}\n")
             if timed_out:
                 self._end_turn_by_force(agent_id, container_id)
-        if record.agent == AgentType.SHELL:
-            response, session_id = output.text, None
-        else:
-            reply = reply_of(stream.state, stdout.text)
-            response, session_id = reply.response, reply.session_id
+        reply = factory.read_reply(stream=stream.state, stdout=stdout.text, output=output.text)
+        response, session_id = reply.response, reply.session_id
         if not lease.held:
             pass  # the delivery that holds the lease now writes the session and the end events
         elif session_id:

@@ -1,9 +1,10 @@
-"""WorkerConfig -> ContainerSpec, and what a config needs from the image.
+"""WorkerConfig -> the container to create and its runner init, and what a config needs from the image.
 
-`build_spec` is the single pure entry point from an agent's config to the container the backend
-creates: the caller passes in everything that is not in the config (ids, the clock's reading,
-resolved secrets, the image), so the result is a function of its arguments and is testable
-with `==`. Nothing here imports docker, redis or celery, reads the environment or the clock.
+`plan_create` is the single pure entry point from an agent's config to what `create` executes:
+the container spec the backend creates (`build_spec`, labels and all) and the init request the
+runner inside gets. The caller passes in everything that is not in the config (ids, the clock's
+reading, resolved secrets, the image), so the result is a function of its arguments and is
+testable with `==`. Nothing here imports docker, redis or celery, reads the environment or the clock.
 
 Where the secrets go: `env_vars` values and resolved `secrets` land only in
 `ContainerSpec.secret_env` (a file the runner loads per turn), never in `env` (visible to
@@ -16,15 +17,20 @@ import hashlib
 import json
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from orchestrator_cli import catalog
 from spawner import names
+from spawner.factories.instructions import render_instructions
 from spawner.factories.registry import agent_factory, capability_factory
 from spawner.models import Capability, ContainerSpec, Skill, SpecFile, WorkerConfig
+from spawner.runner_protocol import InitRequest
 
 __all__ = [
     "CAPABILITY_IMAGE_REPOSITORY",
+    "CreateInputs",
+    "CreatePlan",
     "agent_factory",
     "build_spec",
     "capability_checks",
@@ -32,12 +38,56 @@ __all__ = [
     "capability_image_tag",
     "git_identity_env",
     "parse_apt_sources",
+    "plan_create",
     "required_capability_packages",
     "skill_file",
 ]
 
 #: Repository of the images that add a capability set's apt packages to the worker image.
 CAPABILITY_IMAGE_REPOSITORY = "workers-spawner/worker-caps"
+
+
+@dataclass(frozen=True)
+class CreateInputs:
+    """What `create` resolved before planning: everything of an agent's container not in its config."""
+
+    agent_id: str
+    image: str
+    network_mode: str
+    #: epoch seconds (the clock's reading, taken by the caller)
+    created_at: float
+    #: resolved `secrets` and per-agent credentials; they win over `env_vars` of the same name
+    secret_values: Mapping[str, str]
+    #: the create call's `context` (each key becomes a variable, CONTRACT §8.3)
+    context: Mapping[str, str]
+    ready_timeout_seconds: int
+    #: the operator's labels (SPAWNER_EXTRA_LABELS); never the spawner's own label names
+    extra_labels: Mapping[str, str] = field(default_factory=dict)
+    #: this fleet's identity on the engine ("" = no fleet label)
+    fleet_id: str = ""
+
+
+@dataclass(frozen=True)
+class CreatePlan:
+    """What `create` executes: the container to create, then the runner's init inside it."""
+
+    spec: ContainerSpec
+    init: InitRequest
+
+
+def plan_create(config: WorkerConfig, inputs: CreateInputs) -> CreatePlan:
+    """The container of one agent (labels included) and the init its runner gets after start."""
+    agent = agent_factory(config.agent)
+    instructions = None
+    if agent.instruction_file is not None:
+        instructions = render_instructions(config.instructions, config.allowed_tools, agent.instruction_file)
+    spec = build_spec(config, agent_id=inputs.agent_id, image=inputs.image, network_mode=inputs.network_mode,
+                      created_at=inputs.created_at, secret_values=dict(inputs.secret_values),
+                      orchestrator_env=catalog.context_env(dict(inputs.context)), instructions_text=instructions,
+                      extra_labels=inputs.extra_labels, fleet_id=inputs.fleet_id)
+    init = InitRequest(files=spec.files, ready_argv=spec.ready_argv,
+                       ready_timeout_seconds=inputs.ready_timeout_seconds, secret_env=spec.secret_env)
+    return CreatePlan(spec=spec, init=init)
 
 
 def build_spec(
@@ -50,6 +100,8 @@ def build_spec(
     secret_values: dict[str, str],
     orchestrator_env: dict[str, str],
     instructions_text: str | None,
+    extra_labels: Mapping[str, str] | None = None,
+    fleet_id: str = "",
 ) -> ContainerSpec:
     """The container of one agent.
 
@@ -57,6 +109,8 @@ def build_spec(
     the values the agent gets besides `config.env_vars` (resolved `secrets`, per-agent
     credentials); they win over an `env_vars` entry of the same name. `instructions_text` is
     the whole instruction file, written to /workspace/<file> for agents that have one.
+    `extra_labels` (the operator's) never override the spawner's own; `fleet_id` adds the
+    fleet label.
     """
     agent = agent_factory(config.agent)
     env: dict[str, str] = dict(agent.env())
@@ -84,6 +138,7 @@ def build_spec(
         image=image,
         name=names.container_name(agent_id),
         labels={
+            **(extra_labels or {}),
             names.LABEL_MANAGED: "true",
             names.LABEL_AGENT_ID: agent_id,
             names.LABEL_AGENT_TYPE: config.agent.value,
@@ -92,6 +147,7 @@ def build_spec(
             names.LABEL_CONFIG: json.dumps({**config.redacted(), "instructions": None,
                                             "skills": [s.name for s in config.skills]},
                                            separators=(",", ":"), sort_keys=True),
+            **({names.LABEL_FLEET: fleet_id} if fleet_id else {}),
         },
         env=env,
         secret_env={**config.env_vars, **secret_values},

@@ -1,10 +1,12 @@
 """The two factory seams (AgentFactory, CapabilityFactory) and the pure helpers agents share.
 
 An agent factory knows one coding-agent CLI: the env it wants, how to start one headless turn
-(`plan_turn`) and how to read the turn's stdout (`parse_reply`). A capability factory knows one
-tool group an agent may need (apt packages, a check that proves it is installed, its env).
+(`plan_turn`) and how to read the turn's output (`stream_line` live, `read_reply` at its end).
+A capability factory knows one tool group an agent may need (apt packages, a check that proves
+it is installed, its env).
 
-Pure: stdlib and `spawner.models` only. No docker, redis, celery, clock or `os.environ`.
+Pure: stdlib, `spawner.models` and `spawner.runner_protocol` only. No docker, redis, celery,
+clock or `os.environ`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from spawner import errors
 from spawner.models import AgentType, Capability, TurnPlan, TurnReply
+from spawner.runner_protocol import INPUT_PLACEHOLDER  # what the runner replaces with the input file's path
 
 if TYPE_CHECKING:
     from spawner.factories.streams import StreamState
@@ -33,8 +36,6 @@ __all__ = [
     "result_turn_reply",
 ]
 
-#: Replaced by the runner with the path of the file that holds the turn's input (TurnPlan).
-INPUT_PLACEHOLDER = "{input}"
 
 #: What a session id read from an agent's output may look like before it goes back into argv.
 #: Real ids are UUIDs; the pattern is wider, but no id can start with "-" (no flag injection).
@@ -78,6 +79,10 @@ class AgentFactory(Protocol):
         JSON is read whatever the exit code (the CLIs print their error turn as JSON and exit
         non-zero). Output that is not the expected JSON gives `raw_reply(stdout)`.
         """
+
+    def read_reply(self, *, stream: StreamState, stdout: str, output: str) -> TurnReply:
+        """A finished turn's response and session id, from what its stream said (`stream`), its
+        stdout and its whole output (stdout and stderr as they came). Never raises."""
 
     def stream_line(self, state: StreamState, obj: dict[str, Any]) -> tuple[StreamState, list[dict[str, Any]]]:
         """One JSON line of the turn's stdout as the stream's next state and its `message`,

@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spawner import names
-from spawner.gateway import core as gateway
 from spawner.factories import streams
 from spawner.factories.base import check_session_id
+from spawner.gateway import core as gateway
 from spawner.models import AgentType, ModelConfig, SpecFile, TurnPlan, TurnReply
 
 __all__ = ["CodexFactory"]
@@ -100,6 +100,9 @@ class CodexFactory:
 
     def parse_reply(self, *, stdout: str, exit_code: int | None) -> TurnReply:
         return streams.fold(streams.codex_line, stdout)
+
+    def read_reply(self, *, stream: streams.StreamState, stdout: str, output: str) -> TurnReply:
+        return streams.reply_of(stream, stdout)
 
     def stream_line(self, state: streams.StreamState, obj: dict[str, Any]) -> tuple[streams.StreamState, list[dict[str, Any]]]:
         return streams.codex_line(state, obj)

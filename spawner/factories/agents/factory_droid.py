@@ -65,5 +65,8 @@ class FactoryDroidFactory:
     def parse_reply(self, *, stdout: str, exit_code: int | None) -> TurnReply:
         return streams.fold(streams.droid_line, stdout)
 
+    def read_reply(self, *, stream: streams.StreamState, stdout: str, output: str) -> TurnReply:
+        return streams.reply_of(stream, stdout)
+
     def stream_line(self, state: streams.StreamState, obj: dict[str, Any]) -> tuple[streams.StreamState, list[dict[str, Any]]]:
         return streams.droid_line(state, obj)

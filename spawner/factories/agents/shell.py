@@ -3,7 +3,7 @@
 The runner writes the command to the turn's input file and runs `bash <file>` in /workspace with
 stdin on /dev/null, so the command line never travels in argv and may be any size up to the
 command limit. There is no session: each command is a fresh bash (state lives in files).
-The service reports `response = output` for this agent; `parse_reply` says nothing itself.
+The response is the turn's whole output (`read_reply`); `parse_reply` says nothing itself.
 """
 
 from __future__ import annotations
@@ -34,8 +34,12 @@ class ShellFactory:
         return TurnPlan(argv=("bash", INPUT_PLACEHOLDER), stdin_input=False)
 
     def parse_reply(self, *, stdout: str, exit_code: int | None) -> TurnReply:
-        """Always empty: the service uses the turn's whole output as the response."""
+        """Always empty: `read_reply` answers with the turn's whole output."""
         return TurnReply(response=None, session_id=None)
+
+    def read_reply(self, *, stream: streams.StreamState, stdout: str, output: str) -> TurnReply:
+        """The turn's whole output (stdout and stderr as they came) is the response."""
+        return TurnReply(response=output, session_id=None)
 
     def stream_line(self, state: streams.StreamState, obj: dict[str, Any]) -> tuple[streams.StreamState, list[dict[str, Any]]]:
         """No events: a shell's output is plain text."""
