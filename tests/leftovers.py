@@ -14,9 +14,10 @@ import json
 import os
 import shutil
 import signal
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def start_time(pid: int) -> int | None:

@@ -35,7 +35,7 @@ class Bridges:
                "SPAWNER_REDIS_URL": self.redis_url, "PYTHONUNBUFFERED": "1", "CELERY_TRACE_APP": "1"}
         log_path = OUTPUT_DIR / f"bridge-{len(self.procs)}{'-' + XDIST_WORKER if XDIST_WORKER else ''}.log"
         self.logs.append((log_path, log_path.stat().st_size if log_path.exists() else 0))
-        log = open(log_path, "ab")
+        log = open(log_path, "ab")  # noqa: SIM115 - the bridge's stdout for its whole life
         proc = subprocess.Popen([sys.executable, "-m", "spawner.cli", "bridge", *args], cwd=REPO, env=env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()

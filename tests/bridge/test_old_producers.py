@@ -113,7 +113,7 @@ def test_unknown_commands_and_broken_json_are_answered_with_their_request_id(bri
     unknown = bot.call("reboot_everything", agent_id="ag-x")
     assert unknown["success"] is False and unknown["error"] == "Unknown command: reboot_everything"
     rid = str(uuid.uuid4())
-    bot.send_raw('{"command": "status", "request_id": "%s", "agent_id": ' % rid)
+    bot.send_raw(f'{{"command": "status", "request_id": "{rid}", "agent_id": ')
     broken = bot.wait(rid)
     assert broken["success"] is False and "invalid JSON" in broken["error"]
     missing = bot.call("send_message", agent_id="ag-x")

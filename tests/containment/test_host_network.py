@@ -60,7 +60,7 @@ def test_spawner_up_gives_a_host_network_fleet_a_redis_password_and_a_flower_log
         assert redis.Redis.from_url(lines["SPAWNER_REDIS_URL"]).ping()
         password = lines["SPAWNER_REDIS_URL"].split("@")[0].rsplit(":", 1)[1]
         for pid in state["processes"].values():  # no command line carries a secret
-            argv = open(f"/proc/{pid}/cmdline", "rb").read().decode()
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
             assert password not in argv and lines["FLOWER_BASIC_AUTH"] not in argv
         assert http_get(f"{state['flower']}/api/workers", timeout=15)[0] == 401
     finally:

@@ -38,11 +38,11 @@ class FakeAgent:
 
     def post(self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
         async def go() -> tuple[int, dict[str, str], bytes]:
-            async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.socket),
-                                             auto_decompress=False) as session:
-                async with session.post(f"http://127.0.0.1:{core.LOOPBACK_PORT}{path}", json=body,
-                                        headers=headers or {}) as answer:
-                    return answer.status, dict(answer.headers), await answer.read()
+            async with (aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.socket),
+                                              auto_decompress=False) as session,
+                        session.post(f"http://127.0.0.1:{core.LOOPBACK_PORT}{path}", json=body,
+                                     headers=headers or {}) as answer):
+                return answer.status, dict(answer.headers), await answer.read()
         return asyncio.run(go())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -73,7 +74,7 @@ def test_turns_to_one_agent_never_overlap_while_other_agents_run_in_parallel(cli
     stamps = client.call("read_file", agent_id=solo, path="stamps")["content"].split("\n")
     spans = sorted(tuple(map(float, line.split())) for line in stamps if line)
     assert len(spans) == 20
-    for (s1, e1), (s2, _) in zip(spans, spans[1:]):
+    for (_, e1), (s2, _) in itertools.pairwise(spans):
         assert s2 >= e1, "two turns of one agent overlapped"
     other_spans = [tuple(map(float, r.get()["output"].split())) for r in other_results]
     latest_start = max(s for s, _ in other_spans)

@@ -130,7 +130,7 @@ def test_in_this_process_a_refused_connect_or_sendto_sends_nothing(listener, rec
         assert receiver.recv(64) == b"x"
 
     # off this machine: refused by the guard (errno 13, its message), not by the network
-    with socket.socket() as s, pytest.raises(PermissionError, match="0.0.0.0:9: not a loopback address"):
+    with socket.socket() as s, pytest.raises(PermissionError, match=r"0\.0\.0\.0:9: not a loopback address"):
         s.connect(("0.0.0.0", 9))
     with pytest.raises(PermissionError, match="asks DNS"):
         socket.getaddrinfo("example.invalid", 80, flags=socket.AI_NUMERICHOST)

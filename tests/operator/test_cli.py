@@ -16,8 +16,8 @@ import time
 import pytest
 
 from spawner.ids import agent_id_for_request
-from tests.conftest import REPO, _free_port
-from tests.operator.conftest import SPAWNER, cli_env, run_cli
+from tests.conftest import _free_port
+from tests.operator.conftest import cli_env, run_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 

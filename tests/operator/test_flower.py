@@ -121,7 +121,7 @@ def test_flower_api_refuses_without_credentials_unless_told_it_is_local(fleet, t
 
     port = _free_port()
     env = {k: v for k, v in fleet.env.items() if k != "FLOWER_UNAUTHENTICATED_API"}
-    log = open(tmp_path / "flower.log", "wb")
+    log = open(tmp_path / "flower.log", "wb")  # noqa: SIM115 - Flower's stdout for its whole life
     proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", "flower", "--address=127.0.0.1",
                              f"--port={port}"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)

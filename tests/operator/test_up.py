@@ -94,10 +94,10 @@ def assert_all_gone(up: Up) -> None:
     pids = list(up.state["processes"].values())
     assert len(pids) >= 5
     deadline = time.monotonic() + 5
-    left = [p for pid in pids + [up.proc.pid] for p in processes_in_group(pid)]
+    left = [p for pid in [*pids, up.proc.pid] for p in processes_in_group(pid)]
     while left and time.monotonic() < deadline:
         time.sleep(0.1)
-        left = [p for pid in pids + [up.proc.pid] for p in processes_in_group(pid)]
+        left = [p for pid in [*pids, up.proc.pid] for p in processes_in_group(pid)]
     assert left == [], f"processes left behind: {left}"
     for pid in pids:
         with pytest.raises(ProcessLookupError):

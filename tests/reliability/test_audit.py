@@ -45,7 +45,8 @@ def test_the_audit_counts_lost_turns_duplicate_events_orphans_and_ghosts(tmp_pat
             r.xadd("agents:healthy:events", event)
         r.set("celery-task-meta-t1", json.dumps({"status": "SUCCESS", "task_id": "t1", "result": {
             "agent_id": "healthy", "command_id": "c1", "exit_code": 0, "duration_ms": 5}}))
-        assert reliability_audit._count(server.url, docker_client, label)["details"] == {
+        # the audit's counting and its summary line, without a session around them
+        assert reliability_audit._count(server.url, docker_client, label)["details"] == {  # noqa: SLF001
             "lost_turns": [], "duplicate_events": [], "orphans": [], "ghosts": []}
 
         # one fault of each kind
@@ -58,13 +59,13 @@ def test_the_audit_counts_lost_turns_duplicate_events_orphans_and_ghosts(tmp_pat
         made.append(orphan)
         r.hset("spawner:agent:gone", mapping=_record("gone", "deleted", orphan))
         r.hset("spawner:agent:ghost", mapping=_record("ghost", "busy", "0" * 64))
-        figures = reliability_audit._count(server.url, docker_client, label)
+        figures = reliability_audit._count(server.url, docker_client, label)  # noqa: SLF001
         assert {name: figures[name] for name in reliability_audit.FIGURES} == {
             "lost_turns": 1, "duplicate_events": 1, "orphans": 1, "ghosts": 1}
         assert figures["details"]["lost_turns"][0]["command_id"] == "c2"
         assert figures["details"]["orphans"][0]["agent_id"] == "gone"
         assert figures["details"]["ghosts"][0]["agent_id"] == "ghost"
-        line, bad = reliability_audit._summary([figures])
+        line, bad = reliability_audit._summary([figures])  # noqa: SLF001
         assert bad and line.startswith("reliability figures: lost turns 1, duplicate events 1, orphans 1, ghosts 1")
     finally:
         for container in made:

@@ -67,7 +67,7 @@ def test_spawner_up_removes_its_free_pool_when_it_stops(tmp_path, docker_client)
         redis_server.stop()
 
 
-def test_a_gone_fleets_free_pool_is_removed_by_a_fleet_on_the_same_redis(pool):
+def test_a_gone_fleets_free_pool_is_removed_by_a_fleet_on_the_same_redis(pool):  # noqa: F811 - the fixture
     pool.start(size=2)
     left = pool.wait_full()
     gone_owner = pool.owner
@@ -92,7 +92,7 @@ def test_a_gone_fleets_free_pool_is_removed_by_a_fleet_on_the_same_redis(pool):
 
 
 # ------------------------------------------------------------------------------ overfill
-def test_a_burst_of_claims_refills_and_sweeps_never_leaves_more_than_the_size_free(pool):
+def test_a_burst_of_claims_refills_and_sweeps_never_leaves_more_than_the_size_free(pool):  # noqa: F811 - the fixture
     size = 2
     pool.start(size=size)
     pool.wait_full(size)
@@ -202,7 +202,8 @@ class PoolRig:
         self.request_refill: Callable[[], None] = self._count_refill
         self.pool = WarmPool(backend=self.backend, store=RedisPoolStore.from_url(self.redis.url), size=2,
                              owner=self.owner, engine="rig", default_template=self.template,
-                             request_refill=lambda: self.request_refill(), sleep=lambda _: None)
+                             # late-bound: a test replaces rig.request_refill after the pool is made
+                             request_refill=lambda: self.request_refill(), sleep=lambda _: None)  # noqa: PLW0108
 
     def _count_refill(self) -> None:
         self.refills_asked += 1

@@ -197,7 +197,7 @@ def test_apt_sources_replace_the_images_own_for_the_build_only() -> None:
                                  "deb file:///srv/debian bookworm main", "deb http://m/debian bookworm main'",
                                  "deb http://m/$(id) bookworm main", "http://m/debian bookworm main"])
 def test_an_apt_source_that_is_not_one_plain_deb_line_is_refused(bad: str) -> None:
-    with pytest.raises(ValueError, match="is not a sources.list line"):
+    with pytest.raises(ValueError, match=r"is not a sources\.list line"):
         parse_apt_sources(bad)
 
 

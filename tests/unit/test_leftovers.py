@@ -26,11 +26,11 @@ def test_a_killed_sessions_processes_are_reaped_and_a_live_sessions_are_not(tmp_
         stale = Ledger.open(tmp_path, "stale", test_label="spawner.test-run=stale")
         stale.owner = {"pid": dead_pid(), "start": 1}  # its pytest process is gone
         stale.path.write_text("")
-        stale._append({"owner": stale.owner})
+        stale._append({"owner": stale.owner})  # noqa: SLF001 - the ledger a killed session leaves
         stale.label("spawner.test-run=stale")
         stale.process(killed_session.pid)
         # a recorded PID whose start time differs is some other process now: never touched
-        stale._append({"pid": other.pid, "start": (start_time(other.pid) or 0) + 1})
+        stale._append({"pid": other.pid, "start": (start_time(other.pid) or 0) + 1})  # noqa: SLF001
         folder = tmp_path / "engine-root"
         folder.mkdir()
         stale.folder(folder)

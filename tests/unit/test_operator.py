@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from spawner.redaction import redacted_kwargs_repr as redacted_kwargs
 from spawner.console import event_line
-from spawner.transcript import TranscriptRenderer
 from spawner.fleet import UpOptions, is_loopback, plan, private_redis_spec
 from spawner.metrics import CREATE_SECONDS, Metrics, bucket_index
+from spawner.redaction import redacted_kwargs_repr as redacted_kwargs
+from spawner.transcript import TranscriptRenderer
 
 
 def test_plan_runs_plain_celery_commands_for_both_pools_beat_flower_and_the_exporter():
@@ -19,8 +19,8 @@ def test_plan_runs_plain_celery_commands_for_both_pools_beat_flower_and_the_expo
     assert list(specs) == ["control", "turns", "beat", "flower", "metrics", "gateway"]
     assert specs["gateway"].argv == ("py", "-m", "spawner.cli", "gateway", "--port", "9810")
     assert specs["control"].argv[:6] == ("py", "-m", "celery", "-A", "tasks", "worker")
-    assert ("-Q", "q") == specs["control"].argv[6:8] and "threads" in specs["control"].argv
-    assert ("-Q", "q.turns") == specs["turns"].argv[6:8]
+    assert specs["control"].argv[6:8] == ("-Q", "q") and "threads" in specs["control"].argv
+    assert specs["turns"].argv[6:8] == ("-Q", "q.turns")
     assert "/d/celerybeat-schedule" in specs["beat"].argv
     assert "--address=127.0.0.1" in specs["flower"].argv
     assert specs["flower"].env == {"FLOWER_UNAUTHENTICATED_API": "true"}
@@ -31,7 +31,7 @@ def test_plan_for_another_engine_joins_a_fleet_without_a_beat_under_its_own_node
     specs = {s.name: s for s in plan(UpOptions(Path("/d")), python="py", queue="q", turns_queue="q.engine.b.turns",
                                      engine="b")}
     assert "beat" not in specs  # the fleet it joins has one
-    assert ("-Q", "q.engine.b.turns") == specs["turns"].argv[6:8]
+    assert specs["turns"].argv[6:8] == ("-Q", "q.engine.b.turns")
     assert "control-b@%h" in specs["control"].argv and "turns-b@%h" in specs["turns"].argv
 
 
@@ -53,7 +53,7 @@ def test_a_private_redis_only_for_a_loopback_redis_url():
     # the password is configuration on stdin ("-"), never in argv where `ps` shows it
     assert spec.argv[:4] == ("redis-server", "-", "--port", "6390")
     assert "--appendonly" in spec.argv and "pw" not in " ".join(spec.argv) and spec.stdin == b"requirepass pw\n"
-    assert ("--bind", "127.0.0.1") == spec.argv[4:6]
+    assert spec.argv[4:6] == ("--bind", "127.0.0.1")
     plain = private_redis_spec("redis://127.0.0.1:6390/2", Path("/d/redis"))
     assert plain.argv[:3] == ("redis-server", "--port", "6390") and plain.stdin == b""
     with pytest.raises(ValueError, match="not this machine"):
@@ -119,9 +119,8 @@ def test_bucket_index_and_a_broken_sink_never_raise():
     metrics = Metrics(Broken())
     metrics.create_finished("shell", 1.0, ok=True)
     metrics.sweep_action("pause", "idle")
-    with pytest.raises(RuntimeError):
-        with metrics.image_build("img"):
-            raise RuntimeError("the build failed")  # the build's error goes on; the metric is dropped
+    with pytest.raises(RuntimeError), metrics.image_build("img"):
+        raise RuntimeError("the build failed")  # the build's error goes on; the metric is dropped
 
 
 def test_urls_are_shown_without_credentials_and_rebuilt_with_new_ones():

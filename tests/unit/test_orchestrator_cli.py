@@ -35,7 +35,7 @@ def run(
     args: list[str],
     *,
     allowed: str | None = UNSET,
-    input: str | None = None,
+    input: str | None = None,  # noqa: A002 - CliRunner.invoke's name for stdin
     **env: str | None,
 ) -> Result:
     full_env: dict[str, str | None] = {

@@ -57,7 +57,7 @@ def test_the_runner_and_its_daemon_use_the_protocols_constants_and_names(runner,
     assert daemon.FRAME_HEADER.format == protocol.FRAME_HEADER.format
     assert daemon.RUNNER_PATH == names.RUNNER_PATH
     assert daemon.SOCKET_DIR == names.RUNNER_SOCKET_DIR
-    assert daemon.SOCKET_PATH == os.path.join(names.RUNNER_SOCKET_DIR, names.RUNNER_SOCKET_NAME)
+    assert os.path.join(names.RUNNER_SOCKET_DIR, names.RUNNER_SOCKET_NAME) == daemon.SOCKET_PATH
 
 
 def _source_tree() -> ast.Module:

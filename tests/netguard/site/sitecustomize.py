@@ -1,6 +1,7 @@
 """Loaded by every Python the test suite starts (tests/netguard/plugin.py puts this folder on
 PYTHONPATH): the network guard, spawner_netguard.py beside this file. The interpreter's own
 sitecustomize, which this one hides, still runs after it."""
+from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
