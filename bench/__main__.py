@@ -4,7 +4,7 @@ The full run (about 2 minutes) writes docs/benchmarks.md, docs/benchmarks.json a
 docs/benchmarks-create.png; `--smoke` uses tiny counts (the test suite runs it into a temporary
 folder, checking only that it completes and writes its files); `--render` recomputes the summary
 from the raw samples in the JSON already there and rewrites it, the markdown and the plot (after
-editing bench/notes.md, the closing notes, or how a summary is computed); `--only gateway,live,noisy`
+editing bench/notes.md, the closing notes, or how a summary is computed); `--only burst,gateway,live,noisy`
 runs just those sections into the JSON already there and renders the whole report again.
 """
 
@@ -96,6 +96,10 @@ def run(*, smoke: bool, out: Path, image: str, pool_size: int) -> dict[str, Any]
         from bench import noisy  # noqa: PLC0415
         ours["noisy"] = noisy.run(image=image, smoke=smoke, log=log)
 
+        log("bursts: many calls at once, each side by side with the SDK in the same run")
+        from bench import burst  # noqa: PLC0415
+        ours["burst"] = burst.run(image=image, smoke=smoke, log=log)
+
         log("sweep")
         ours["sweep"] = {str(due): measure.sweep_cost(work, records=counts.sweep_records, due=due,
                                                        repeats=counts.sweep_repeats)
@@ -109,7 +113,7 @@ def run(*, smoke: bool, out: Path, image: str, pool_size: int) -> dict[str, Any]
 
 
 #: The sections that run on their own (`--only`), each with its module's run().
-SECTIONS = ("gateway", "live", "noisy")
+SECTIONS = ("burst", "gateway", "live", "noisy")
 
 
 def run_sections(names: list[str], *, out: Path, image: str) -> dict[str, Any]:
@@ -148,6 +152,9 @@ def write_reports(results: dict[str, Any], out: Path, *, smoke: bool) -> None:
     if "live" in results["ours"]:  # bench/live.py (results written before it existed lack it)
         from bench import live  # noqa: PLC0415
         notes = live.markdown(results["ours"]["live"]["summary"]) + "\n" + notes
+    if "burst" in results["ours"]:  # bench/burst.py (results written before it existed lack it)
+        from bench import burst  # noqa: PLC0415
+        notes = burst.markdown(results["ours"]["burst"]) + "\n" + notes
     (out / "benchmarks.md").write_text(report.markdown(results, plot_name=plot_name, json_name="benchmarks.json",
                                                        notes=notes))
 
@@ -183,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     from bench import noisy  # noqa: PLC0415
     for key, what, limit, unit in noisy.TARGETS if "noisy" in results["ours"] else ():
         value = results["ours"]["noisy"]["summary"][key]
+        print(f"{'met   ' if value <= limit else 'MISSED'} {what}: {value:.2f} (limit {limit:g} {unit})")
+    from bench import burst  # noqa: PLC0415
+    for key, what, limit, unit in burst.TARGETS if "burst" in results["ours"] else ():
+        value = results["ours"]["burst"]["summary"]["targets"][key]
         print(f"{'met   ' if value <= limit else 'MISSED'} {what}: {value:.2f} (limit {limit:g} {unit})")
     if "live" in results["ours"]:
         live_p95 = results["ours"]["live"]["summary"]["message_ms_p95"]

@@ -43,14 +43,14 @@ SMOKE = Counts(creates=2, turns=3, parallel=3, parallel_sleep_seconds=2.0, event
 
 
 # -------------------------------------------------------------------------------- raw SDK
-def _raw_host_config(api: Any) -> Any:
+def raw_host_config(api: Any) -> Any:
     """The limits and hardening DockerBackend.create gives an agent with default resources."""
     return api.create_host_config(network_mode="none", mem_limit=2048 * 1024 * 1024,
                                   memswap_limit=2048 * 1024 * 1024, nano_cpus=1_000_000_000, pids_limit=512,
                                   cap_drop=["ALL"], security_opt=["no-new-privileges"], init=False)
 
 
-def _raw_exec(api: Any, container_id: str, argv: list[str]) -> int:
+def raw_exec(api: Any, container_id: str, argv: list[str]) -> int:
     """What `Container.exec_run(argv, user="worker")` does, without the model layer's inspect."""
     exec_id = api.exec_create(container_id, argv, user="worker")["Id"]
     api.exec_start(exec_id)
@@ -62,10 +62,10 @@ def raw_create_once(docker_client: Any, image: str) -> float:
     api = docker_client.api
     started = time.perf_counter()
     container_id = api.create_container(image, labels=RAW_LABEL, user="worker", working_dir="/workspace",
-                                        host_config=_raw_host_config(api), detach=True)["Id"]
+                                        host_config=raw_host_config(api), detach=True)["Id"]
     try:
         api.start(container_id)
-        assert _raw_exec(api, container_id, ["true"]) == 0
+        assert raw_exec(api, container_id, ["true"]) == 0
         return time.perf_counter() - started
     finally:
         api.remove_container(container_id, force=True, v=True)
@@ -125,7 +125,7 @@ def turn_side_by_side(fleet: Fleet, docker_client: Any, image: str, n: int) -> d
     `Container.exec_run` does), then a turn of `true` in a shell agent (task sent -> result)."""
     api = docker_client.api
     container_id = api.create_container(image, labels=RAW_LABEL, user="worker", working_dir="/workspace",
-                                        host_config=_raw_host_config(api), detach=True)["Id"]
+                                        host_config=raw_host_config(api), detach=True)["Id"]
     agent_id = None
     raw, ours = [], []
     try:
@@ -133,7 +133,7 @@ def turn_side_by_side(fleet: Fleet, docker_client: Any, image: str, n: int) -> d
         agent_id = fleet.call("create", config={"name": "bench-turns", **SHELL})["agent_id"]
         for i in range(n + 1):
             started = time.perf_counter()
-            assert _raw_exec(api, container_id, ["true"]) == 0
+            assert raw_exec(api, container_id, ["true"]) == 0
             raw_sample = time.perf_counter() - started
             started = time.perf_counter()
             assert fleet.call("send_command", agent_id=agent_id, command="true")["exit_code"] == 0
