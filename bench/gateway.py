@@ -165,7 +165,8 @@ def markdown(summary: dict[str, Any]) -> str:
         f"| streamed 1 MB answer, median of {s.get('big_streams', {}).get('gateway', '?')} | >= 0.8x straight | "
         f"{s['big_mb_per_s']['direct']:.0f} MB/s | {s['big_mb_per_s']['gateway']:.0f} MB/s "
         f"({s['big_throughput_ratio']:.2f}x) |",
-        f"| CPU per streamed MB: gateway / forwarder | | | {cpu.get('gateway', '?')} ms / {cpu.get('forwarder', '?')} ms |",
+        f"| CPU per streamed MB: gateway / forwarder | | | {cpu.get('gateway', '?')} ms"
+        f" / {cpu.get('forwarder', '?')} ms |",
         f"| {par['streams']} streams of 1 MB at once: gateway RSS peak | <= 150 MB | | "
         f"{par['gateway_rss_peak_mb']:.0f} MB (all complete: {par['all_complete']}, wall {par['wall_s']:.2f} s) |",
         "",
@@ -190,7 +191,8 @@ def run(*, image: str, smoke: bool = False, log: Any = print) -> dict[str, Any]:
            "SPAWNER_REDIS_URL": redis.url, "SPAWNER_RUN_DIR": run_root, "BENCH_GATEWAY_KEY": "sk-bench",
            "SPAWNER_MODEL_UPSTREAMS": f"anthropic={standin.url}", "SPAWNER_GATEWAY_PORT": str(port)}
     procs = {"gateway": subprocess.Popen([sys.executable, "-m", "spawner.cli", "gateway"], cwd=REPO, env=env,
-                                         stdout=open(work / "gateway.log", "ab"), stderr=subprocess.STDOUT,
+                                         stdout=open(work / "gateway.log", "ab"),  # noqa: SIM115 - its whole life
+                                         stderr=subprocess.STDOUT,
                                          start_new_session=True)}
     containers: list[str] = []
     try:
@@ -218,7 +220,8 @@ def run(*, image: str, smoke: bool = False, log: Any = print) -> dict[str, Any]:
             out = api.exec_start(exec_id).decode()
             if api.exec_inspect(exec_id)["ExitCode"] != 0:
                 raise RuntimeError(f"bench client failed: {out[-2000:]}")
-            return json.loads(out.strip().splitlines()[-1])
+            result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+            return result
 
         paths = {"direct": (direct, standin.url), "gateway": (through, core.LOOPBACK_BASE_URL)}
         result: dict[str, Any] = {"short": {}, "big": {}}

@@ -78,7 +78,8 @@ def run(*, image: str, smoke: bool = False, log: Any = print) -> dict[str, Any]:
         "SPAWNER_WARM_POOL_SIZE": "0"})
     gateway = {"gateway": subprocess.Popen(
         [sys.executable, "-m", "spawner.cli", "gateway", "--port", str(free_port())], cwd=REPO, env=fleet.env,
-        stdout=open(work / "gateway.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)}
+        stdout=open(work / "gateway.log", "ab"),  # noqa: SIM115 - the gateway's stdout for its whole life
+        stderr=subprocess.STDOUT, start_new_session=True)}
     arrivals: list[tuple[float, str]] = []  # (when, message text) of each message event
     outputs: list[tuple[float, str]] = []  # (when, data) of each stdout output event
     try:

@@ -106,7 +106,8 @@ def run(*, image: str, smoke: bool, log: Any = print) -> dict[str, Any]:
             fleet.stop()
             fleet.cleanup(docker.from_env())
             server.stop()
-    section = {"params": {"quiet_agents": n_quiet, "seconds": seconds, "events_max_bytes": limits.EVENTS_MAX_BYTES_DEFAULT},
+    section = {"params": {"quiet_agents": n_quiet, "seconds": seconds,
+                          "events_max_bytes": limits.EVENTS_MAX_BYTES_DEFAULT},
                "alone": alone, "noisy": noisy_phase}
     return {"summary": summarize(section), **section}
 
@@ -154,7 +155,8 @@ def markdown(summary: dict[str, Any]) -> str:
         f"| turns completed, alone / with the noise | | {s['turns_alone']} / {s['turns_noisy']} |",
         f"| `status` p99 during the noise | <= 200 ms | {s['status_p99_noisy_ms']:.0f} ms |",
         f"| worker RSS, peak of the larger pool | <= 400 MB | {s['rss_peak_mb']:.0f} MB |",
-        f"| Redis `used_memory` growth during the noise | <= {limit:.0f} MB (cap + 10%) | {s['redis_growth_mb']:.1f} MB |",
+        f"| Redis `used_memory` growth during the noise | <= {limit:.0f} MB (cap + 10%)"
+        f" | {s['redis_growth_mb']:.1f} MB |",
         "",
     ])
 
