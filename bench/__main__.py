@@ -100,6 +100,10 @@ def run(*, smoke: bool, out: Path, image: str, pool_size: int) -> dict[str, Any]
         from bench import burst  # noqa: PLC0415
         ours["burst"] = burst.run(image=image, smoke=smoke, log=log)
 
+        log("several engines: placement, creates through 3 engines vs 1, an engine's death")
+        from bench import engines
+        ours["engines"] = engines.run(image=image, smoke=smoke, log=log)
+
         log("sweep")
         ours["sweep"] = {str(due): measure.sweep_cost(work, records=counts.sweep_records, due=due,
                                                        repeats=counts.sweep_repeats)
@@ -113,7 +117,7 @@ def run(*, smoke: bool, out: Path, image: str, pool_size: int) -> dict[str, Any]
 
 
 #: The sections that run on their own (`--only`), each with its module's run().
-SECTIONS = ("burst", "gateway", "live", "noisy")
+SECTIONS = ("burst", "engines", "gateway", "live", "noisy")
 
 
 def run_sections(names: list[str], *, out: Path, image: str) -> dict[str, Any]:
@@ -146,6 +150,9 @@ def write_reports(results: dict[str, Any], out: Path, *, smoke: bool) -> None:
     if "noisy" in results["ours"]:  # bench/noisy.py (results written before it existed lack it)
         from bench import noisy  # noqa: PLC0415
         notes = noisy.markdown(results["ours"]["noisy"]["summary"]) + "\n" + notes
+    if "engines" in results["ours"]:  # bench/engines.py (results written before it existed lack it)
+        from bench import engines
+        notes = engines.markdown(results["ours"]["engines"]["summary"]) + "\n" + notes
     if "gateway" in results["ours"]:  # bench/gateway.py (results written before it existed lack it)
         from bench import gateway  # noqa: PLC0415
         notes = gateway.markdown(results["ours"]["gateway"]["summary"]) + "\n" + notes
@@ -190,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     from bench import noisy  # noqa: PLC0415
     for key, what, limit, unit in noisy.TARGETS if "noisy" in results["ours"] else ():
         value = results["ours"]["noisy"]["summary"][key]
+        print(f"{'met   ' if value <= limit else 'MISSED'} {what}: {value:.2f} (limit {limit:g} {unit})")
+    from bench import engines
+    for key, what, limit, unit in engines.TARGETS if "engines" in results["ours"] else ():
+        value = results["ours"]["engines"]["summary"][key]
         print(f"{'met   ' if value <= limit else 'MISSED'} {what}: {value:.2f} (limit {limit:g} {unit})")
     from bench import burst  # noqa: PLC0415
     for key, what, limit, unit in burst.TARGETS if "burst" in results["ours"] else ():

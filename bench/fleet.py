@@ -99,12 +99,16 @@ class RedisServer:
 
 
 class Fleet:
-    """A control pool and a turns pool over `redis`, with `env` on top of a clean environment."""
+    """A control pool and a turns pool over `redis`, with `env` on top of a clean environment.
+    Several fleets given one `queue` (and each its SPAWNER_ENGINE in `env`) are the worker groups
+    of one fleet of several engines (bench/engines.py)."""
 
-    def __init__(self, redis: RedisServer, logdir: Path, *, image: str, env: dict[str, str]) -> None:
+    def __init__(self, redis: RedisServer, logdir: Path, *, image: str, env: dict[str, str],
+                 queue: str | None = None) -> None:
         self.redis = redis
         self.logdir = logdir
-        self.queue = "bench-" + uuid.uuid4().hex[:8]
+        self.queue = queue or "bench-" + uuid.uuid4().hex[:8]
+        self.node = f"{env.get('SPAWNER_ENGINE', 'local')}-{self.queue}"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("SPAWNER_", "ORCHESTRATOR_"))},
             "SPAWNER_REDIS_URL": redis.url,
@@ -119,10 +123,10 @@ class Fleet:
 
     def start(self) -> None:
         for name, queue, slots in (("control", self.queue, 16), ("turns", self.queue + ".turns", 64)):
-            log = open(self.logdir / f"worker-{name}-{self.queue}.log", "ab")
+            log = open(self.logdir / f"worker-{name}-{self.node}.log", "ab")
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queue, "-c", str(slots), "-P", "threads",
-                 "-n", f"{name}-{self.queue}@%h", "--without-mingle", "--without-gossip", "-l", "WARNING"],
+                 "-n", f"{name}-{self.node}@%h", "--without-mingle", "--without-gossip", "-l", "WARNING"],
                 cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         from celery import Celery
         self.app = Celery(broker=self.redis.url, backend=self.redis.url)

@@ -92,6 +92,9 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     if "noisy" in ours:
         from bench import noisy  # noqa: PLC0415
         ours["noisy"]["summary"] = noisy.summarize(ours["noisy"])
+    if "engines" in ours:
+        from bench import engines
+        ours["engines"]["summary"] = engines.summarize(ours["engines"])
     if "gateway" in ours:
         gw = ours["gateway"]["summary"]
         s["targets"].update({"gateway_ttfb_added_ms": gw["ttfb_added_ms_p50"],

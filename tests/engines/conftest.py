@@ -8,19 +8,17 @@ has its own socket, data root, exec root and pid file, with `--bridge=none --ipt
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
 
+from bench.dockerd import PrivateEngine, lock_data_root
 from bench.fleet import RedisServer
 from tests.conftest import LEDGER, OUTPUT_DIR, TEST_IMAGE, XDIST_WORKER, Fleet
-from tests.reliability.test_engine_restart import PrivateEngine, _image_id
 from tests.support.waiting import wait_for
 
 ENGINES = ("a", "b", "c")
@@ -31,17 +29,6 @@ LOST_SECONDS = 15
 def _cached_root(engine: str) -> Path:
     """Where engine `engine`'s images stay between runs (one per xdist worker: a data root is one engine's)."""
     return Path("/var/tmp") / f"spawner-test-engines-{XDIST_WORKER or 'main'}-{engine}"
-
-
-def _lock(path: Path) -> IO[bytes] | None:
-    """An exclusive hold on `path` (kept while the file stays open), or None if another session has it."""
-    handle = open(path, "ab")  # noqa: SIM115 - closed when the fleet stops
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        return None
-    return handle
 
 
 class EngineFleet:
@@ -62,22 +49,14 @@ class EngineFleet:
         root = self.workdir / f"engine-{engine}"
         root.mkdir(parents=True, exist_ok=True)
         cached = _cached_root(engine)
-        cached.mkdir(parents=True, exist_ok=True)
         if engine not in self.locks:  # another session (another developer's run) using it: a data root of our own
-            self.locks[engine] = _lock(cached.with_name(cached.name + ".lock"))
-        if not (root / "data").exists():
-            if self.locks[engine] is not None:
-                (root / "data").symlink_to(cached)
-            else:
-                (root / "data").mkdir()
-        private = PrivateEngine(root)
+            self.locks[engine] = lock_data_root(cached)
+        if not (root / "data").exists() and self.locks[engine] is not None:
+            (root / "data").symlink_to(cached)
+        private = PrivateEngine(root, on_start=LEDGER.process)
         private.start()
-        docker = ["docker", "-H", private.socket]
-        if _image_id(docker) != _image_id(["docker"]):
-            save = subprocess.Popen(["docker", "save", TEST_IMAGE], stdout=subprocess.PIPE)
-            subprocess.run([*docker, "load", "-q"], stdin=save.stdout, check=True, capture_output=True)
-            save.wait()
         self.engines[engine] = private
+        private.load_image(TEST_IMAGE)
         return private
 
     def start_group(self, engine: str, **env: str) -> Fleet:
@@ -100,8 +79,7 @@ class EngineFleet:
             group.kill(name)  # as a crash: SIGKILL
 
     def docker(self, engine: str, *args: str) -> str:
-        return subprocess.run(["docker", "-H", self.engines[engine].socket, *args], capture_output=True,
-                              text=True).stdout
+        return self.engines[engine].docker(*args).stdout
 
     def containers_of(self, engine: str) -> set[str]:
         """Agent ids whose containers are on `engine`."""
@@ -137,11 +115,9 @@ class EngineFleet:
         for engine in list(self.groups):
             self.groups.pop(engine).stop()
         self.beat.stop()
-        for engine, private in self.engines.items():
+        for private in self.engines.values():
             if private.proc is not None:
-                ids = self.docker(engine, "ps", "-aq").split()
-                if ids:
-                    self.docker(engine, "rm", "-f", *ids)
+                private.remove_containers()
                 private.stop()
         for handle in self.locks.values():
             if handle is not None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,51 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from bench.dockerd import PrivateEngine
 from spawner import errors
 from tests.conftest import LEDGER, TEST_IMAGE
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
 
-class PrivateEngine:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.socket = f"unix://{root}/docker.sock"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.root / "dockerd.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                ["dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
-                 "--host", self.socket, "--pidfile", str(self.root / "docker.pid"),
-                 "--bridge=none", "--iptables=false", "--ip-masq=false"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        LEDGER.process(self.proc.pid)
-        deadline = time.monotonic() + 30
-        while subprocess.run(["docker", "-H", self.socket, "info"], capture_output=True).returncode != 0:
-            if time.monotonic() > deadline:
-                pytest.fail(f"private dockerd did not start: {(self.root / 'dockerd.log').read_text()[-2000:]}")
-            time.sleep(0.25)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-            self.proc = None
-
-
 #: The private engine's images live here between runs, so the ~0.9 GB test image is loaded once
 #: per image id rather than on every run (a load takes ~20 s; the engine itself starts in ~1 s).
 CACHED_DATA_ROOT = Path("/var/tmp/spawner-test-engine-data")
-
-
-def _image_id(docker: list[str]) -> str:
-    done = subprocess.run([*docker, "image", "inspect", "-f", "{{.Id}}", TEST_IMAGE], capture_output=True, text=True)
-    return done.stdout.strip()
 
 
 @pytest.fixture
@@ -69,18 +33,13 @@ def engine(docker_client) -> Iterator[PrivateEngine]:
     CACHED_DATA_ROOT.mkdir(parents=True, exist_ok=True)
     (root / "data").symlink_to(CACHED_DATA_ROOT)
     LEDGER.folder(root)
-    engine = PrivateEngine(root)
+    engine = PrivateEngine(root, on_start=LEDGER.process)
     try:  # from the start: a start or an image load that fails stops the engine all the same
         engine.start()
-        private = ["docker", "-H", engine.socket]
-        if _image_id(private) != _image_id(["docker"]):
-            save = subprocess.Popen(["docker", "save", TEST_IMAGE], stdout=subprocess.PIPE)
-            subprocess.run([*private, "load", "-q"], stdin=save.stdout, check=True, capture_output=True)
-            save.wait()
+        engine.load_image(TEST_IMAGE)
         yield engine
     finally:
-        subprocess.run(f"docker -H {engine.socket} rm -f $(docker -H {engine.socket} ps -aq) 2>/dev/null",
-                       shell=True, capture_output=True)
+        engine.remove_containers()
         engine.stop()
         shutil.rmtree(root, ignore_errors=True)
 
