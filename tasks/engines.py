@@ -24,6 +24,7 @@ from spawner.engines import EngineEntry, EngineState
 from spawner.models import AgentState
 from spawner.results import iso
 from spawner.settings import SpawnerSettings, load_settings
+from spawner.state.broker import BrokerRecovery
 from spawner.state.engines import EngineRegistry
 from spawner.state.fleet_events import FleetEvents
 from tasks.app import app
@@ -86,6 +87,21 @@ def beat_once(now: float) -> None:
     for entry in reg.entries():
         if entry.engine != settings.engine:
             _watch(reg, entry, now=now)
+            if core.current_state(entry, now=now) in (EngineState.SUSPECT, EngineState.LOST):
+                _give_back(settings, entry.engine, now=now)
+
+
+def _give_back(settings: SpawnerSettings, engine: str, *, now: float) -> None:
+    """Tasks left on a silent engine's own queues (moved there just before it went quiet, or
+    taken by its workers as they died) go back to the public queue, to be answered by a group
+    that is alive: refused with `Unavailable` naming the engine, or a create placed elsewhere."""
+    from tasks import routing
+    from tasks.recovery import ORPHAN_AGE_SECONDS
+    queues = [names.engine_queue(settings.queue, engine), names.engine_turns_queue(settings.queue, engine)]
+    _broker().requeue_orphans(queues=set(queues), now=now, min_age_seconds=ORPHAN_AGE_SECONDS)
+    if moved := routing.give_back(app, queues, to=settings.queue):
+        log.warning("engine %s is silent: %d task(s) on its queues given back to %s: %s", engine, len(moved),
+                    settings.queue, moved)
 
 
 def _watch(reg: EngineRegistry, entry: EngineEntry, *, now: float) -> None:
@@ -123,6 +139,15 @@ def fail_agents_of(engine: str) -> int:
 
 
 _fleet_events: tuple[int, FleetEvents] | None = None
+_broker_client: tuple[int, BrokerRecovery] | None = None
+
+
+def _broker() -> BrokerRecovery:
+    global _broker_client
+    import os
+    if _broker_client is None or _broker_client[0] != os.getpid():
+        _broker_client = (os.getpid(), BrokerRecovery.from_url(load_settings().broker))
+    return _broker_client[1]
 
 
 def _events() -> FleetEvents:

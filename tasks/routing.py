@@ -122,6 +122,22 @@ def _move(app: Any, message: Any, queue: str) -> None:
     message.ack()
 
 
+def give_back(app: Any, queues: list[str], *, to: str) -> list[str]:
+    """Move every message waiting on `queues` (a silent engine's own) to the public queue `to`,
+    unchanged (same task id): there it is routed again, so a task for an agent of the silent
+    engine is refused with `Unavailable` naming it and a create is placed on another engine,
+    instead of waiting for the engine to come back. Returns the moved task ids. Each message is
+    taken unacked and acked once published: one that a dying worker took is requeued, not lost."""
+    moved = []
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in queues:
+            while (message := channel.basic_get(queue)) is not None:
+                _move(app, message, to)
+                moved.append(str((message.headers or {}).get("id", "")))
+    return moved
+
+
 def _engine_target(task: Any, message: Any, router: EngineRouter) -> str | None:
     """The engine queue a message from the public queue moves to, or None."""
     settings = router.settings

@@ -208,8 +208,22 @@ def step_losing_an_engine_fails_only_its_agents_and_a_returning_engine_is_cleane
              timeout=60, interval=0.2)
 
     fleet.stop_group("c")
+    # tasks already on c's own queues when it died (moved there a moment before): none waits for c
+    # to come back; once c is suspect they are answered elsewhere, a create placed on a survivor
+    on_c = {queue: f"spawner.engine.c{queue}" for queue in ("", ".turns")}
+    queued = [fleet.app.send_task(f"spawner.{name}", kwargs={"agent_id": agents["c"], **kwargs}, queue=on_c[queue])
+              for name, kwargs, queue in [("send_command", {"command": "true"}, ".turns"),
+                                          ("read_file", {"path": "/workspace/x"}, "")]]
+    # no turn of c's agent runs: Redis alone answers that, as for `status`
+    queued_cancel = fleet.app.send_task("spawner.cancel", kwargs={"agent_id": agents["c"]}, queue=on_c[""])
+    queued_create = fleet.app.send_task("spawner.create", kwargs={"config": {"name": "queued-on-c", "agent": "shell"}},
+                                        queue=on_c[""])
     fleet.engines["c"].stop()
     wait_for("c suspect", lambda: fleet.engines_view()["c"]["state"] == "suspect", timeout=30, interval=0.5)
+    for result in queued:
+        _fails(result, "Unavailable", "'c' (suspect", timeout=30)
+    assert queued_cancel.get(timeout=30)["cancelled"] is False
+    assert queued_create.get(timeout=60)["engine"] in ("a", "b")
     _fails(fleet.send("send_command", agent_id=agents["c"], command="true"), "Unavailable", "'c' (suspect",
            timeout=30)
     _fails(fleet.send("create", config={"name": "pin-suspect", "agent": "shell", "engine": "c"}), "Unavailable", "'c'")
@@ -238,7 +252,7 @@ def step_losing_an_engine_fails_only_its_agents_and_a_returning_engine_is_cleane
     again = fleet.call("create", config={"name": "back", "agent": "shell", "engine": "c"})
     assert again["engine"] == "c"
     _exercise(fleet, again["agent_id"])
-    _delete_all(fleet, [agents["a"], agents["b"], placed["agent_id"], again["agent_id"]])
+    _delete_all(fleet, [agents["a"], agents["b"], placed["agent_id"], again["agent_id"], queued_create.get()["agent_id"]])
 
 
 def step_spawner_up_joins_the_fleet_as_another_engine(engine_fleet: EngineFleet, tmp_path: Path) -> None:
