@@ -129,6 +129,23 @@ def step_placement_spreads_respects_max_agents_and_pins_and_every_operation_reac
              lambda: all(v["agents"] == 0 for v in fleet.engines_view().values()), timeout=30, interval=0.5)
 
 
+def step_cancel_stops_a_running_turn_on_its_engine(engine_fleet: EngineFleet) -> None:
+    """`spawner.cancel` sent to the public queue reaches the group of the agent's engine (the one
+    whose runner socket holds the turn) and stops the turn there."""
+    fleet = engine_fleet
+    agent_id = fleet.call("create", config={"name": "cancel-b", "agent": "shell", "engine": "b"})["agent_id"]
+    turn = fleet.send("send_command", agent_id=agent_id, command="echo started; sleep 60; echo never")
+    wait_for("the turn runs", lambda: fleet.call("status", agent_id=agent_id)["state"] == "busy",
+             timeout=60, interval=0.2)
+    cancelled = fleet.call("cancel", agent_id=agent_id)
+    assert cancelled["cancelled"] is True, cancelled
+    result = turn.get(timeout=60)
+    assert result["cancelled"] is True and "never" not in result["output"], result
+    assert fleet.call("status", agent_id=agent_id)["state"] == "idle"
+    assert fleet.call("send_command", agent_id=agent_id, command="echo after")["output"].strip() == "after"
+    _delete_all(fleet, [agent_id])
+
+
 def step_drain_stops_placement_and_keeps_serving_the_drained_engines_agents(engine_fleet: EngineFleet) -> None:
     fleet = engine_fleet
     on_b = fleet.call("create", config={"name": "before-drain", "agent": "shell", "engine": "b"})
@@ -285,6 +302,7 @@ def test_three_engines_one_redis_one_beat(engine_fleet: EngineFleet, tmp_path: P
     """Each step names what it shows; a failure's traceback names the step."""
     step_a_group_that_gets_another_engines_agent_leaves_it_alone(engine_fleet)
     step_placement_spreads_respects_max_agents_and_pins_and_every_operation_reaches_every_engine(engine_fleet)
+    step_cancel_stops_a_running_turn_on_its_engine(engine_fleet)
     step_drain_stops_placement_and_keeps_serving_the_drained_engines_agents(engine_fleet)
     step_a_warm_pool_draws_placement_and_other_engines_leave_its_stock_alone(engine_fleet)
     step_the_cli_lists_drains_and_undrains_engines(engine_fleet)
