@@ -13,6 +13,7 @@ __all__ = [
     "CONTAINER_USER",
     "CREATE_DEADLINE_SECONDS",
     "DEFAULT_ENGINE",
+    "ENGINE_RUN_DIR_PREFIX",
     "FLEET_DIR",
     "FLEET_EVENTS_CHANNEL",
     "FLEET_EVENTS_KEY",
@@ -60,6 +61,7 @@ __all__ = [
     "due_key",
     "engine_queue",
     "engine_reserved_key",
+    "engine_run_dir",
     "engine_turns_queue",
     "engines_key",
     "image_build_lock_key",
@@ -217,6 +219,17 @@ def engine_queue(queue: str, engine: str) -> str:
 def engine_turns_queue(queue: str, engine: str) -> str:
     """The turns queue of one engine's turns pool; the default engine keeps the plain one."""
     return turns_queue(queue) if engine == DEFAULT_ENGINE else engine_queue(queue, engine) + TURNS_QUEUE_SUFFIX
+
+
+#: The runner-socket folders of an engine other than the default live in a folder of their own
+#: below SPAWNER_RUN_DIR, so that one engine's pruning never takes another's (engines may share a host).
+ENGINE_RUN_DIR_PREFIX = "engine-"
+
+
+def engine_run_dir(run_dir: str, engine: str) -> str:
+    """The folder of `engine`'s agents' run folders (runner and model sockets): `run_dir` itself
+    for the default engine. The engine's workers and its model gateway both use it."""
+    return run_dir if engine == DEFAULT_ENGINE else f"{run_dir}/{ENGINE_RUN_DIR_PREFIX}{engine}"
 
 
 def engines_key() -> str:

@@ -11,7 +11,6 @@ import time
 
 from spawner import engines, names
 from spawner.backend.docker import DockerBackend
-from spawner.backend.runner_socket import ENGINE_DIR_PREFIX
 from spawner.factories import build_spec
 from spawner.gateway.client import GatewayClient
 from spawner.metrics import Metrics
@@ -85,7 +84,7 @@ def _run_dir(settings: SpawnerSettings) -> str | None:
     that one engine's pruning never takes another's sockets (engines may share a host)."""
     if not settings.run_dir:
         return None
-    return settings.run_dir if settings.engine == "local" else f"{settings.run_dir}/{ENGINE_DIR_PREFIX}{settings.engine}"
+    return names.engine_run_dir(settings.run_dir, settings.engine)
 
 
 def own_queue(settings: SpawnerSettings) -> str:

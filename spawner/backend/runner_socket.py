@@ -38,7 +38,7 @@ MAX_SOCKET_PATH = 107
 
 
 #: Folders of other engines' sockets under a shared root (tasks/deps.py): never pruned from here.
-ENGINE_DIR_PREFIX = "engine-"
+ENGINE_DIR_PREFIX = names.ENGINE_RUN_DIR_PREFIX
 
 
 class RunDirs:

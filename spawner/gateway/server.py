@@ -31,6 +31,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from spawner import names
 from spawner.gateway import core
 from spawner.settings import SpawnerSettings
 from spawner.state.gateway import GatewayStore
@@ -365,7 +366,9 @@ def main(settings: SpawnerSettings, *, address: str, port: int | None) -> int:
     # Sockets are made 0666 (the agent's user must connect; each folder is mounted into one
     # container only) by the umask, so nothing ever chmods a path inside a folder the agent owns.
     os.umask(0o111)
-    run(redis_url=settings.redis_url, run_root=settings.run_dir, upstreams=settings.model_upstream_map,
+    # a worker group serves one engine (SPAWNER_ENGINE), and so does its gateway: that engine's run folders
+    run(redis_url=settings.redis_url, run_root=names.engine_run_dir(settings.run_dir, settings.engine),
+        upstreams=settings.model_upstream_map,
         prices=prices, environ=os.environ, host=address, port=settings.gateway_port if port is None else port)
     return 0
 

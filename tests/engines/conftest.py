@@ -8,8 +8,12 @@ has its own socket, data root, exec root and pid file, with `--bridge=none --ipt
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -17,8 +21,8 @@ from typing import IO, Any
 import pytest
 
 from bench.dockerd import PrivateEngine, lock_data_root
-from bench.fleet import RedisServer
-from tests.conftest import LEDGER, OUTPUT_DIR, TEST_IMAGE, XDIST_WORKER, Fleet
+from bench.fleet import RedisServer, free_port
+from tests.conftest import LEDGER, OUTPUT_DIR, REPO, TEST_IMAGE, XDIST_WORKER, Fleet
 from tests.support.waiting import wait_for
 
 ENGINES = ("a", "b", "c")
@@ -41,6 +45,7 @@ class EngineFleet:
         self.engines: dict[str, PrivateEngine] = {}
         self.groups: dict[str, Fleet] = {}
         self.locks: dict[str, IO[bytes] | None] = {}
+        self.gateways: dict[str, subprocess.Popen[bytes]] = {}
         self.beat = Fleet(redis.url, OUTPUT_DIR, extra_env={"SPAWNER_SWEEP_SECONDS": "5"})
         self.app = Celery(broker=redis.url, backend=redis.url)
         self.app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
@@ -72,6 +77,37 @@ class EngineFleet:
             group.start_worker(f"turns-{engine}", f"spawner.engine.{engine}.turns", 16)
         self.groups[engine] = group
         return group
+
+    def start_gateway(self, engine: str) -> int:
+        """`spawner gateway` of `engine`'s group (its environment, so its SPAWNER_ENGINE), as
+        `spawner up` runs it; returns its /health port once it answers."""
+        port = free_port()
+        with open(OUTPUT_DIR / f"gateway-{engine}{'-' + XDIST_WORKER if XDIST_WORKER else ''}.log", "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "spawner.cli", "gateway", "--port", str(port)], cwd=REPO,
+                                    env=self.groups[engine].env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        LEDGER.process(proc.pid)
+        self.gateways[engine] = proc
+
+        def answers() -> bool:
+            assert proc.poll() is None, f"the gateway of {engine} exited; see test-output/gateway-{engine}*.log"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
+                    return bool(json.load(answer)["ok"])
+            except OSError:
+                return False
+
+        wait_for(f"the gateway of {engine} answers", answers, timeout=60, interval=0.2)
+        return port
+
+    def stop_gateway(self, engine: str) -> None:
+        proc = self.gateways.pop(engine)
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
 
     def stop_group(self, engine: str) -> None:
         group = self.groups.pop(engine)
@@ -112,6 +148,8 @@ class EngineFleet:
                  timeout=60, interval=0.2)
 
     def stop(self) -> None:
+        for engine in list(self.gateways):
+            self.stop_gateway(engine)
         for engine in list(self.groups):
             self.groups.pop(engine).stop()
         self.beat.stop()

@@ -11,6 +11,7 @@ import base64
 import concurrent.futures
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -23,6 +24,8 @@ from tests.engines.conftest import ENGINES, LOST_SECONDS, MAX_AGENTS, EngineFlee
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow]
+
+MODEL_KEY_VAR = "ENGINES_TEST_ANTHROPIC_KEY"
 
 
 def _fails(result: Any, error: str, *fragments: str, timeout: float = 60) -> str:
@@ -144,6 +147,26 @@ def step_cancel_stops_a_running_turn_on_its_engine(engine_fleet: EngineFleet) ->
     assert fleet.call("status", agent_id=agent_id)["state"] == "idle"
     assert fleet.call("send_command", agent_id=agent_id, command="echo after")["output"].strip() == "after"
     _delete_all(fleet, [agent_id])
+
+
+def step_an_engines_gateway_binds_the_model_sockets_of_its_engines_agents(engine_fleet: EngineFleet) -> None:
+    """Each group runs its own model gateway (`spawner gateway` with the group's SPAWNER_ENGINE, as
+    `spawner up` starts it). The run folders of an engine other than the default are under
+    $SPAWNER_RUN_DIR/engine-<id>: that engine's gateway binds its agents' model sockets there (a
+    create with a `model` waits for it; no model is called here)."""
+    fleet = engine_fleet
+    fleet.stop_group("b")
+    fleet.start_group("b", **{MODEL_KEY_VAR: "sk-engines-test-not-a-key"})  # the workers check the key is set
+    fleet.wait_ready()
+    fleet.start_gateway("b")
+    made = fleet.call("create", config={"name": "model-b", "agent": "claude-code", "engine": "b",
+                                        "model": {"provider": "anthropic", "key": MODEL_KEY_VAR}})
+    assert made["engine"] == "b"
+    run_dir = fleet.docker("b", "inspect", "-f", '{{index .Config.Labels "spawner.run_dir"}}', made["container_id"])
+    assert Path(run_dir.strip()).parent == Path("/run/workers-spawner/engine-b"), run_dir
+    assert stat.S_ISSOCK(os.lstat(Path(run_dir.strip()) / "model.sock").st_mode)
+    _delete_all(fleet, [made["agent_id"]])
+    fleet.stop_gateway("b")
 
 
 def step_drain_stops_placement_and_keeps_serving_the_drained_engines_agents(engine_fleet: EngineFleet) -> None:
@@ -303,6 +326,7 @@ def test_three_engines_one_redis_one_beat(engine_fleet: EngineFleet, tmp_path: P
     step_a_group_that_gets_another_engines_agent_leaves_it_alone(engine_fleet)
     step_placement_spreads_respects_max_agents_and_pins_and_every_operation_reaches_every_engine(engine_fleet)
     step_cancel_stops_a_running_turn_on_its_engine(engine_fleet)
+    step_an_engines_gateway_binds_the_model_sockets_of_its_engines_agents(engine_fleet)
     step_drain_stops_placement_and_keeps_serving_the_drained_engines_agents(engine_fleet)
     step_a_warm_pool_draws_placement_and_other_engines_leave_its_stock_alone(engine_fleet)
     step_the_cli_lists_drains_and_undrains_engines(engine_fleet)
