@@ -1,8 +1,9 @@
 """A private fleet for the benchmark: its own redis-server and real `celery -A tasks worker` processes.
 
-The same shape as tests/conftest.py (a control pool and a turns pool, threads, 16 and 64 slots),
-started the same way; nothing is shared with another fleet: a free port for Redis, a queue of
-our own, and cleanup by what this Redis knows (agents) and by pool owner (pool containers).
+The processes are spawner/fleet.py's (a control pool and a turns pool, threads, 16 and 64 slots)
+run by spawner/processes.py, as `spawner up` and the test suite (tests/conftest.py) run theirs;
+nothing is shared with another fleet: a free port for Redis, a queue of our own, and cleanup by
+what this Redis knows (agents) and by pool owner (pool containers).
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from spawner.fleet import node_name, private_redis_spec, worker_pools, worker_spec
+from spawner.processes import NotReady, Processes, nodes_answering, stop_processes, wait_until
+from spawner.state.redis import redis_answers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,17 +42,9 @@ def free_port() -> int:
 
 
 def stop_all(procs: dict[str, subprocess.Popen[bytes]], *, timeout: float) -> None:
-    """SIGTERM every process, wait for each (a worker finishes its tasks first), then SIGKILL the
-    process group of any still running after `timeout` seconds; `procs` is emptied."""
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs.values():
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+    """Stop every process as spawner.processes.stop_processes does (SIGTERM: a worker finishes its
+    tasks first; after `timeout` seconds cold, then killed with its process group); `procs` is emptied."""
+    stop_processes(procs, timeout=timeout)
     procs.clear()
 
 
@@ -55,8 +53,9 @@ class RedisServerError(RuntimeError):
 
 
 class RedisServer:
-    """redis-server on a free loopback port, no persistence, its own folder. Shared with the
-    test suite (tests/conftest.py), which restarts it on the same port for its chaos tests."""
+    """redis-server on a free loopback port, no persistence, its own folder (its log there too,
+    redis.log). Shared with the test suite (tests/conftest.py), which restarts it on the same
+    port for its chaos tests."""
 
     def __init__(self, workdir: Path, *, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
@@ -70,45 +69,33 @@ class RedisServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        import redis
         self.workdir.mkdir(parents=True, exist_ok=True)
-        # a password goes in on stdin ("-": config from stdin), never in argv where `ps` shows it
-        self.proc = subprocess.Popen(
-            [self.binary, *(["-"] if self.password else []), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.workdir), "--maxmemory-policy", "noeviction"],
-            stdin=subprocess.PIPE if self.password else subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if self.password:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(f"requirepass {self.password}\n".encode())
-            self.proc.stdin.close()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                redis.Redis(port=self.port, password=self.password).ping()
-                return
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.02)
-        raise RedisServerError(f"redis-server did not answer on 127.0.0.1:{self.port}")
+        processes = Processes(cwd=self.workdir, env=os.environ, logdir=self.workdir)
+        self.proc = processes.start(private_redis_spec(self.url, self.workdir, binary=self.binary, persist=False))
+
+        def alive() -> None:
+            if (dead := processes.dead()) is not None:
+                raise RedisServerError(f"redis-server exited with {dead[1]}; see {processes.log_path('redis')}")
+
+        try:
+            wait_until(f"redis-server on 127.0.0.1:{self.port}", lambda: redis_answers(self.url) is None,
+                       timeout=10, interval=0.02, alive=alive)
+        except NotReady:
+            raise RedisServerError(f"redis-server did not answer on 127.0.0.1:{self.port}") from None
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+            stop_processes({"redis": self.proc}, timeout=10)
             self.proc = None
 
 
 class Fleet:
-    """A control pool and a turns pool over `redis`, with `env` on top of a clean environment.
-    Several fleets given one `queue` (and each its SPAWNER_ENGINE in `env`) are the worker groups
-    of one fleet of several engines (bench/engines.py)."""
+    """A control pool and a turns pool over `redis`, with `env` on top of a clean environment."""
 
-    def __init__(self, redis: RedisServer, logdir: Path, *, image: str, env: dict[str, str],
-                 queue: str | None = None) -> None:
+    def __init__(self, redis: RedisServer, logdir: Path, *, image: str, env: Mapping[str, str]) -> None:
         self.redis = redis
         self.logdir = logdir
-        self.queue = queue or "bench-" + uuid.uuid4().hex[:8]
-        self.node = f"{env.get('SPAWNER_ENGINE', 'local')}-{self.queue}"
+        self.queue = "bench-" + uuid.uuid4().hex[:8]
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("SPAWNER_", "ORCHESTRATOR_"))},
             "SPAWNER_REDIS_URL": redis.url,
@@ -118,27 +105,33 @@ class Fleet:
             "PYTHONUNBUFFERED": "1",
             **env,
         }
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.processes = Processes(cwd=REPO, env=self.env, logdir=logdir, log_suffix=f"-{self.queue}")
+        self.pools = worker_pools(self.queue, turns_queue=self.queue + ".turns", node=f"-{self.queue}")
         self.app: Any = None
 
+    @property
+    def procs(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The running worker processes by name (worker-control, worker-turns)."""
+        return self.processes.procs
+
     def start(self) -> None:
-        for name, queue, slots in (("control", self.queue, 16), ("turns", self.queue + ".turns", 64)):
-            log = open(self.logdir / f"worker-{name}-{self.node}.log", "ab")
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queue, "-c", str(slots), "-P", "threads",
-                 "-n", f"{name}-{self.node}@%h", "--without-mingle", "--without-gossip", "-l", "WARNING"],
-                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        for pool in self.pools:  # logs worker-control-<node>.log, worker-turns-<node>.log
+            spec = worker_spec(pool, python=sys.executable, loglevel="WARNING", quiet=True)
+            self.processes.start(replace(spec, name=f"worker-{pool.name}"))
         from celery import Celery
         self.app = Celery(broker=self.redis.url, backend=self.redis.url)
         self.app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if len(self.app.control.ping(timeout=0.5) or []) >= 2:
-                return
-            for proc in self.procs.values():
-                if proc.poll() is not None:
-                    raise SystemExit(f"a worker exited at start; see {self.logdir}/worker-*.log")
-        raise SystemExit(f"the workers did not answer; see {self.logdir}/worker-*.log")
+        nodes = {node_name(pool.node, socket.gethostname()) for pool in self.pools}
+
+        def alive() -> None:
+            if (dead := self.processes.dead()) is not None:
+                raise SystemExit(f"the {dead[0]} worker exited at start; see {self.processes.log_path(dead[0])}")
+
+        try:
+            wait_until("the benchmark's workers", lambda: nodes_answering(self.app, nodes) == nodes, timeout=90,
+                       alive=alive)
+        except NotReady:
+            raise SystemExit(f"the workers did not answer; see {self.logdir}/worker-*-{self.queue}.log") from None
 
     def send(self, name: str, **kwargs: Any) -> Any:
         return self.app.send_task(f"spawner.{name}", kwargs=kwargs, queue=self.queue)
@@ -148,10 +141,10 @@ class Fleet:
 
     def rss_bytes(self) -> dict[str, int]:
         """Resident memory of each pool: its worker process plus any children."""
-        return {name: _tree_rss(proc.pid) for name, proc in self.procs.items()}
+        return {name.removeprefix("worker-"): _tree_rss(proc.pid) for name, proc in self.procs.items()}
 
     def stop(self) -> None:
-        stop_all(self.procs, timeout=30)
+        self.processes.stop(timeout=30)
 
     def cleanup(self, docker_client: Any) -> None:
         """Remove this fleet's containers: its agents (by this Redis) and its pool (by owner)."""

@@ -1,6 +1,10 @@
 """Shared fixtures: a private Redis, the real Docker engine, real Celery worker processes.
 
-The private redis-server is bench/fleet.py's, so the suite and the benchmark start it one way.
+The one test harness of worker fleets is `Fleet` below: its processes are spawner/fleet.py's, run
+by spawner/processes.py, as `spawner up` and the benchmark run theirs; every harness that needs
+workers (tests/support/gateway_fleet.py, tests/reliability, the pool and metrics tests) builds on
+it and waits with `Fleet.wait_ready`. The private redis-server is bench/fleet.py's, so the suite
+and the benchmark start it one way.
 
 Nothing here is mocked. A missing Docker engine, redis-server or worker image fails the run
 (it never skips): scripts/setup.sh provides all three.
@@ -10,20 +14,24 @@ from __future__ import annotations
 
 import atexit
 import os
+import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.fleet import RedisServer, stop_all
+from bench.fleet import RedisServer
+from bench.fleet import free_port as _free_port  # noqa: F401 - the test modules import it from here
+from spawner.fleet import ProcessSpec, WorkerPool, beat_spec, node_name, worker_pools, worker_spec
+from spawner.processes import Processes, nodes_answering
 from tests.leftovers import Ledger, reap_stale
 from tests.support import apt_repo
-from bench.fleet import free_port as _free_port  # noqa: F401 - the test modules import it from here
+from tests.support.waiting import wait_for
 
 #: No test, fixture or process of the suite reaches beyond 127.0.0.0/8 (tests/netguard/).
 pytest_plugins = ("tests.netguard.plugin", "tests.support.gateway_fleet", "tests.support.reliability_audit")
@@ -112,7 +120,9 @@ def local_apt_repo() -> apt_repo.AptRepo:
 
 
 class Fleet:
-    """Real `celery -A tasks worker` processes: a control pool and a turns pool, as `spawner up` runs."""
+    """Real `celery -A tasks worker` processes over one Redis: by default a control pool and a turns
+    pool (spawner/fleet.py's worker_pools, as `spawner up` runs them), each node named apart so
+    several fleets on one Redis never answer for each other."""
 
     def __init__(self, redis_url: str, logdir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.redis_url = redis_url
@@ -134,46 +144,69 @@ class Fleet:
             "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
         }
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.processes = Processes(cwd=REPO, env=self.env, logdir=logdir,
+                                   log_suffix=f"-{XDIST_WORKER}" if XDIST_WORKER else "", on_start=LEDGER.process)
+        self.nodes: dict[str, str] = {}  # process name -> the node name it answers ping under
+        self._app: Any = None
 
     @property
     def queue(self) -> str:
         return self.env.get("SPAWNER_QUEUE", "spawner")
 
-    def _spawn(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
-        log = open(self.logdir / f"{name}{'-' + XDIST_WORKER if XDIST_WORKER else ''}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", *argv], cwd=REPO,
-                                env={**self.env, **env},
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        LEDGER.process(proc.pid)
-        self.procs[name] = proc
+    @property
+    def procs(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The running processes by name (worker-<name>, beat-<name>, gateway)."""
+        return self.processes.procs
+
+    def start_pool(self, pool: WorkerPool) -> subprocess.Popen[bytes]:
+        spec = worker_spec(replace(pool, name=f"worker-{pool.name}"), python=sys.executable, quiet=True)
+        proc = self.processes.start(spec)
+        self.nodes[spec.name] = node_name(pool.node, socket.gethostname())
         return proc
 
     def start_worker(self, name: str, queues: str, concurrency: int, pool: str = "threads") -> subprocess.Popen[bytes]:
-        return self._spawn(f"worker-{name}", [
-            "worker", "-Q", queues, "-c", str(concurrency), "-P", pool, "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h",
-            "--without-mingle", "--without-gossip", "-l", "INFO"],
-            # celery's `-P prefork` cannot override a configured worker_pool; the setting can
-            SPAWNER_WORKER_POOL=pool)
+        return self.start_pool(WorkerPool(name, queues, concurrency, f"{name}-{uuid.uuid4().hex[:6]}@%h", pool))
+
+    def start_celery(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """`celery -A tasks ARGS...` as given: a test of Celery's own defaults (a worker with no option)."""
+        return self.processes.start(ProcessSpec(name, (sys.executable, "-m", "celery", "-A", "tasks", *args), {}, name))
 
     def start_beat(self, name: str, workdir: Path) -> subprocess.Popen[bytes]:
-        return self._spawn(f"beat-{name}", ["beat", "-s", str(workdir / f"schedule-{name}"), "-l", "INFO"])
+        return self.processes.start(beat_spec(workdir / f"schedule-{name}", python=sys.executable, name=f"beat-{name}"))
 
     def start(self) -> None:
-        self.start_worker("control", self.queue, 16)
-        self.start_worker("turns", self.queue + ".turns", 64)
+        for pool in worker_pools(self.queue, turns_queue=self.queue + ".turns", node=f"-{uuid.uuid4().hex[:6]}"):
+            self.start_pool(pool)
+
+    @property
+    def app(self) -> Any:
+        """A bare Celery client on this fleet's Redis, as any producer would have."""
+        if self._app is None:
+            from celery import Celery
+            self._app = Celery(broker=self.redis_url, backend=self.redis_url)
+            self._app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
+        return self._app
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Until every worker node this fleet runs answers a ping; fails at once when one exited."""
+        nodes = {node for name, node in self.nodes.items() if name in self.procs}
+
+        def alive() -> None:
+            if (dead := self.processes.dead()) is not None:
+                pytest.fail(f"{dead[0]} exited with {dead[1]}; see {self.processes.log_path(dead[0])}")
+
+        wait_for(f"the workers {sorted(nodes)} to answer (logs in {self.logdir})",
+                 lambda: nodes_answering(self.app, nodes) == nodes, timeout=timeout, interval=0.1, alive=alive)
 
     def kill(self, name: str) -> None:
         """SIGKILL every process of one started node (its whole process group), as a crash would."""
-        proc = self.procs.pop(name)
-        try:
-            os.killpg(proc.pid, 9)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        self.processes.kill(name)
 
     def stop(self) -> None:
-        stop_all(self.procs, timeout=20)
+        self.processes.stop(timeout=20)
+        if self._app is not None:
+            self._app.close()
+            self._app = None
 
 
 @pytest.fixture(scope="session")
@@ -193,6 +226,7 @@ def _remove_agent_containers(docker_client: Any, label: str = TEST_RUN_FILTER["l
     """Remove every container this test session made (never others), or those with `label` (a
     killed session's), and their socket folders; how many."""
     import docker
+
     from spawner.backend.runner_socket import RunDirs
 
     removed = 0
@@ -225,17 +259,8 @@ def make_fleet(redis_server: RedisServer, tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def producer(fleet: Fleet) -> Any:
     """A bare Celery client, as any producer would have: broker, backend, send_task by name."""
-    from celery import Celery
-    app = Celery(broker=fleet.redis_url, backend=fleet.redis_url)
-    app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # wait until both pools answer
-        replies = app.control.ping(timeout=1.0) or []
-        if len(replies) >= 2:
-            break
-    else:
-        pytest.fail("the Celery workers did not come up; see test-output/worker-*.log")
-    return app
+    fleet.wait_ready()
+    return fleet.app
 
 
 class Spawner:

@@ -123,7 +123,6 @@ def test_a_warm_pool_agent_reaches_its_model_too(gateway_fleet: GatewayFleet, re
     import time
     import uuid
 
-    from bench.fleet import stop_all
     from spawner.pool import pool_owner
     from tests.conftest import Fleet
 
@@ -155,7 +154,7 @@ def test_a_warm_pool_agent_reaches_its_model_too(gateway_fleet: GatewayFleet, re
         assert gf.key not in json.dumps(docker_api.api.inspect_container(created["container_id"]))
         gf.app.send_task("spawner.delete", kwargs={"agent_id": created["agent_id"]}, queue=queue).get(timeout=120)
     finally:
-        stop_all(pooled.procs, timeout=20)
+        pooled.stop()
         from spawner.backend.runner_socket import RunDirs
         folders = RunDirs(gf.run_dir)
         for c in docker_api.api.containers(all=True, filters={"label": f"{names.LABEL_POOL_OWNER}={owner}"}):

@@ -242,7 +242,7 @@ def test_one_plain_worker_with_no_option_serves_every_task_turns_included(produc
     """CONTRACT §2: `celery -A tasks worker` with no option consumes both queues; a turn it moves
     from the public queue to the turns queue comes back to it and runs."""
     other = make_fleet({"SPAWNER_QUEUE": "spawner-single"})
-    other._spawn("worker-single", ["worker", "-n", f"single-{uuid.uuid4().hex[:6]}@%h", "-l", "INFO"])
+    other.start_celery("worker-single", "worker", "-n", f"single-{uuid.uuid4().hex[:6]}@%h", "-l", "INFO")
 
     def call(name: str, **kwargs: Any) -> Any:
         return producer.send_task(f"spawner.{name}", kwargs=kwargs, queue="spawner-single").get(timeout=120)

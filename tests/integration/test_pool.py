@@ -43,8 +43,7 @@ class PoolFleet:
                                                             "SPAWNER_WARM_POOL_SIZE": str(size)})
         fleet.start()
         self.fleets.append(fleet)
-        wait_for("the workers to answer (see test-output/*.log)",
-                 lambda: len(self.app.control.ping(timeout=0.5) or []) >= 2)
+        fleet.wait_ready()
         return fleet
 
     def stop_all(self) -> None:

@@ -81,17 +81,13 @@ def host_network_fleet(tmp_path):
     CONTRACT §8.4 requires (its workers refuse to start on one without:
     tests/containment/test_host_network.py)."""
     import redis
-    from celery import Celery
 
     server = RedisServer(tmp_path / "redis", password=secrets.token_hex(16))
     server.start()
     fleet = Fleet(server.url, tmp_path, extra_env={"SPAWNER_AGENT_NETWORK": "host", "SPAWNER_QUEUE": "spawner-host"})
     fleet.start()
-    app = Celery(broker=server.url, backend=server.url)
-    app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
-    deadline = time.monotonic() + 60
-    while len(app.control.ping(timeout=0.5) or []) < 2 and time.monotonic() < deadline:
-        pass
+    fleet.wait_ready()
+    app = fleet.app
     created: list[str] = []
 
     def call(name: str, **kwargs: Any) -> Any:

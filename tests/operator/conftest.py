@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,10 @@ from typing import Any
 
 import pytest
 
+from spawner.fleet import ProcessSpec
+from spawner.processes import Processes, http_ok
 from tests.conftest import LEDGER, OUTPUT_DIR, REPO, XDIST_WORKER, Fleet, _free_port
+from tests.support.waiting import wait_for
 
 SPAWNER = str(Path(sys.executable).with_name("spawner"))
 
@@ -30,17 +32,12 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Until `url` answers 200; fails at once when `proc`, the process serving it, exited."""
+    def alive() -> None:
         if proc is not None and proc.poll() is not None:
             pytest.fail(f"the process serving {url} exited with {proc.returncode}")
-        try:
-            if http_get(url, timeout=1.0)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"{url} did not answer in {timeout} s")
+
+    wait_for(f"{url} to answer", lambda: http_ok(url), timeout=timeout, interval=0.1, alive=alive)
 
 
 def cli_env(redis_url: str, **extra: str) -> dict[str, str]:
@@ -87,22 +84,16 @@ def cli_background(cli: Any) -> Iterator[Any]:
 
 
 class Service:
+    """One long-running process serving `url` (Flower, the exporter), logging to test-output/<name>.log."""
+
     def __init__(self, name: str, argv: list[str], env: dict[str, str], url: str) -> None:
         self.url = url
-        self.log = open(OUTPUT_DIR / f"{name}{'-' + XDIST_WORKER if XDIST_WORKER else ''}.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        LEDGER.process(self.proc.pid)
+        self.processes = Processes(cwd=REPO, env=env, logdir=OUTPUT_DIR,
+                                   log_suffix=f"-{XDIST_WORKER}" if XDIST_WORKER else "", on_start=LEDGER.process)
+        self.proc = self.processes.start(ProcessSpec(name, tuple(argv), {}, url))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
-        self.log.close()
+        self.processes.stop(timeout=10)
 
 
 @pytest.fixture(scope="session")

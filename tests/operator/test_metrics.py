@@ -95,8 +95,7 @@ class MetricsFleet:
 
     def start(self) -> None:
         self.fleet.start()
-        wait_for("the workers to answer (their logs are in the test's folder)",
-                 lambda: len(self.app.control.ping(timeout=0.5) or []) >= 2)
+        self.fleet.wait_ready()
 
     def call(self, name: str, **kwargs: Any) -> Any:
         return self.app.send_task(f"spawner.{name}", kwargs=kwargs, queue=self.queue).get(timeout=120)

@@ -6,15 +6,16 @@ helper to start, kill and restart worker nodes and beats against it.
 
 from __future__ import annotations
 
-import time
-from types import SimpleNamespace
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from spawner.processes import nodes_answering
 from tests.conftest import LEDGER, OUTPUT_DIR, Fleet, RedisServer
+from tests.support.waiting import wait_for
 
 
 class Chaos:
@@ -36,14 +37,10 @@ class Chaos:
         return fleet
 
     def wait_workers(self, count: int, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if len(self.app.control.ping(timeout=0.5) or []) >= count:
-                    return
-            except Exception:  # noqa: BLE001 - the broker is coming back
-                time.sleep(0.5)
-        pytest.fail("workers did not come up; see test-output/*.log")
+        """Until `count` of the worker nodes these fleets run answer (a broker coming back answers none)."""
+        nodes = {node for fleet in self.fleets for name, node in fleet.nodes.items() if name in fleet.procs}
+        wait_for(f"{count} of the workers {sorted(nodes)} to answer (logs in test-output/)",
+                 lambda: len(nodes_answering(self.app, nodes)) >= count, timeout=timeout, interval=0.1)
 
     def send(self, name: str, **kwargs: Any) -> Any:
         return self.app.send_task(f"spawner.{name}", kwargs=kwargs, queue="spawner")

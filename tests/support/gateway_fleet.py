@@ -15,9 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -27,11 +25,13 @@ from typing import Any
 
 import pytest
 
-from bench.fleet import free_port, stop_all
+from bench.fleet import free_port
 from spawner import names
 from spawner.backend.runner_socket import RunDirs
-from tests.conftest import REPO, TEST_RUN, Fleet
+from spawner.fleet import gateway_spec
+from tests.conftest import TEST_RUN, Fleet
 from tests.support.model_standin import ModelStandin
+from tests.support.waiting import wait_for
 
 WORKER_IMAGE = os.environ.get("SPAWNER_WORKER_IMAGE_UNDER_TEST", "workers-spawner/worker:latest")
 #: scripts/setup.sh's Codex variant of the worker image (INSTALL_CODEX=1)
@@ -66,27 +66,27 @@ class GatewayFleet:
 
     def start_gateway(self) -> None:
         """Start (or start again) this fleet's gateway process and wait for its /health."""
-        self.fleet.procs["gateway"] = subprocess.Popen(
-            [sys.executable, "-m", "spawner.cli", "gateway", "--port", str(self.gateway_port)], cwd=REPO,
-            env=self.fleet.env, stdout=open(self.logdir / "gateway.log", "ab"), stderr=subprocess.STDOUT,
-            start_new_session=True)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.gateway_port}/health", timeout=1) as answer:
-                    if json.load(answer)["ok"]:
-                        return
-            except OSError:
-                pass
-            assert self.fleet.procs["gateway"].poll() is None, f"the gateway exited; see {self.logdir}/gateway.log"
-            assert time.monotonic() < deadline, f"the gateway did not answer; see {self.logdir}/gateway.log"
-            time.sleep(0.1)
+        self.fleet.processes.start(gateway_spec(self.gateway_port, python=sys.executable))
+
+        def alive() -> None:
+            assert self.fleet.procs["gateway"].poll() is None, f"the gateway exited; see {self.fleet.processes.log_path('gateway')}"
+
+        wait_for("the gateway's /health", lambda: _health_ok(f"http://127.0.0.1:{self.gateway_port}/health"),
+                 interval=0.1, alive=alive)
 
     def stop_gateway(self) -> None:
-        stop_all({"gateway": self.fleet.procs.pop("gateway")}, timeout=20)
+        self.fleet.processes.stop(["gateway"], timeout=20)
 
     def logs_text(self) -> str:
         return "".join(p.read_text(errors="replace") for p in sorted(self.logdir.glob("*.log")))
+
+
+def _health_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as answer:
+            return bool(json.load(answer)["ok"])
+    except OSError:
+        return False
 
 
 def _image(client: Any, image: str) -> None:
@@ -135,23 +135,17 @@ def _gateway_fleet(redis_server: Any, docker_api: Any, logdir: Path, image: str)
         OPENAI_KEY_VAR: key,
     }
     fleet = Fleet(redis_server.url, logdir, extra_env=env)
-    port = free_port()
     fleet.start()
-    from celery import Celery
-    app = Celery(broker=redis_server.url, backend=redis_server.url)
-    app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
-    gf = GatewayFleet(fleet, standin, app, key, logdir, run_dir, port)
+    gf = GatewayFleet(fleet, standin, fleet.app, key, logdir, run_dir, free_port())
     gf.start_gateway()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(app.control.ping(timeout=1.0) or []) < 2:
-        pass
+    fleet.wait_ready()
     yield gf
     for agent_id in gf.created:
         try:
             gf.call("delete", agent_id=agent_id, timeout=60)
         except Exception:  # noqa: BLE001 - best effort; the containers are removed below anyway
             pass
-    stop_all(fleet.procs, timeout=20)
+    fleet.stop()
     folders = RunDirs(run_dir)
     for c in docker_api.api.containers(all=True, filters={"label": f"spawner.test-run={TEST_RUN}"}):
         if (path := c["Labels"].get(names.LABEL_RUN_DIR, "")).startswith(run_dir + "/"):

@@ -6,17 +6,19 @@ bounds how long a test waits for a state that never comes.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TypeVar
+
+from spawner.processes import NotReady, wait_until
 
 T = TypeVar("T")
 
 
-def wait_for(what: str, check: Callable[[], T], *, timeout: float = 60, interval: float = 0.05) -> T:
-    """Call `check` until it returns something truthy, and return that; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
-        time.sleep(interval)
-    return found
+def wait_for(what: str, check: Callable[[], T], *, timeout: float = 60, interval: float = 0.05,
+             alive: Callable[[], object] | None = None) -> T:
+    """Call `check` until it returns something truthy, and return that; fail after `timeout` s.
+    spawner.processes.wait_until (the product's one wait, `spawner up`'s too) with a test failure."""
+    try:
+        return wait_until(what, check, timeout=timeout, interval=interval, alive=alive)
+    except NotReady as exc:
+        raise AssertionError(str(exc)) from None
