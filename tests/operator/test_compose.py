@@ -19,6 +19,8 @@ from tests.support.waiting import wait_for
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
 SERVICES = {"redis", "worker-image", "control", "turns", "beat", "flower", "metrics", "gateway", "bridge"}
+#: profile two-engines: a second engine's worker group and gateway (CONTRACT §8.5)
+ENGINE_B_SERVICES = {"control-b", "turns-b", "gateway-b"}
 
 
 def compose(*args: str, env_file: Path | None = None, project: str | None = None,
@@ -38,7 +40,7 @@ def test_compose_file_parses_and_every_service_is_on_the_host_network_or_none():
     assert done.returncode == 0, done.stderr
     import yaml
     config = yaml.safe_load(done.stdout)
-    assert set(config["services"]) == SERVICES
+    assert set(config["services"]) == SERVICES | ENGINE_B_SERVICES
     for name, service in config["services"].items():
         assert service.get("network_mode") in ("host", "none"), name
         mounts = " ".join(str(v) for v in service.get("volumes", []))
@@ -47,6 +49,30 @@ def test_compose_file_parses_and_every_service_is_on_the_host_network_or_none():
             assert "healthcheck" in service, name
     assert "networks" not in config or not config["networks"]
     assert "--address=127.0.0.1" in config["services"]["flower"]["command"]
+
+
+def test_the_two_engines_profile_adds_a_worker_group_and_gateway_for_another_engine():
+    """Off unless asked for (`--profile two-engines`); its services serve another engine id and
+    drive another Docker endpoint than the default group, on the same Redis."""
+    done = compose("config")
+    assert done.returncode == 0, done.stderr
+    import yaml
+    services = yaml.safe_load(done.stdout)["services"]
+    default_env = services["control"]["environment"]
+    assert default_env.get("SPAWNER_ENGINE", "local") == "local" and "SPAWNER_DOCKER_HOST" not in default_env
+    for name in SERVICES:
+        assert "profiles" not in services[name], name
+    for name in ENGINE_B_SERVICES:
+        service, env = services[name], services[name]["environment"]
+        assert service["profiles"] == ["two-engines"], name
+        assert env["SPAWNER_ENGINE"] == "b" and env["SPAWNER_REDIS_URL"] == default_env["SPAWNER_REDIS_URL"], name
+        assert env["SPAWNER_DOCKER_HOST"] == "unix:///run/workers-spawner-engine-b/docker.sock", name
+        assert not any("/var/run/docker.sock" in str(v) for v in service.get("volumes", [])), name
+    for pool in ("control", "turns"):  # its own node names, the plain queues (the pools switch to their engine's)
+        assert f"-n {pool}-b@%h" in services[f"{pool}-b"]["command"]
+        assert services[f"{pool}-b"]["command"].split("-Q ")[1].split()[0] == services[pool]["command"].split("-Q ")[1].split()[0]
+    socket_dir = "/run/workers-spawner-engine-b"
+    assert any(str(v).startswith(f"{socket_dir}:") for v in services["control-b"]["volumes"])
 
 
 @pytest.mark.slow
