@@ -1,6 +1,8 @@
 """SpawnerClient: a typed producer client, a thin wrapper over `send_task` by name.
 
-Nothing here goes beyond what a bare Celery client (and a bare Redis client, for events) can do:
+Nothing here goes beyond what a bare Celery client (and a bare Redis client, for events) can do,
+and it stands on the contract alone: the result and event types of spawner/results.py, the ids
+of spawner/ids.py, the stream reader of spawner/state/events.py; never the service or its store.
 every call is `app.send_task("spawner.<verb>", kwargs=..., queue=...)` and every event read is an
 XREAD on `agents:{id}:events` (CONTRACT §2, §5). What it adds is types, one place for the
 timeout, stable request ids for turns (so a turn's `command_id` is known before it runs and its
@@ -20,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypedDict, cast
+from typing import Any, cast
 
 from celery import Celery
 from celery.result import AsyncResult
@@ -28,6 +30,19 @@ from kombu.exceptions import OperationalError
 
 from spawner import errors, ids
 from spawner.redaction import redacted_kwargs_repr, without_credentials
+from spawner.results import (
+    CancelResult,
+    CommandResult,
+    CreateResult,
+    DeleteResult,
+    Event,
+    FileResult,
+    ListResult,
+    LogsResult,
+    ReadFileResult,
+    StatusResult,
+)
+from spawner.state.events import AgentEvents
 
 __all__ = [
     "CommandResult",
@@ -41,66 +56,6 @@ __all__ = [
     "SpawnerClient",
     "StatusResult",
 ]
-
-
-class CreateResult(TypedDict):
-    agent_id: str
-    state: str
-    container_id: str
-    image: str
-    created_at: str
-
-
-class CommandResult(TypedDict):
-    agent_id: str
-    command_id: str
-    exit_code: int | None
-    output: str
-    response: str
-    session_id: str | None
-    duration_ms: int
-    timed_out: bool
-    output_truncated: bool
-
-
-class FileResult(TypedDict):
-    agent_id: str
-    path: str
-    size: int
-
-
-class ReadFileResult(TypedDict):
-    agent_id: str
-    path: str
-    content: str
-    size: int
-
-
-class StatusResult(TypedDict, total=False):
-    agent_id: str
-    state: str
-    reason: str | None
-    container_state: str | None
-    created_at: str
-    last_activity_at: str
-    expires_at: str | None
-    config: dict[str, Any]
-    context: dict[str, str]
-
-
-class LogsResult(TypedDict):
-    agent_id: str
-    lines: list[str]
-    cursor: str | None
-
-
-class DeleteResult(TypedDict):
-    agent_id: str
-    deleted: bool
-
-
-class ListResult(TypedDict):
-    agents: list[StatusResult]
 
 
 @dataclass
@@ -126,7 +81,7 @@ class SpawnerClient:
         self.queue = queue
         self.timeout = timeout
         self._redis_url = redis_url
-        self._store: Any = None
+        self._events: AgentEvents | None = None
 
     @classmethod
     def from_url(cls, redis_url: str, *, queue: str = "spawner", timeout: float = 600,
@@ -217,14 +172,14 @@ class SpawnerClient:
             kwargs["request_id"] = request_id
         return cast(DeleteResult, self.call("delete", **kwargs))
 
-    def cancel(self, agent_id: str, *, command_id: str | None = None, request_id: str | None = None) -> dict[str, Any]:
+    def cancel(self, agent_id: str, *, command_id: str | None = None, request_id: str | None = None) -> CancelResult:
         """`spawner.cancel`: stop the agent's running turn (or `command_id`); `cancelled` says if one was."""
         kwargs: dict[str, Any] = {"agent_id": agent_id}
         if command_id:
             kwargs["command_id"] = command_id
         if request_id:
             kwargs["request_id"] = request_id
-        return self.call("cancel", **kwargs)
+        return cast(CancelResult, self.call("cancel", **kwargs))
 
     def list_agents(self, *, state: str | None = None) -> ListResult:
         """`spawner.list`: every agent's summary, or only those in `state`."""
@@ -233,34 +188,34 @@ class SpawnerClient:
 
     # ---------------------------------------------------------------------------- events
     @property
-    def store(self) -> Any:
-        if self._store is None:
+    def event_reader(self) -> AgentEvents:
+        """The reader of the agents' event streams (CONTRACT §5), on this client's Redis."""
+        if self._events is None:
             if self._redis_url is None:
                 raise ValueError("events need a Redis URL: build the client with from_url() or from_env()")
-            from spawner.state.store import RedisStore
-            self._store = RedisStore.from_url(self._redis_url)
-        return self._store
+            self._events = AgentEvents.from_url(self._redis_url)
+        return self._events
 
     def last_event_id(self, agent_id: str) -> str | None:
         """The cursor of the agent's newest event (None if it has none yet)."""
-        return cast("str | None", self.store.last_event_id(agent_id))
+        return self.event_reader.last_event_id(agent_id)
 
-    def events(self, agent_id: str, *, since: str | None = None, block_ms: int = 0) -> list[dict[str, Any]]:
+    def events(self, agent_id: str, *, since: str | None = None, block_ms: int = 0) -> list[Event]:
         """Events after cursor `since` (exclusive), waiting up to `block_ms` for a first one."""
         if block_ms <= 0:
-            return cast(list[dict[str, Any]], self.store.read_events(agent_id, since=since))
-        return cast(list[dict[str, Any]], self.store.wait_events(agent_id, since=since, block_ms=block_ms))
+            return self.event_reader.read_events(agent_id, since=since)
+        return self.event_reader.wait_events(agent_id, since=since, block_ms=block_ms)
 
     def follow(self, agent_id: str, *, since: str | None = None, until_command: str | None = None,
                stop: Callable[[], bool] | None = None, poll_ms: int = 250,
-               deadline_seconds: float | None = None) -> Iterator[dict[str, Any]]:
+               deadline_seconds: float | None = None) -> Iterator[Event]:
         """Yield events after `since` as they come, in order, each once; the cursor of an event is
         its `id`. Ends after the `command_exit` of `until_command`, when `stop()` is true, or at the
         deadline; otherwise runs until the caller stops iterating."""
         cursor = since
         end = None if deadline_seconds is None else time.monotonic() + deadline_seconds
         while True:
-            for event in self.store.wait_events(agent_id, since=cursor, block_ms=poll_ms):
+            for event in self.event_reader.wait_events(agent_id, since=cursor, block_ms=poll_ms):
                 cursor = event["id"]
                 yield event
                 if until_command and event["type"] == "command_exit" and event.get("command_id") == until_command:

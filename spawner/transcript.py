@@ -3,6 +3,7 @@ text, for the `logs` task's lines and the CLI's live view alike."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +53,7 @@ class TranscriptRenderer:
     printed: dict[str, list[str]] = field(default_factory=dict)  # command id -> output chunks
     said: dict[str, str] = field(default_factory=dict)  # command id -> the last message shown
 
-    def feed(self, event: dict[str, Any]) -> list[Piece]:
+    def feed(self, event: Mapping[str, Any]) -> list[Piece]:
         kind = event.get("type")
         command_id = event.get("command_id")
         if self.only_command is not None and command_id != self.only_command:
@@ -105,7 +106,7 @@ class TranscriptRenderer:
 
 
 
-def transcript(events: list[dict[str, Any]]) -> list[str]:
+def transcript(events: Iterable[Mapping[str, Any]]) -> list[str]:
     """The agent's transcript from its events, as lines: commands, what they printed, how they ended."""
     renderer = TranscriptRenderer()
     text = "".join(piece for event in events for piece, _ in renderer.feed(event))

@@ -64,7 +64,7 @@ class RedisLeases:
             for key, token in tokens.items():
                 pipe.set(key, token, nx=True, px=int(ttl_seconds * 1000))
             taken = pipe.execute()
-        return {key: token if ok else None for (key, token), ok in zip(tokens.items(), taken)}
+        return {key: token if ok else None for (key, token), ok in zip(tokens.items(), taken, strict=True)}
 
     def release_many(self, tokens: dict[str, str]) -> None:
         """`release` for each key still held with its token, in one round trip."""

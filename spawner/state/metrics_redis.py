@@ -67,9 +67,9 @@ class RedisMetricsSink:
                 pipe.hgetall(metric_key(name))
             pipe.zrange(names.agents_index_key(), 0, -1)
             *hashes, agent_ids = pipe.execute()
-        for name, raw in zip(counters, hashes[:len(counters)]):
+        for name, raw in zip(counters, hashes[:len(counters)], strict=True):
             snap.counters[name] = {tuple(json.loads(k)): _number(v) for k, v in raw.items()}
-        for name, raw in zip(histograms, hashes[len(counters):]):
+        for name, raw in zip(histograms, hashes[len(counters):], strict=True):
             series: dict[tuple[str, ...], tuple[dict[int, int], float, int]] = {}
             for key, value in raw.items():
                 labels_json, _, part = key.rpartition("|")

@@ -17,10 +17,10 @@ _MIRROR = """
 local function mirror(event_id, data)
   if string.sub(data, 1, 16) ~= '{"type":"status"' then return end
   local body = '"agent_event_id":"' .. event_id .. '",' .. string.sub(data, 2)
-  local fid = redis.call('XADD', KEYS[#KEYS], 'MAXLEN', '~', '%d', '*', 'data', '{' .. body)
+  local fid = redis.call('XADD', KEYS[#KEYS], 'MAXLEN', '~', 'FLEET_EVENTS_MAXLEN', '*', 'data', '{' .. body)
   redis.call('PUBLISH', KEYS[#KEYS], '{"id":"' .. fid .. '",' .. body)
 end
-""" % names.FLEET_EVENTS_MAXLEN
+""".replace("FLEET_EVENTS_MAXLEN", str(names.FLEET_EVENTS_MAXLEN))
 # Prefix of every script that appends to an agent's stream: `append(stream, maxlen, data)` adds
 # the entry, then trims the oldest entries until the stream holds at most `maxlen` entries and
 # at most EVENTS_MAX_BYTES bytes of data (the newest entry always stays). The byte count lives in

@@ -1,5 +1,6 @@
 """RedisStore: records, indexes, events, idempotency and agent identities in Redis; leases come
-from RedisLeases (spawner/state/leases.py), the scripts from spawner/state/scripts.py.
+from RedisLeases (spawner/state/leases.py), event reads from AgentEvents (spawner/state/events.py),
+the scripts from spawner/state/scripts.py.
 
 Layout (every name from spawner.names):
   spawner:agent:{id}            hash, one JSON-encoded value per AgentRecord field
@@ -17,13 +18,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
-from spawner import errors, limits, names
+from spawner import limits, names
 from spawner.models import AgentRecord
 from spawner.redaction import with_credentials
-from spawner.results import iso
+from spawner.results import Event, iso
 from spawner.state import scripts
+from spawner.state.events import AgentEvents
 from spawner.state.leases import RedisLeases
 from spawner.state.redis import RedisClient, connect, translated
 
@@ -33,26 +35,12 @@ CREATE_DEADLINE_SECONDS = names.CREATE_DEADLINE_SECONDS
 EVENTS_MAX_BYTES_DEFAULT = limits.EVENTS_MAX_BYTES_DEFAULT
 
 
-def _event(agent_id: str, entry_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """One stream entry as an event. An entry not in the fleet's shape (only a host-network
-    agent's own Redis user can add one: docs/design.md, "Threat model") comes back as type
-    `malformed` with its id, so a reader neither fails on it nor stalls its cursor behind it."""
-    try:
-        event = json.loads(fields["data"])
-    except (KeyError, TypeError, ValueError, RecursionError):
-        event = None
-    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-        return {"id": entry_id, "type": "malformed", "agent_id": agent_id}
-    out = {"id": entry_id, **event}
-    out["id"] = entry_id  # the stream's, whatever the entry says
-    return out
-
-
 class RedisStore(RedisLeases):
     """State and events over one Redis connection pool. Build with `RedisStore.from_url()`."""
 
     def __init__(self, client: RedisClient, *, events_max_bytes: int = EVENTS_MAX_BYTES_DEFAULT) -> None:
         super().__init__(client)
+        self.events = AgentEvents(client)
         self._publish = client.register_script(scripts.capped(scripts.PUBLISH, events_max_bytes))
         self._publish_once = client.register_script(scripts.capped(scripts.PUBLISH_ONCE, events_max_bytes))
         self._publish_once_per_key = client.register_script(
@@ -86,7 +74,7 @@ class RedisStore(RedisLeases):
                        event: tuple[str, dict[str, Any]] | None) -> AgentRecord | None:
         with translated("updating a record"):
             flat = self._write_record(agent_id, fields, save=False, event=event)
-        raw = dict(zip(flat[::2], flat[1::2])) if flat else {}
+        raw = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
         if "agent_id" not in raw:
             return None
         return AgentRecord.model_validate({k: json.loads(v) for k, v in raw.items()})
@@ -121,7 +109,7 @@ class RedisStore(RedisLeases):
 
     def list_agent_ids(self) -> list[str]:
         with translated("listing agents"):
-            return list(self._r.zrange(names.agents_index_key(), 0, -1))
+            return cast(list[str], self._r.zrange(names.agents_index_key(), 0, -1))
 
     def forget_if_missing(self, agent_id: str) -> None:
         """Drop index entries of a record that expired on its own."""
@@ -135,12 +123,12 @@ class RedisStore(RedisLeases):
     def live_agent_ids(self) -> set[str]:
         """Every agent whose record is not terminal (the expire index holds exactly those)."""
         with translated("reading the sweep index"):
-            return set(self._r.zrange(names.due_key("expire"), 0, -1))
+            return set(cast(list[str], self._r.zrange(names.due_key("expire"), 0, -1)))
 
     def due_agents(self, action: str, *, now: float, limit: int = 1000) -> list[str]:
         """Agent ids whose `action` is due at `now`; cost grows with how many are due."""
         with translated("reading the sweep index"):
-            return list(self._r.zrangebyscore(names.due_key(action), "-inf", now, start=0, num=limit))
+            return cast(list[str], self._r.zrangebyscore(names.due_key(action), "-inf", now, start=0, num=limit))
 
     # ---------------------------------------------------------------------------- turns running
     def turn_started(self, agent_id: str, command_id: str, *, lease_key: str) -> int:
@@ -175,7 +163,7 @@ class RedisStore(RedisLeases):
     def running_command_ids(self, agent_id: str) -> list[str]:
         """Command ids of the agent's running turns (at most one but for a turn ending meanwhile)."""
         with translated("reading running turns"):
-            return sorted(self._r.smembers(names.agent_key(agent_id) + ":turns"))
+            return sorted(cast(set[str], self._r.smembers(names.agent_key(agent_id) + ":turns")))
 
     # ---------------------------------------------------------------------------- events
     @staticmethod
@@ -223,50 +211,11 @@ class RedisStore(RedisLeases):
             value = self._r.get(names.turn_progress_key(command_id))
         return int(value) if value is not None else -1
 
-    def read_events(self, agent_id: str, *, since: str | None = None, count: int = 1000) -> list[dict[str, Any]]:
-        """Events after cursor `since` (exclusive), oldest first. A cursor older than what the
-        capped stream still holds raises InvalidRequest: a gap is never skipped silently."""
-        key = names.agent_events_key(agent_id)
-        if since:
-            self._check_cursor(agent_id, since)
-        with translated("reading events"):
-            entries = self._r.xrange(key, "(" + since if since else "-", "+", count=count)
-        return [_event(agent_id, eid, fields) for eid, fields in entries]
+    def read_events(self, agent_id: str, *, since: str | None = None, count: int = 1000) -> list[Event]:
+        return self.events.read_events(agent_id, since=since, count=count)
 
-    def _check_cursor(self, agent_id: str, since: str) -> None:
-        key = names.agent_events_key(agent_id)
-        _stream_id_lt(since, "0-0")  # refuses a malformed cursor with a clear message
-        with translated("reading events"):
-            first = self._r.xrange(key, "-", "+", count=1)
-            if first and _stream_id_lt(since, first[0][0]) and not self._r.xrange(key, since, since):
-                raise errors.InvalidRequest(
-                    f"cursor {since} is older than the oldest event kept ({first[0][0]}); "
-                    "events in between were trimmed. Read again without a cursor."
-                )
-
-    def wait_events(self, agent_id: str, *, since: str | None, block_ms: int, count: int = 1000) -> list[dict[str, Any]]:
-        """Events after `since` (all kept ones if None), waiting up to `block_ms` for a first one."""
-        if since is None:
-            events = self.read_events(agent_id, since=None, count=count)
-            if events:
-                return events
-            since = "0-0"
-        else:
-            self._check_cursor(agent_id, since)
-        with translated("waiting for events"):
-            reply = self._r.xread({names.agent_events_key(agent_id): since}, count=count, block=block_ms)
-        return [_event(agent_id, eid, fields) for _, entries in reply for eid, fields in entries]
-
-    def last_event_id(self, agent_id: str) -> str | None:
-        with translated("reading events"):
-            entries = self._r.xrevrange(names.agent_events_key(agent_id), "+", "-", count=1)
-        return entries[0][0] if entries else None
-
-    def last_events(self, agent_id: str, *, count: int) -> list[dict[str, Any]]:
-        """The newest `count` events, oldest first."""
-        with translated("reading events"):
-            entries = self._r.xrevrange(names.agent_events_key(agent_id), "+", "-", count=count)
-        return [_event(agent_id, eid, fields) for eid, fields in reversed(entries)]
+    def last_events(self, agent_id: str, *, count: int) -> list[Event]:
+        return self.events.last_events(agent_id, count=count)
 
     # ---------------------------------------------------------------------------- agent identities
     def create_agent_identity(self, agent_id: str, *, password: str, base_url: str) -> str:
@@ -278,16 +227,16 @@ class RedisStore(RedisLeases):
         """
         user = names.agent_acl_user(agent_id)
         with translated("creating the agent's Redis user"):
-            self._r.execute_command(
-                "ACL", "SETUSER", user, "reset", "on", f">{password}",
-                f"~{names.agent_events_key(agent_id)}", f"&{names.agent_channel(agent_id, 'response')}",
-                "+ping", "+xadd", "+publish", "+hello", "+client|setname", "+auth", "+select",
+            self._r.acl_setuser(
+                user, reset=True, enabled=True, passwords=[f"+{password}"],
+                keys=[names.agent_events_key(agent_id)], channels=[names.agent_channel(agent_id, "response")],
+                commands=["+ping", "+xadd", "+publish", "+hello", "+client|setname", "+auth", "+select"],
             )
         return with_credentials(base_url, user=user, password=password)
 
     def delete_agent_identity(self, agent_id: str) -> None:
         with translated("removing the agent's Redis user"):
-            self._r.execute_command("ACL", "DELUSER", names.agent_acl_user(agent_id))
+            self._r.acl_deluser(names.agent_acl_user(agent_id))
 
     # ---------------------------------------------------------------------------- idempotency
     def get_request_result(self, task: str, request_id: str) -> dict[str, Any] | None:
@@ -299,14 +248,3 @@ class RedisStore(RedisLeases):
         with translated("saving a request result"):
             self._r.set(names.request_result_key(task, request_id), json.dumps(result),
                         ex=names.REQUEST_RESULT_TTL_SECONDS)
-
-
-def _stream_id_lt(a: str, b: str) -> bool:
-    def parts(x: str) -> tuple[int, int]:
-        ms, _, seq = x.partition("-")
-        return int(ms), int(seq or 0)
-
-    try:
-        return parts(a) < parts(b)
-    except ValueError:
-        raise errors.InvalidRequest(f"{a!r} is not a stream cursor (like 1700000000000-0)") from None
