@@ -15,7 +15,21 @@ from typing import Any
 
 import yaml
 
-from spawner.fleet import WORKER_IMAGE_BUILD_ARGS, worker_image_build_argv
+from spawner.fleet import (
+    CONTROL_CONCURRENCY,
+    TURNS_CONCURRENCY,
+    WORKER_IMAGE_BUILD_ARGS,
+    UpOptions,
+    WorkerPool,
+    beat_spec,
+    gateway_spec,
+    node_name,
+    node_suffix,
+    plan,
+    worker_image_build_argv,
+    worker_pools,
+    worker_spec,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,3 +72,54 @@ def test_up_builds_the_worker_image_with_the_described_arguments_then_the_operat
     described = [word for key, value in WORKER_IMAGE_BUILD_ARGS for word in ("--build-arg", f"{key}={value}")]
     assert argv == ["docker", "build", "--network", "host", "-f", "/r/worker_image/Dockerfile",
                     "--build-arg", "BASE_IMAGE=base:1", *described, "--network", "none", "-t", "img:1", "/r"]
+
+
+def compose_worker_groups(env: dict[str, str]) -> dict[str, tuple[WorkerPool, ...]]:
+    """The worker groups spawner/fleet.py describes, as compose runs them: the default engine's, and
+    the two-engines profile's (its pools serve the plain queues and add their engine's on their own)."""
+    queue = env["SPAWNER_QUEUE"]
+    pools = {"control_concurrency": int(env["SPAWNER_CONTROL_CONCURRENCY"]),
+             "turns_concurrency": int(env["SPAWNER_TURNS_CONCURRENCY"])}
+    return {"": worker_pools(queue, turns_queue=f"{queue}.turns", **pools),
+            "-b": worker_pools(queue, turns_queue=f"{queue}.turns", node=node_suffix("b"), **pools)}
+
+
+def test_compose_runs_the_described_worker_pools_with_the_described_defaults():
+    env = env_example()
+    assert (int(env["SPAWNER_CONTROL_CONCURRENCY"]), int(env["SPAWNER_TURNS_CONCURRENCY"])) == \
+        (CONTROL_CONCURRENCY, TURNS_CONCURRENCY), ".env.example gives compose the pools `spawner up` runs"
+    services = compose_config(env)["services"]
+    for suffix, pools in compose_worker_groups(env).items():
+        for pool in pools:
+            service = services[pool.name + suffix]
+            described = worker_spec(pool, python="python3")
+            assert shlex.split(service["command"]) == ["celery", *described.argv[3:]], pool.name + suffix
+            assert service.get("environment", {}).get("SPAWNER_WORKER_POOL", "threads") == pool.pool
+            assert node_name(pool.node, "$$(hostname)") in " ".join(service["healthcheck"]["test"])
+    beats = [name for name, service in services.items() if " beat " in f" {service.get('command', '')} "]
+    assert beats == ["beat"], "one beat serves the whole fleet (CONTRACT §8.5)"
+
+
+def test_compose_listens_where_spawner_up_does_by_default():
+    env, opts = env_example(), UpOptions(Path("/d"))
+    assert (int(env["FLOWER_PORT"]), int(env["SPAWNER_METRICS_PORT"]), int(env["SPAWNER_GATEWAY_PORT"])) == \
+        (opts.flower_port, opts.metrics_port, opts.gateway_port)
+    services = compose_config(env)["services"]
+    assert shlex.split(services["gateway"]["command"]) == ["python3", *gateway_spec(opts.gateway_port, python="").argv[1:]]
+
+
+def test_the_fleet_plan_starts_the_described_pools_and_beat():
+    opts = UpOptions(Path("/d"), control_concurrency=3, turns_concurrency=5)
+    specs = {s.name: s for s in plan(opts, python="py", queue="q", turns_queue="q.turns")}
+    control, turns = worker_pools("q", turns_queue="q.turns", control_concurrency=3, turns_concurrency=5)
+    assert specs["control"] == worker_spec(control, python="py") and specs["turns"] == worker_spec(turns, python="py")
+    assert specs["beat"] == beat_spec(Path("/d/celerybeat-schedule"), python="py")
+    assert node_name(control.node, "h1") == "control@h1"
+
+
+def test_a_worker_spec_is_the_celery_command_line_an_operator_would_type():
+    pool = WorkerPool("crash", "a,b", 2, "crash-1@%h", pool="prefork")
+    spec = worker_spec(pool, python="py", loglevel="WARNING", quiet=True)
+    assert spec.argv == ("py", "-m", "celery", "-A", "tasks", "worker", "-Q", "a,b", "-P", "prefork", "-c", "2",
+                         "-n", "crash-1@%h", "-l", "WARNING", "--without-mingle", "--without-gossip")
+    assert spec.env == {"SPAWNER_WORKER_POOL": "prefork"}  # `-P` alone cannot override a configured pool
