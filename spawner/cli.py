@@ -11,14 +11,15 @@ from __future__ import annotations
 import base64
 import json
 import sys
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 
 from spawner import console, ids
-from spawner.cli_support import EXIT_INTERRUPTED, EXIT_OK, Ctx, Interrupt, SpawnerGroup, describe, fail, pass_ctx
+from spawner.cli_errors import EXIT_INTERRUPTED, EXIT_OK, CliError
+from spawner.cli_follow import follow_events
+from spawner.cli_support import Ctx, SpawnerGroup, pass_ctx
 from spawner.transcript import TranscriptRenderer
 
 __all__ = ["cli", "main"]
@@ -80,66 +81,6 @@ def create(obj: Ctx, config_file: Path, context: tuple[str, ...], request_id: st
 
 
 # ------------------------------------------------------------------------------------------ send
-#: In `send --follow`, a second Ctrl-C within this many seconds of the first cancels the turn.
-CANCEL_WINDOW_SECONDS = 2.0
-
-
-def _resume_hint(obj: Ctx, verb: str, agent_id: str, cursor: str | None, until: str | None) -> str:
-    since = f" --since {cursor}" if cursor else ""
-    return f"spawner{' --json' if obj.as_json else ''} {verb} {agent_id} -f{since}" + (f" --until {until}" if until else "")
-
-
-def _follow(obj: Ctx, agent_id: str, since: str | None, *, until: str | None, forever: bool,
-            renderer: TranscriptRenderer | None, pending: Any = None, verb: str = "logs",
-            read: Any = None) -> str | None:
-    """Print events after `since` as they come, each once, in order.
-
-    Ends after `until`'s command_exit; with `pending` (the turn's task: `send --follow`) only that
-    turn's events are shown, and the follow ends once the task has finished and everything it
-    published (its response comes after its exit) is shown. Without either, ends at the end of the
-    stream unless `forever`. On Ctrl-C exits 130 naming the cursor to resume from."""
-    cursor = since
-    only = until if pending is not None else None
-    interrupt = Interrupt()
-    with interrupt.deferred():
-        while not interrupt.requested:
-            try:
-                batch = (read or partial(obj.client.events, agent_id))(since=cursor, block_ms=250)
-            except Exception as exc:  # noqa: BLE001
-                fail(*describe(exc, obj.settings.redis_url))
-            for event in batch:
-                if only is None or event.get("command_id") == only:
-                    if obj.as_json:
-                        click.echo(json.dumps(event))
-                    elif renderer is not None:
-                        console.write(renderer.feed(event))
-                    else:
-                        click.echo(console.event_line(event))
-                cursor = str(event["id"])
-                if pending is None and until and event["type"] == "command_exit" and event.get("command_id") == until:
-                    return cursor
-                if interrupt.requested:
-                    break
-            if interrupt.requested:
-                break
-            if pending is not None and pending.ready() and not batch:
-                return cursor  # the task ended (failed before its turn started, or its events are shown)
-            if not forever and not until and pending is None and not batch:
-                return cursor
-        sys.stdout.flush()
-        click.echo(f"\ninterrupted at cursor {cursor or '(start)'}; resume with: "
-                   f"{_resume_hint(obj, verb, agent_id, cursor, until)}", err=True)
-        if pending is not None and until and not pending.ready():
-            click.echo(f"Ctrl-C again within {CANCEL_WINDOW_SECONDS:g} s cancels the turn", err=True)
-            if interrupt.again_within(CANCEL_WINDOW_SECONDS):
-                result = obj.call("cancel", f"cancelling turn {until}", agent_id=agent_id, command_id=until,
-                                  request_id=ids.new_request_id("cli"))
-                click.echo(json.dumps(result) if obj.as_json else
-                           f"turn {until} {'cancelled' if result['cancelled'] else 'was no longer running'}",
-                           err=not obj.as_json)
-    sys.exit(EXIT_INTERRUPTED)
-
-
 @cli.command()
 @click.argument("agent_id")
 @click.argument("command")
@@ -168,13 +109,13 @@ def send(obj: Ctx, agent_id: str, command: str, follow: bool, timeout_seconds: i
         return
     try:
         turn = obj.client.start_command(agent_id, command, **kwargs)
-    except Exception as exc:  # noqa: BLE001
-        fail(*describe(exc, obj.settings.redis_url))
+    except Exception as exc:  # noqa: BLE001 - whatever the broker raises, as one line
+        raise obj.error(exc) from None
     renderer = None
     if not obj.as_json:  # a CLI with a JSON stream is shown by its message and tool events
         structured = obj.call("status", f"asking about {agent_id}", agent_id=agent_id)["agent"] != "shell"
         renderer = TranscriptRenderer(only_command=turn.command_id, structured=structured)
-    _follow(obj, agent_id, turn.cursor, until=turn.command_id, forever=True, renderer=renderer,
+    follow_events(obj, agent_id, turn.cursor, until=turn.command_id, forever=True, renderer=renderer,
             pending=turn.async_result, verb="events" if obj.as_json else "logs")
     result = obj.wait(turn.async_result, f"agent {agent_id}: finishing")
     if obj.as_json:
@@ -307,7 +248,7 @@ def logs(obj: Ctx, agent_id: str, tail: int, follow: bool, since: str | None, un
         if not (follow or until):
             return
     renderer = None if obj.as_json else TranscriptRenderer()
-    _follow(obj, agent_id, since, until=until, forever=follow, renderer=renderer)
+    follow_events(obj, agent_id, since, until=until, forever=follow, renderer=renderer)
 
 
 @cli.command()
@@ -327,7 +268,7 @@ def events(obj: Ctx, agent_id: str | None, fleet: bool, since: str | None, follo
         from spawner.state.fleet_events import FleetEvents
         obj.client  # noqa: B018 - fails with one line if no Redis answers
         read = FleetEvents.from_url(obj.settings.redis_url).wait
-    cursor = _follow(obj, agent_id or "--fleet", since, until=until, forever=follow, renderer=None, verb="events",
+    cursor = follow_events(obj, agent_id or "--fleet", since, until=until, forever=follow, renderer=None, verb="events",
                      read=read)
     if not obj.as_json:
         click.echo(f"(cursor {cursor})" if cursor else "(no events)", err=True)
@@ -344,19 +285,23 @@ def rm(obj: Ctx, agent_ids: tuple[str, ...]) -> None:
         click.echo(json.dumps(results[0] if len(results) == 1 else results, indent=2))
         return
     for r in results:
-        click.echo(f"{r['agent_id']}: {'deleted' if r['deleted'] else 'nothing to delete (unknown or already deleted)'}")
+        what = "deleted" if r["deleted"] else "nothing to delete (unknown or already deleted)"
+        click.echo(f"{r['agent_id']}: {what}")
 
 
 # ------------------------------------------------------------------------------------------ up
 @cli.command()
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".spawner-data"),
-              show_default=True, envvar="SPAWNER_DATA_DIR", help="Logs, the lock, beat's schedule, a private Redis's data.")
+              show_default=True, envvar="SPAWNER_DATA_DIR",
+              help="Logs, the lock, beat's schedule, a private Redis's data.")
 @click.option("--flower-address", default="127.0.0.1", show_default=True, envvar="SPAWNER_FLOWER_ADDRESS")
-@click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True, envvar="SPAWNER_FLOWER_PORT")
+@click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True,
+              envvar="SPAWNER_FLOWER_PORT")
 @click.option("--flower-basic-auth", default=None, envvar="FLOWER_BASIC_AUTH", metavar="USER:PASSWORD",
               help="Require these credentials in Flower (required unless it is bound to a loopback address).")
 @click.option("--metrics-address", default="127.0.0.1", show_default=True, envvar="SPAWNER_METRICS_ADDRESS")
-@click.option("--metrics-port", type=click.IntRange(1, 65535), default=9808, show_default=True, envvar="SPAWNER_METRICS_PORT")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=9808, show_default=True,
+              envvar="SPAWNER_METRICS_PORT")
 @click.option("--control-concurrency", type=click.IntRange(min=1), default=16, show_default=True,
               help="Threads of the control pool (create, files, status, delete, sweep).")
 @click.option("--turns-concurrency", type=click.IntRange(min=1), default=64, show_default=True,
@@ -417,7 +362,9 @@ def main() -> None:
         click.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback, for an operator
-        fail(type(exc).__name__, " ".join(str(exc).split()) or "unexpected error (a bug: please report it)")
+        error = CliError(type(exc).__name__, str(exc) or "unexpected error (a bug: please report it)")
+        error.show()
+        sys.exit(error.exit_code)
     sys.exit(EXIT_OK)
 
 
