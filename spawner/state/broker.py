@@ -46,9 +46,6 @@ class BrokerRecovery:
                 pipe.set(names.task_alive_key(task_id), "1", ex=ttl_seconds)
             pipe.execute()
 
-    def clear_alive(self, task_id: str) -> None:
-        self._r.delete(names.task_alive_key(task_id))
-
     def requeue_orphans(self, *, queues: set[str], now: float, min_age_seconds: float) -> list[str]:
         """Requeue the messages of dead workers on `queues`; returns their task ids."""
         requeued = []

@@ -156,10 +156,6 @@ class RedisStore(RedisLeases):
             return int(self._reap_turns(keys=[names.agent_key(agent_id) + ":turns"],
                                         args=[names.turn_lease_key("")]))
 
-    def running_turns(self, agent_id: str) -> int:
-        with translated("counting turns"):
-            return int(self._r.scard(names.agent_key(agent_id) + ":turns"))
-
     def running_command_ids(self, agent_id: str) -> list[str]:
         """Command ids of the agent's running turns (at most one but for a turn ending meanwhile)."""
         with translated("reading running turns"):
