@@ -39,7 +39,7 @@ class EngineRouter:
     """Where a message that arrived on the public queue goes (one per worker process)."""
 
     def __init__(self, settings: SpawnerSettings) -> None:
-        from spawner.state.engines import EngineRegistry  # noqa: PLC0415 - only in workers
+        from spawner.state.engines import EngineRegistry  # only in workers
         self.settings = settings
         self.registry = EngineRegistry.from_url(settings.redis_url)
         self._view: tuple[float, dict[str, core.EngineState]] = (0.0, {})
@@ -85,7 +85,8 @@ class EngineRouter:
         config = kwargs.get("config")
         pin = config.get("engine") if isinstance(config, dict) else None
         request_id = kwargs.get("request_id")
-        agent_id = ids.agent_id_for_create(request_id=request_id if isinstance(request_id, str) else None, task_id=task_id)
+        agent_id = ids.agent_id_for_create(request_id=request_id if isinstance(request_id, str) else None,
+                                           task_id=task_id)
         now = time.time()
         try:
             entries = core.by_engine(self.registry.entries(fresh_counts=True))
