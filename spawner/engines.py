@@ -16,11 +16,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
-__all__ = ["EngineEntry", "EngineState", "Places", "HEARTBEAT_SECONDS", "SUSPECT_SECONDS", "current_state", "decode",
-           "encode", "place", "placement_order", "route_for_agent"]
+from spawner import names
 
-#: How often a worker group writes its entry.
+__all__ = ["HEARTBEAT_SECONDS", "ROLES", "SUSPECT_SECONDS", "EngineEntry", "EngineState", "Places", "current_state",
+           "decode", "encode", "place", "placement_order", "roles_of", "route_for_agent"]
+
+#: How often each pool of a worker group writes its engine's entry.
 HEARTBEAT_SECONDS = 2.0
+#: The pools of a worker group, each of which beats for the engine: the engine is as fresh as the
+#: quieter of them (a group whose turns pool died serves no turn, whatever its control pool says).
+ROLES = ("control", "turns")
 #: Silence after which an engine is `suspect` (three missed beats).
 SUSPECT_SECONDS = 3 * HEARTBEAT_SECONDS
 
@@ -112,6 +117,15 @@ def place(entries: Iterable[EngineEntry], *, now: float, pin: str | None = None)
     """Where a new agent goes, or None when no engine may take it."""
     order = placement_order(entries, now=now, pin=pin)
     return order[0] if order else None
+
+
+def roles_of(consumed: Iterable[str], *, queue: str, engine: str) -> tuple[str, ...]:
+    """The pools of its engine's group that a worker consuming `consumed` is (ROLES): `control` if
+    it takes the public queue or its engine's, `turns` if it takes its engine's turns queue."""
+    taken = set(consumed)
+    control = bool(taken & {queue, names.engine_queue(queue, engine)})
+    turns = names.engine_turns_queue(queue, engine) in taken
+    return tuple(role for role, serves in zip(ROLES, (control, turns), strict=True) if serves)
 
 
 def by_engine(entries: Iterable[EngineEntry]) -> Mapping[str, EngineEntry]:

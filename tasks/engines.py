@@ -1,9 +1,11 @@
 """Several Docker engines, the worker side (CONTRACT §8.5, ARCHITECTURE §15).
 
 - Each worker process of an engine's group heartbeats the engine's registry entry (live agents,
-  max_agents, warm stock, last_seen) and, in the same beat, watches the other engines: one that
-  went quiet is marked `suspect`, then `lost` (its agents `failed`, reason `engine lost`), each
-  change once (an atomic state swap) and published on `spawner:events`.
+  max_agents, warm stock) for the pools it is (control, turns: spawner.engines.roles_of); the
+  entry's last_seen is the quieter pool's last beat, so a group with a dead pool goes quiet. In
+  the same beat it watches the other engines: one that went quiet is marked `suspect`, then
+  `lost` (its agents `failed`, reason `engine lost`), each change once (an atomic state swap)
+  and published on `spawner:events`; the tasks left on its own queues are given back.
 - A worker consuming the public queue also consumes its engine's queue (and a turns worker of an
   engine other than the default its engine's turns queue), whatever `-Q` it was given.
 - `spawner.engines` lists the registry; `spawner.drain` stops placement on an engine.
@@ -35,6 +37,9 @@ __all__ = ["registry"]
 log = logging.getLogger(__name__)
 
 _registry: tuple[int, EngineRegistry] | None = None
+#: The pools of its engine's group this process is, once its queues are known (None: a worker not
+#: started by `celery worker`, which beats for every pool, as one process serving all would).
+_roles: tuple[str, ...] | None = None
 _started = False
 _lock = threading.Lock()
 
@@ -77,8 +82,10 @@ def beat_once(now: float) -> None:
     """One heartbeat of this engine, and one look at the others."""
     settings = get_settings()
     reg = registry()
-    before = reg.heartbeat(_own_entry(settings, reg, now))
-    if before is not None and before.state in (EngineState.LOST, EngineState.SUSPECT):
+    roles = _roles if _roles is not None else core.ROLES
+    quiet = (EngineState.LOST, EngineState.SUSPECT)
+    before, after = reg.heartbeat(_own_entry(settings, reg, now), roles=roles) if roles else (None, None)
+    if before is not None and before.state in quiet and after is not None and after.state not in quiet:
         if before.state == EngineState.LOST:
             # back after being given up: its agents are failed; reconcile removes their containers
             counts = get_service().reconcile()
@@ -162,7 +169,7 @@ def _beat_loop() -> None:
     while True:
         try:
             beat_once(time.time())
-        except Exception:  # noqa: BLE001 - Redis or Docker away: the next beat tries again
+        except Exception:  # Redis or Docker away: the next beat tries again
             log.debug("engine heartbeat failed", exc_info=True)
         time.sleep(core.HEARTBEAT_SECONDS)
 
@@ -185,15 +192,20 @@ def _start_beat(**_: Any) -> None:
 def _engine_queues(sender: Any = None, instance: Any = None, **_: Any) -> None:
     """A control worker (it consumes the public queue) also consumes its engine's queue; a turns
     worker of an engine other than the default consumes that engine's turns queue instead."""
+    global _roles
     settings = load_settings()
     queues = instance.app.amqp.queues
-    consumed = {q.name for q in queues.consume_from.values()} if queues.consume_from else set(queues)
-    if settings.queue in consumed:
+
+    def consumed() -> set[str]:
+        return {q.name for q in queues.consume_from.values()} if queues.consume_from else set(queues)
+
+    if settings.queue in consumed():
         queues.select_add(names.engine_queue(settings.queue, settings.engine))
     turns = names.turns_queue(settings.queue)
-    if settings.engine != names.DEFAULT_ENGINE and turns in consumed:
+    if settings.engine != names.DEFAULT_ENGINE and turns in consumed():
         queues.select_add(names.engine_turns_queue(settings.queue, settings.engine))
         queues.deselect([turns])
+    _roles = core.roles_of(consumed(), queue=settings.queue, engine=settings.engine)
 
 
 @app.task(name="spawner.engines", bind=True, typing=False)

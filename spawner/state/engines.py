@@ -9,26 +9,45 @@ size is the engine's live agents, and `reserve` adds to it only below `max_agent
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
+from spawner import engines as core
 from spawner import names
 from spawner.engines import EngineEntry, decode, encode
 from spawner.state.redis import RedisClient, connect, translated
 
 __all__ = ["EngineRegistry"]
 
-# KEYS: engines hash. ARGV: engine, entry JSON. A `draining` or `lost` state set by an operator
-# or the fleet is kept by a heartbeat that says `ready` (a lost engine's heartbeat brings it back:
-# its group cleans up first, tasks/engines.py). Returns the entry before, or false.
+# KEYS: engines hash. ARGV: engine, entry JSON (its last_seen is now), the writer's roles
+# ("control,turns"), suspect seconds. Each pool of a group beats for its role; the entry keeps
+# each role's last beat (`seen`) and its last_seen is the oldest of them, so a group with one pool
+# dead goes quiet. A `draining` or `lost` state set by an operator or the fleet is kept by a
+# heartbeat that says `ready`, and so is `suspect`/`lost` while a role is still quiet (a lost
+# engine's heartbeat brings it back: its group cleans up first, tasks/engines.py). Returns the
+# entry before ("" if none) and the entry written.
 _HEARTBEAT = """
 local before = redis.call('HGET', KEYS[1], ARGV[1])
 local entry = cjson.decode(ARGV[2])
+local now = entry['last_seen']
+local seen, old = {}, nil
 if before then
-  local old = cjson.decode(before)
+  old = cjson.decode(before)
+  if type(old['seen']) == 'table' then seen = old['seen'] end
   if old['state'] == 'draining' and entry['state'] == 'ready' then entry['state'] = 'draining' end
 end
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(entry))
-return before
+for role in string.gmatch(ARGV[3], '[^,]+') do seen[role] = now end
+local oldest = now
+for _, t in pairs(seen) do if t < oldest then oldest = t end end
+entry['seen'] = seen
+entry['last_seen'] = oldest
+if old and (old['state'] == 'suspect' or old['state'] == 'lost') and now - oldest >= tonumber(ARGV[4]) then
+  entry['state'] = old['state']
+end
+local after = cjson.encode(entry)
+redis.call('HSET', KEYS[1], ARGV[1], after)
+return {before or '', after}
 """
 
 # KEYS: engines hash. ARGV: engine, state, expected state ("" = any). Returns the state before
@@ -94,11 +113,15 @@ class EngineRegistry:
     def from_url(cls, url: str) -> EngineRegistry:
         return cls(connect(url, socket_connect_timeout=5, health_check_interval=15))
 
-    def heartbeat(self, entry: EngineEntry) -> EngineEntry | None:
-        """Write this engine's entry; returns the one before (None if it is new)."""
+    def heartbeat(self, entry: EngineEntry, *, roles: Sequence[str] = core.ROLES) -> tuple[EngineEntry | None,
+                                                                                           EngineEntry]:
+        """Write this engine's entry (`entry.last_seen` is now) for the pools `roles` of its group;
+        returns the entry before (None if it is new) and the one written, whose last_seen is
+        its quietest pool's last beat."""
         with translated("writing the engine registry"):
-            before = self._heartbeat(keys=[names.engines_key()], args=[entry.engine, encode(entry)])
-        return decode(before) if before else None
+            before, after = self._heartbeat(keys=[names.engines_key()],
+                                            args=[entry.engine, encode(entry), ",".join(roles), core.SUSPECT_SECONDS])
+        return (decode(before) if before else None), decode(after) or entry
 
     def set_state(self, engine: str, state: str, *, expected: str = "") -> str | None:
         """Set an engine's state (only if it is `expected`, when given); returns the state before,
@@ -111,14 +134,14 @@ class EngineRegistry:
         """Every engine's entry; with `fresh_counts`, `agents` is the reservation set's size now
         (what placement needs: a heartbeat's count is up to a beat old)."""
         with translated("reading the engine registry"):
-            raw: dict[str, str] = self._r.hgetall(names.engines_key())
+            raw: dict[str, str] = dict(self._r.hgetall(names.engines_key()))  # type: ignore[arg-type]  # decoded
             entries = [e for e in (decode(v) for v in raw.values()) if e is not None]
             if fresh_counts and entries:
                 with self._r.pipeline(transaction=False) as pipe:
                     for e in entries:
                         pipe.zcard(names.engine_reserved_key(e.engine))
                     counts = pipe.execute()
-                entries = [EngineEntry(**{**e.__dict__, "agents": int(n)}) for e, n in zip(entries, counts)]
+                entries = [replace(e, agents=int(n)) for e, n in zip(entries, counts, strict=True)]
         return sorted(entries, key=lambda e: e.engine)
 
     def reserve(self, engine: str, agent_id: str, *, max_agents: int, now: float) -> str | None:
@@ -134,7 +157,7 @@ class EngineRegistry:
         else on the one with the most room now; its id, or None when every candidate is full."""
         if not candidates:
             return None
-        args: list[object] = [agent_id, now]
+        args: list[str | float] = [agent_id, now]
         for e in candidates:
             args += [e.engine, e.max_agents, 1 if e.warm > 0 else 2]
         with translated("placing a new agent"):
@@ -156,11 +179,12 @@ class EngineRegistry:
             for agent_id in ids:
                 pipe.hget(names.agent_key(agent_id), "engine")
             engines = pipe.execute()
-        mine = [a for a, e in zip(ids, engines) if (json.loads(e) if e else names.DEFAULT_ENGINE) == engine]
+        mine = [a for a, e in zip(ids, engines, strict=True)
+                if (json.loads(e) if e else names.DEFAULT_ENGINE) == engine]
         if not mine:
             return 0
         with translated("adopting agents' places"):
-            return int(self._r.zadd(names.engine_reserved_key(engine), {a: now for a in mine}, nx=True))
+            return int(self._r.zadd(names.engine_reserved_key(engine), {a: now for a in mine}, nx=True) or 0)
 
     def count(self, engine: str) -> int:
         with translated("reading an engine's agents"):
@@ -168,7 +192,7 @@ class EngineRegistry:
 
     def reserved(self, engine: str) -> list[str]:
         with translated("reading an engine's agents"):
-            return list(self._r.zrange(names.engine_reserved_key(engine), 0, -1))
+            return [str(a) for a in self._r.zrange(names.engine_reserved_key(engine), 0, -1)]
 
     def record_states(self, agent_ids: list[str]) -> dict[str, str | None]:
         """Each agent's stored state (None if its record is gone), in one round trip."""
@@ -178,7 +202,7 @@ class EngineRegistry:
             for agent_id in agent_ids:
                 pipe.hget(names.agent_key(agent_id), "state")
             raw = pipe.execute()
-        return {a: (json.loads(v) if v else None) for a, v in zip(agent_ids, raw)}
+        return {a: (json.loads(v) if v else None) for a, v in zip(agent_ids, raw, strict=True)}
 
     def agent_engine(self, agent_id: str) -> str | None:
         """The engine an agent's record names (`local` for a record from before engines), None if none."""
@@ -192,4 +216,4 @@ class EngineRegistry:
 
     def raw(self) -> dict[str, Any]:
         with translated("reading the engine registry"):
-            return dict(self._r.hgetall(names.engines_key()))
+            return {str(k): v for k, v in self._r.hgetall(names.engines_key()).items()}

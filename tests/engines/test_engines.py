@@ -236,6 +236,19 @@ def step_the_cli_lists_drains_and_undrains_engines(engine_fleet: EngineFleet) ->
     assert fleet.engines_view()["a"]["state"] == "ready"
 
 
+def step_a_group_with_a_dead_pool_is_suspect_until_the_pool_is_back(engine_fleet: EngineFleet) -> None:
+    """Both pools of a group beat for its engine, and the engine is as fresh as the quieter: with
+    its turns pool dead (no turn of its agents could run) b is suspect although its control pool
+    beats on, and ready again once the turns pool is back."""
+    fleet = engine_fleet
+    fleet.groups["b"].kill("worker-turns-b")
+    wait_for("b suspect", lambda: fleet.engines_view()["b"]["state"] == "suspect", timeout=30, interval=0.5)
+    assert fleet.groups["b"].procs["worker-control-b"].poll() is None  # its control pool is alive all along
+    fleet.groups["b"].start_worker("turns-b", "spawner.engine.b.turns", 16)
+    fleet.wait_ready()
+    assert [e["state"] for e in fleet.fleet_events() if e.get("engine") == "b"][-2:] == ["suspect", "ready"]
+
+
 def step_losing_an_engine_fails_only_its_agents_and_a_returning_engine_is_cleaned_and_placed_on(
         engine_fleet: EngineFleet) -> None:
     fleet = engine_fleet
@@ -330,5 +343,6 @@ def test_three_engines_one_redis_one_beat(engine_fleet: EngineFleet, tmp_path: P
     step_drain_stops_placement_and_keeps_serving_the_drained_engines_agents(engine_fleet)
     step_a_warm_pool_draws_placement_and_other_engines_leave_its_stock_alone(engine_fleet)
     step_the_cli_lists_drains_and_undrains_engines(engine_fleet)
+    step_a_group_with_a_dead_pool_is_suspect_until_the_pool_is_back(engine_fleet)
     step_losing_an_engine_fails_only_its_agents_and_a_returning_engine_is_cleaned_and_placed_on(engine_fleet)
     step_spawner_up_joins_the_fleet_as_another_engine(engine_fleet, tmp_path)

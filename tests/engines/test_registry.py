@@ -8,7 +8,7 @@ import time
 import pytest
 
 from bench.fleet import RedisServer
-from spawner.engines import EngineEntry, EngineState
+from spawner.engines import EngineEntry, EngineState, current_state
 from spawner.state.engines import EngineRegistry
 from tests.conftest import LEDGER
 
@@ -32,8 +32,10 @@ def registry(private_redis):
     return EngineRegistry.from_url(private_redis.url)
 
 
-def _entry(engine: str, *, max_agents: int = 2, warm: int = 0, state: EngineState = EngineState.READY) -> EngineEntry:
-    return EngineEntry(engine=engine, state=state, agents=0, max_agents=max_agents, last_seen=time.time(), warm=warm)
+def _entry(engine: str, *, max_agents: int = 2, warm: int = 0, state: EngineState = EngineState.READY,
+           last_seen: float | None = None) -> EngineEntry:
+    return EngineEntry(engine=engine, state=state, agents=0, max_agents=max_agents,
+                       last_seen=time.time() if last_seen is None else last_seen, warm=warm)
 
 
 def test_reserve_best_prefers_a_warm_pool_then_room_and_is_idempotent(registry):
@@ -61,7 +63,7 @@ def test_heartbeat_keeps_a_drain_and_reserve_refuses_a_draining_engine(registry)
     registry.heartbeat(_entry("a"))
     registry.heartbeat(_entry("b"))
     assert registry.set_state("a", "draining") == "ready"
-    assert registry.heartbeat(_entry("a")).state == EngineState.DRAINING
+    assert registry.heartbeat(_entry("a"))[1].state == EngineState.DRAINING
     assert {e.engine: e.state for e in registry.entries()} == {"a": EngineState.DRAINING, "b": EngineState.READY}
     assert registry.reserve("a", "ag-x", max_agents=5, now=time.time()) == "draining"
     assert registry.reserve("b", "ag-x", max_agents=1, now=time.time()) is None
@@ -92,3 +94,20 @@ def test_adopt_gives_places_to_live_agents_of_this_engine_only(registry, private
     assert sorted(registry.reserved("local")) == ["ag-local", "ag-old"]
     assert registry.adopt("local", {"ag-old", "ag-local"}, now=time.time()) == 0  # already held
     assert registry.reserved("b") == []
+
+
+def test_an_engine_is_as_fresh_as_the_quieter_of_its_pools(registry):
+    """Both pools of a group beat for their engine (control: creates and control tasks; turns: the
+    turns). The entry's last_seen is the older of their beats: a group with one pool dead is
+    suspect, and stays so, whatever the other pool writes, until the dead one beats again."""
+    t = 1000.0
+    registry.heartbeat(_entry("a", last_seen=t), roles=["control", "turns"])
+    for i in range(1, 6):  # only the control pool beats on
+        _, after = registry.heartbeat(_entry("a", last_seen=t + 2 * i), roles=["control"])
+    assert after.last_seen == t and current_state(after, now=t + 10) == EngineState.SUSPECT
+    assert registry.set_state("a", "suspect", expected="ready") == "ready"  # what a watching group does
+    _, after = registry.heartbeat(_entry("a", last_seen=t + 12), roles=["control"])
+    assert after.state == EngineState.SUSPECT
+    before, after = registry.heartbeat(_entry("a", last_seen=t + 14), roles=["turns"])  # back
+    assert (before.state, after.state, after.last_seen) == (EngineState.SUSPECT, EngineState.READY, t + 12)
+    assert registry.entries()[0].state == EngineState.READY
