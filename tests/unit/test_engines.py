@@ -105,3 +105,15 @@ def test_describe_names_the_state_and_the_silence():
     assert core.describe(entry("a", age=9.4), now=NOW) == "suspect: no heartbeat for 9 s"
     assert core.describe(entry("a", age=61), now=NOW) == "lost: no heartbeat for 61 s"
     assert core.describe(None, now=NOW) == "not in the registry"
+
+
+@pytest.mark.parametrize(("consumed", "engine", "roles"), [
+    ({"spawner", "spawner.engine.b"}, "b", ("control",)),
+    ({"spawner.engine.b.turns"}, "b", ("turns",)),
+    ({"spawner", "spawner.engine.b", "spawner.engine.b.turns"}, "b", ("control", "turns")),  # one worker, both
+    ({"spawner", "spawner.engine.local", "spawner.turns"}, "local", ("control", "turns")),
+    ({"spawner.turns"}, "local", ("turns",)),
+    ({"other"}, "b", ()),
+])
+def test_roles_of_a_worker_follow_the_queues_it_consumes(consumed, engine, roles):
+    assert core.roles_of(consumed, queue="spawner", engine=engine) == roles
