@@ -15,8 +15,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 __all__ = ["CONTROL_CONCURRENCY", "TURNS_CONCURRENCY", "WORKER_IMAGE_BUILD_ARGS", "ProcessSpec", "UpOptions",
-           "WorkerPool", "beat_spec", "gateway_spec", "is_loopback", "node_name", "plan", "private_redis_spec",
-           "worker_image_build_argv", "worker_pools", "worker_spec"]
+           "WorkerPool", "beat_spec", "bridge_spec", "gateway_spec", "is_loopback", "node_name", "plan",
+           "private_redis_spec", "worker_image_build_argv", "worker_pools", "worker_spec"]
 
 #: Threads of the control pool (create, files, status, delete, sweep) and of the turns pool (one
 #: thread per running turn): what `spawner up`, compose, the tests and the benchmark run.
@@ -131,6 +131,12 @@ def gateway_spec(port: int, *, python: str) -> ProcessSpec:
                        f"spawner gateway (model traffic of agents with a `model`; http://127.0.0.1:{port}/health)")
 
 
+def bridge_spec(*args: str, python: str, name: str = "bridge") -> ProcessSpec:
+    """`spawner bridge ARGS...`: the predecessor's stream protocol served through the tasks."""
+    return ProcessSpec(name, (python, "-m", "spawner.cli", "bridge", *args), {},
+                       "spawner bridge (cli-agent:commands -> tasks -> cli-agent:responses)")
+
+
 def plan(opts: UpOptions, *, python: str, queue: str, turns_queue: str, engine: str = "local") -> list[ProcessSpec]:
     """The fleet's long-running processes, in start order (stop order is the reverse). A fleet
     serving an engine other than the default (SPAWNER_ENGINE) joins an existing fleet's Redis as
@@ -143,8 +149,7 @@ def plan(opts: UpOptions, *, python: str, queue: str, turns_queue: str, engine: 
         flower_env["FLOWER_BASIC_AUTH"] = opts.flower_basic_auth
     else:  # bound to loopback (checked in UpOptions): the API may answer without credentials
         flower_env["FLOWER_UNAUTHENTICATED_API"] = "true"
-    bridge = [ProcessSpec("bridge", (python, "-m", "spawner.cli", "bridge"), {},
-                          "spawner bridge (cli-agent:commands -> tasks -> cli-agent:responses)")] if opts.bridge else []
+    bridge = [bridge_spec(python=python)] if opts.bridge else []
     return [
         *(worker_spec(pool, python=python) for pool in pools),
         *([beat_spec(opts.data_dir / "celerybeat-schedule", python=python)] if engine == "local" else []),

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from spawner.client import SpawnerClient
-from tests.conftest import LEDGER, OUTPUT_DIR, _free_port
+from tests.conftest import OUTPUT_DIR, _free_port
 from tests.operator.conftest import http_get, require_tool
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
@@ -112,28 +112,21 @@ def _listening_addresses(port: int) -> set[str]:
 
 def test_flower_api_refuses_without_credentials_unless_told_it_is_local(fleet, tmp_path):
     """Without FLOWER_UNAUTHENTICATED_API (what `spawner up` sets only for a loopback address), /api needs auth."""
-    import os
-    import subprocess
     import sys
 
-    from tests.conftest import REPO, _free_port
-    from tests.operator.conftest import wait_http
+    from tests.conftest import _free_port
+    from tests.operator.conftest import Service, wait_http
 
     port = _free_port()
     env = {k: v for k, v in fleet.env.items() if k != "FLOWER_UNAUTHENTICATED_API"}
-    log = open(tmp_path / "flower.log", "wb")  # noqa: SIM115 - Flower's stdout for its whole life
-    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", "flower", "--address=127.0.0.1",
-                             f"--port={port}"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    LEDGER.process(proc.pid)
+    service = Service("flower-noauth", [sys.executable, "-m", "celery", "-A", "tasks", "flower", "--address=127.0.0.1",
+                                        f"--port={port}"], env, f"http://127.0.0.1:{port}")
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthcheck", proc)
-        status, _ = http_get(f"http://127.0.0.1:{port}/api/workers")
+        wait_http(f"{service.url}/healthcheck", service.proc)
+        status, _ = http_get(f"{service.url}/api/workers")
         assert status == 401
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=10)
-        log.close()
+        service.stop()
 
 
 def test_headless_chromium_shows_spawner_create_on_the_tasks_page(flower_with_tasks, tmp_path):
