@@ -163,7 +163,8 @@ class WorkerConfig(_Frozen):
                 raise ValueError(f"model: agent {self.agent.value} cannot use the model gateway "
                                  f"(only {', '.join(a.value for a in MODEL_PROVIDERS)})")
             if self.model.provider != wanted:
-                raise ValueError(f"model.provider: agent {self.agent.value} speaks to {wanted}, not {self.model.provider}")
+                raise ValueError(f"model.provider: agent {self.agent.value} speaks to {wanted}, "
+                                 f"not {self.model.provider}")
         return self
 
     @model_validator(mode="after")

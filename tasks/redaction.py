@@ -8,7 +8,7 @@ active|reserved` returns) never hands out the raw kwargs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
@@ -25,4 +25,4 @@ class RedactingRequest(Request):
         self._kwargsrepr = saferepr(redact_kwargs(self._kwargs))
 
     def info(self, safe: bool = False) -> dict[str, Any]:
-        return super().info(safe=True)
+        return cast(dict[str, Any], super().info(safe=True))

@@ -6,6 +6,7 @@ Reads kombu's Redis transport bookkeeping (its `unacked` hash and index, names i
 from __future__ import annotations
 
 import json
+from typing import cast
 
 from spawner import names
 from spawner.state.redis import RedisClient, connect
@@ -49,7 +50,7 @@ class BrokerRecovery:
     def requeue_orphans(self, *, queues: set[str], now: float, min_age_seconds: float) -> list[str]:
         """Requeue the messages of dead workers on `queues`; returns their task ids."""
         requeued = []
-        tags = self._r.zrangebyscore(names.KOMBU_UNACKED_INDEX_KEY, "-inf", now - min_age_seconds)
+        tags = cast(list[str], self._r.zrangebyscore(names.KOMBU_UNACKED_INDEX_KEY, "-inf", now - min_age_seconds))
         for tag in tags:
             raw = self._r.hget(names.KOMBU_UNACKED_KEY, tag)
             if raw is None:

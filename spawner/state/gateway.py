@@ -13,7 +13,7 @@ The registration is the durable truth: a restarted gateway binds every registere
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from spawner.state.redis import RedisClient, connect, translated
 
@@ -58,7 +58,7 @@ class GatewayStore:
 
     def registrations(self) -> dict[str, dict[str, Any]]:
         found = {}
-        for agent_id, raw in self._r.hgetall(AGENTS_KEY).items():
+        for agent_id, raw in cast(dict[str, str], self._r.hgetall(AGENTS_KEY)).items():
             try:
                 value = json.loads(raw)
             except ValueError:

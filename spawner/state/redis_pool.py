@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, cast
 
 from spawner import names
 from spawner.state.leases import RedisLeases
@@ -55,7 +55,7 @@ class RedisPoolStore:
     def wanted(self, *, now: float, max_idle_seconds: float) -> dict[str, dict[str, Any]]:
         """Templates of the keys used within `max_idle_seconds`; older keys are forgotten."""
         with self._translated("reading pool keys"):
-            raw = self._r.hgetall(names.pool_keys_key())
+            raw = cast(dict[str, str], self._r.hgetall(names.pool_keys_key()))
             wanted, stale = {}, []
             for key, value in raw.items():
                 try:
@@ -73,7 +73,7 @@ class RedisPoolStore:
 
     def available(self, key: str) -> set[str]:
         with self._translated("reading the pool"):
-            return set(self._r.smembers(names.pool_available_key(key)))
+            return cast(set[str], self._r.smembers(names.pool_available_key(key)))
 
     def add(self, key: str, container_id: str) -> None:
         with self._translated("adding to the pool"):
@@ -95,7 +95,8 @@ class RedisPoolStore:
 
     def claiming(self) -> dict[str, float]:
         with self._translated("reading claims"):
-            return {cid: float(ts) for cid, ts in self._r.zrange(names.pool_claiming_key(), 0, -1, withscores=True)}
+            scored = cast(list[tuple[str, float]], self._r.zrange(names.pool_claiming_key(), 0, -1, withscores=True))
+        return {cid: float(ts) for cid, ts in scored}
 
     def lock(self, key: str, *, ttl_seconds: float) -> str | None:
         """Take the refill lock of `key` (a lease nobody renews); its token, or None if held."""
