@@ -47,6 +47,8 @@ def wait_until(what: str, check: Callable[[], T], *, timeout: float, interval: f
 
 def nodes_answering(app: Any, nodes: Collection[str], *, timeout: float = 0.5) -> set[str]:
     """Which of the Celery worker `nodes` answer a ping through `app` (a Celery app on their broker)."""
+    if not nodes:  # no destination would be a broadcast to every worker
+        return set()
     try:
         replies = app.control.ping(destination=sorted(nodes), timeout=timeout) or []
     except Exception:  # noqa: BLE001 - a broker that is not there yet (or restarting) answers nothing
