@@ -20,7 +20,7 @@ from spawner.engines import Places
 from spawner.gateway.core import ModelGateway
 from spawner.metrics import Metrics
 from spawner.models import AgentRecord, AgentState
-from spawner.once import Lease, Once
+from spawner.once import Lease, Once, R
 from spawner.pool import WarmPool
 from spawner.state.base import StateStore
 
@@ -73,7 +73,7 @@ class AgentAccess:
         self.now = clock
         self.once = Once(store)
 
-    def idempotent(self, task: str, key: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def idempotent(self, task: str, key: str, run: Callable[[], R]) -> R:
         """Run once per key (a request id, or the Celery task id so that a redelivery is harmless)."""
         return self.once.run(task, key, run)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets as secrets_module
 import time
-from typing import Any
 
 from orchestrator_cli import catalog
 from spawner import errors, names
@@ -25,7 +24,7 @@ from spawner.factories import (
 from spawner.ids import idempotency_key, new_agent_id
 from spawner.models import AgentRecord, AgentState, WorkerConfig
 from spawner.pool import claim_init
-from spawner.results import iso
+from spawner.results import CreateResult, iso
 
 __all__ = ["Creator"]
 
@@ -40,7 +39,7 @@ class Creator:
         self.agents = agents
 
     def create(self, config: WorkerConfig, *, context: dict[str, str], request_id: str | None,
-               task_id: str) -> dict[str, Any]:
+               task_id: str) -> CreateResult:
         network = self._network_for(config)
         secret_values = self._resolve_secrets(config)
         self._check_model(config)
@@ -48,7 +47,7 @@ class Creator:
         return self.agents.idempotent("create", key, lambda: self._create(config, context, network, secret_values, key))
 
     def _create(self, config: WorkerConfig, context: dict[str, str], network: str,
-                secret_values: dict[str, str], key: str) -> dict[str, Any]:
+                secret_values: dict[str, str], key: str) -> CreateResult:
         agent_id = new_agent_id(key)
         earlier = self.agents.store.get_record(agent_id)
         if earlier is not None and not earlier.state.is_terminal and earlier.state != AgentState.CREATING:
@@ -136,7 +135,7 @@ class Creator:
         return errors.AgentGone(f"agent {agent_id} was {what} while it was being created; create a new one")
 
     @staticmethod
-    def _create_result(record: AgentRecord) -> dict[str, Any]:
+    def _create_result(record: AgentRecord) -> CreateResult:
         return {"agent_id": record.agent_id, "state": record.state.value, "container_id": record.container_id,
                 "image": record.image, "created_at": iso(record.created_at), "engine": record.engine}
 

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from spawner import errors, names
 from spawner.state.base import StateStore
 
 __all__ = ["LOCK_SECONDS", "Lease", "Once"]
+
+#: A use case's result (a spawner.results shape), stored as JSON and returned to every repeat.
+R = TypeVar("R", bound=Mapping[str, Any])
 
 #: Locks expire this long after their holder dies (renewed every third of it while it lives).
 LOCK_SECONDS = 8.0
@@ -31,21 +34,21 @@ class Once:
     def __init__(self, store: StateStore) -> None:
         self.store = store
 
-    def run(self, task: str, key: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def run(self, task: str, key: str, work: Callable[[], R]) -> R:
         """`work()` once per (task, key); a repeat, even a concurrent one, gets the first result."""
         return self.run_leased(task, key, lambda _lease: work())
 
-    def run_leased(self, task: str, key: str, work: Callable[[Lease], dict[str, Any]]) -> dict[str, Any]:
+    def run_leased(self, task: str, key: str, work: Callable[[Lease], R]) -> R:
         """`run`, handing `work` its lease, for work that must stop writing once it lost it."""
         cached = self.store.get_request_result(task, key)
         if cached is not None:
-            return cached
+            return cast(R, cached)  # what `work` returned the first time, back from JSON
         with self.held(names.request_lock_key(task, key)) as lease:
             if (cached := self.store.get_request_result(task, key)) is not None:
-                return cached
+                return cast(R, cached)
             result = work(lease)
             if lease.held:  # a holder that lost its lease writes nothing more (the new holder will)
-                self.store.save_request_result(task, key, result)
+                self.store.save_request_result(task, key, dict(result))
             return result
 
     @contextmanager

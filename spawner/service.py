@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from spawner import errors, limits
 from spawner.agent_access import AgentAccess, ServiceOptions
@@ -22,7 +22,19 @@ from spawner.metrics import NULL_METRICS, Metrics
 from spawner.models import AgentRecord, AgentState, WorkerConfig
 from spawner.paths import resolve_path
 from spawner.pool import WarmPool
-from spawner.results import iso
+from spawner.results import (
+    AgentSummary,
+    CancelResult,
+    CommandResult,
+    CreateResult,
+    DeleteResult,
+    FileResult,
+    ListResult,
+    LogsResult,
+    StatusResult,
+    Usage,
+    iso,
+)
 from spawner.state.base import StateStore
 from spawner.transcript import transcript
 from spawner.turns import Turns
@@ -55,16 +67,16 @@ class SpawnerService:
 
     # ---------------------------------------------------------------------------- create and turns
     def create(self, config: WorkerConfig, *, context: dict[str, str], request_id: str | None,
-               task_id: str) -> dict[str, Any]:
+               task_id: str) -> CreateResult:
         return self._creator.create(config, context=context, request_id=request_id, task_id=task_id)
 
     def send_command(self, agent_id: str, command: str, *, command_id: str, timeout_seconds: int | None,
-                     request_id: str | None) -> dict[str, Any]:
+                     request_id: str | None) -> CommandResult:
         return self._turns.send_command(agent_id, command, command_id=command_id, timeout_seconds=timeout_seconds,
                                         request_id=request_id)
 
     def cancel(self, agent_id: str, *, command_id: str | None, request_id: str | None,
-               task_id: str) -> dict[str, Any]:
+               task_id: str) -> CancelResult:
         """Stop the agent's running turn (spawner/turns.py)."""
         return self._turns.cancel(agent_id, command_id=command_id, request_id=request_id, task_id=task_id)
 
@@ -88,12 +100,12 @@ class SpawnerService:
             raise errors.Unavailable(f"agent {agent_id}: {exc}") from None
 
     def send_file(self, agent_id: str, path: str, content: bytes, *, mode: int, request_id: str | None,
-                  task_id: str) -> dict[str, Any]:
+                  task_id: str) -> FileResult:
         resolved = resolve_path(path)
         if len(content) > limits.FILE_MAX_BYTES:
             raise errors.PayloadTooLarge(f"content is {len(content)} bytes; the limit is {limits.FILE_MAX_BYTES}")
 
-        def run() -> dict[str, Any]:
+        def run() -> FileResult:
             container_id = self._start_file_call(agent_id)
             size = self._file_call(agent_id, lambda: self.backend.put_file(container_id, resolved, content, mode))
             return {"agent_id": agent_id, "path": resolved, "size": size}
@@ -107,7 +119,7 @@ class SpawnerService:
                                                                       max_bytes=limits.FILE_MAX_BYTES))
         return resolved, data
 
-    def status(self, agent_id: str) -> dict[str, Any]:
+    def status(self, agent_id: str) -> StatusResult:
         record = self.store.get_record(agent_id)
         if record is None:
             raise errors.AgentNotFound(f"no agent {agent_id!r}; list agents with `spawner ls`")
@@ -119,10 +131,10 @@ class SpawnerService:
         if totals is None and record.usage:  # no model: what the agent's CLI reported, summed
             usage = {**usage, **record.usage}
         running = self.store.running_command_ids(agent_id) if not record.state.is_terminal else []
-        return {**self._summary(record, container_state=container_state), "usage": usage,
+        return {**self._summary(record, container_state=container_state), "usage": cast(Usage, usage),
                 "running_command_id": running[0] if running else None}
 
-    def _summary(self, record: AgentRecord, *, container_state: str | None) -> dict[str, Any]:
+    def _summary(self, record: AgentRecord, *, container_state: str | None) -> AgentSummary:
         expires = None if record.state.is_terminal else iso(record.last_activity_at + record.idle_ttl_seconds)
         return {"agent_id": record.agent_id, "state": record.state.value, "reason": record.reason,
                 "container_state": container_state, "container_id": record.container_id,
@@ -131,7 +143,7 @@ class SpawnerService:
                 "config": record.config, "context": record.context, "session_id": record.session_id,
                 "engine": record.engine}
 
-    def list_agents(self, *, state: AgentState | None) -> dict[str, Any]:
+    def list_agents(self, *, state: AgentState | None) -> ListResult:
         agents = []
         for agent_id in self.store.list_agent_ids():
             record = self.store.get_record(agent_id)
@@ -142,7 +154,7 @@ class SpawnerService:
                 agents.append(self._summary(record, container_state=None))
         return {"agents": agents}
 
-    def logs(self, agent_id: str, *, tail: int) -> dict[str, Any]:
+    def logs(self, agent_id: str, *, tail: int) -> LogsResult:
         record = self.store.get_record(agent_id)
         if record is None:
             raise errors.AgentNotFound(f"no agent {agent_id!r}; list agents with `spawner ls`")
@@ -157,8 +169,8 @@ class SpawnerService:
         cursor = events[-1]["id"] if events else None
         return {"agent_id": agent_id, "lines": lines[-tail:] if tail else [], "cursor": cursor}
 
-    def delete(self, agent_id: str, *, request_id: str | None, task_id: str) -> dict[str, Any]:
-        def run() -> dict[str, Any]:
+    def delete(self, agent_id: str, *, request_id: str | None, task_id: str) -> DeleteResult:
+        def run() -> DeleteResult:
             record = self.store.get_record(agent_id)
             if record is None or record.state == AgentState.DELETED:
                 return {"agent_id": agent_id, "deleted": False}

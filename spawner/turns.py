@@ -21,6 +21,7 @@ from spawner.gateway.core import turn_usage
 from spawner.ids import idempotency_key
 from spawner.models import AgentRecord, AgentState
 from spawner.once import Lease
+from spawner.results import CancelResult, CommandResult
 from spawner.state.base import StateStore
 from spawner.transcript import CappedText
 
@@ -55,7 +56,7 @@ class Turns:
         self.agents = agents
 
     def send_command(self, agent_id: str, command: str, *, command_id: str, timeout_seconds: int | None,
-                     request_id: str | None) -> dict[str, Any]:
+                     request_id: str | None) -> CommandResult:
         # The request lock that idempotent() holds while the turn runs is the turn's lease: the
         # key maps one to one to the command id, so two deliveries of one turn never follow it at
         # once, and a dead follower's lease frees itself within once.LOCK_SECONDS; one that
@@ -65,7 +66,7 @@ class Turns:
             agent_id, command, command_id, timeout_seconds, lease))
 
     def _send_command(self, agent_id: str, command: str, command_id: str, timeout_seconds: int | None,
-                      lease: Lease) -> dict[str, Any]:
+                      lease: Lease) -> CommandResult:
         size = len(command.encode("utf-8", "surrogatepass"))
         if size > limits.COMMAND_MAX_BYTES:
             raise errors.PayloadTooLarge(f"command is {size} bytes; the limit is {limits.COMMAND_MAX_BYTES}")
@@ -75,7 +76,7 @@ class Turns:
             return self._start_and_follow(agent_id, command, command_id, timeout_seconds, lease)
 
     def _start_and_follow(self, agent_id: str, command: str, command_id: str, timeout_seconds: int | None,
-                          lease: Lease) -> dict[str, Any]:
+                          lease: Lease) -> CommandResult:
         with self.agents.starting(agent_id):  # from the readiness check to `busy`, the sweep leaves it alone
             record = self.agents.live_record(agent_id)
             container_id = self.agents.ready_container(record)
@@ -89,7 +90,7 @@ class Turns:
             self.agents.store.publish_once(agent_id, names.turn_once_key(command_id, "started"), "status",
                                     state=AgentState.BUSY.value, reason="turn started",
                                     command_id=command_id, command=command[:COMMAND_IN_EVENT_MAX_CHARS])
-        outcome: dict[str, Any] = {}
+        outcome: CommandResult | None = None
         try:
             outcome = self._follow_turn(record, container_id, command, command_id, plan.argv,
                                         plan.stdin_input, timeout_seconds, lease)
@@ -99,14 +100,14 @@ class Turns:
                 current = self.agents.store.get_record(agent_id)
                 if current is not None and current.state == AgentState.BUSY:
                     reason = ("turn finished; model budget exhausted (config model.budget_usd): the gateway "
-                              "refuses this agent's model requests") if outcome.get("budget_exhausted") \
+                              "refuses this agent's model requests") if outcome and outcome["budget_exhausted"] \
                         else "turn finished"
                     self.agents.set_state(agent_id, AgentState.IDLE, reason=reason,
                                     last_activity_at=self.agents.now())
 
     def _follow_turn(self, record: AgentRecord, container_id: str, command: str, command_id: str,
                      argv: tuple[str, ...], stdin_input: bool, timeout_seconds: int | None,
-                     lease: Lease) -> dict[str, Any]:
+                     lease: Lease) -> CommandResult:
         """Follow the turn to its end and publish what no delivery published yet; once the lease
         is lost (another delivery follows the turn now), read on to the end but write nothing."""
         agent_id = record.agent_id
@@ -191,7 +192,8 @@ class Turns:
         return {"agent_id": agent_id, "command_id": command_id, "exit_code": exit_code, "output": output.text,
                 "response": response, "session_id": session_id or record.session_id, "duration_ms": duration_ms,
                 "timed_out": timed_out, "output_truncated": output.truncated or end.truncated,
-                "cancelled": cancelled, **accounting}
+                "cancelled": cancelled, "usage": accounting["usage"],
+                "budget_exhausted": accounting["budget_exhausted"]}
 
     def _account(self, record: AgentRecord, usage: dict[str, Any], *, model: str | None) -> None:
         """Count a finished turn's tokens and cost (by agent type and model), and add what the CLI
@@ -206,11 +208,11 @@ class Turns:
             self.agents.store.update_record(record.agent_id, usage=totals)
 
     def cancel(self, agent_id: str, *, command_id: str | None, request_id: str | None,
-               task_id: str) -> dict[str, Any]:
+               task_id: str) -> CancelResult:
         """Stop the agent's running turn (or turn `command_id` if it is the one running): the
         runner in the container kills every process of it, and its send_command answers
         `cancelled: true` with the output it had. No running turn: `cancelled: false`."""
-        def run() -> dict[str, Any]:
+        def run() -> CancelResult:
             record = self.agents.store.get_record(agent_id)
             if record is None:
                 raise errors.AgentNotFound(f"no agent {agent_id!r}; list agents with `spawner ls`")
