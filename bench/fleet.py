@@ -90,12 +90,16 @@ class RedisServer:
 
 
 class Fleet:
-    """A control pool and a turns pool over `redis`, with `env` on top of a clean environment."""
+    """A control pool and a turns pool over `redis`, with `env` on top of a clean environment.
+    Several fleets given one `queue` (and each its SPAWNER_ENGINE in `env`) are the worker groups
+    of one fleet of several engines (bench/engines.py)."""
 
-    def __init__(self, redis: RedisServer, logdir: Path, *, image: str, env: Mapping[str, str]) -> None:
+    def __init__(self, redis: RedisServer, logdir: Path, *, image: str, env: Mapping[str, str],
+                 queue: str | None = None) -> None:
         self.redis = redis
         self.logdir = logdir
-        self.queue = "bench-" + uuid.uuid4().hex[:8]
+        self.queue = queue or "bench-" + uuid.uuid4().hex[:8]
+        self.node = f"{env.get('SPAWNER_ENGINE', 'local')}-{self.queue}"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("SPAWNER_", "ORCHESTRATOR_"))},
             "SPAWNER_REDIS_URL": redis.url,
@@ -105,8 +109,8 @@ class Fleet:
             "PYTHONUNBUFFERED": "1",
             **env,
         }
-        self.processes = Processes(cwd=REPO, env=self.env, logdir=logdir, log_suffix=f"-{self.queue}")
-        self.pools = worker_pools(self.queue, turns_queue=self.queue + ".turns", node=f"-{self.queue}")
+        self.processes = Processes(cwd=REPO, env=self.env, logdir=logdir, log_suffix=f"-{self.node}")
+        self.pools = worker_pools(self.queue, turns_queue=self.queue + ".turns", node=f"-{self.node}")
         self.app: Any = None
 
     @property
@@ -131,7 +135,7 @@ class Fleet:
             wait_until("the benchmark's workers", lambda: nodes_answering(self.app, nodes) == nodes, timeout=90,
                        alive=alive)
         except NotReady:
-            raise SystemExit(f"the workers did not answer; see {self.logdir}/worker-*-{self.queue}.log") from None
+            raise SystemExit(f"the workers did not answer; see {self.logdir}/worker-*-{self.node}.log") from None
 
     def send(self, name: str, **kwargs: Any) -> Any:
         return self.app.send_task(f"spawner.{name}", kwargs=kwargs, queue=self.queue)
