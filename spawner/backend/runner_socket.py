@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 AGENT_UID = 1000
 #: Unix socket paths are limited to 107 bytes; a longer folder is refused at start.
 MAX_SOCKET_PATH = 107
+#: The longest pause between two tries to reach a daemon that is still starting.
+CONNECT_RETRY_MAX_SECONDS = 0.01
 
 
 #: Folders of other engines' sockets under a shared root (tasks/deps.py): never pruned from here.
@@ -168,10 +170,13 @@ def _open_socket_path(path: str) -> tuple[int, str] | None:
 def connect(path: str, *, wait_seconds: float = 0.0, ack_timeout_seconds: float = 3.0) -> socket.socket | None:
     """A connection to the runner daemon at `path` that has acknowledged, or None.
 
-    `wait_seconds` > 0 retries (every 2 ms) while the socket does not exist yet or refuses: a
-    container that was just started needs some tens of milliseconds to start its daemon.
+    `wait_seconds` > 0 retries while the socket does not exist yet or refuses: a container that
+    was just started needs some tens of milliseconds to start its daemon, or seconds in a burst of
+    starts; the retries begin every 2 ms and back off to every CONNECT_RETRY_MAX_SECONDS (sixteen
+    threads waiting at 2 ms woke 8,000 times a second on a busy machine to find nothing).
     """
     deadline = time.monotonic() + wait_seconds
+    pause = 0.002
     while True:
         opened = _open_socket_path(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -185,7 +190,8 @@ def connect(path: str, *, wait_seconds: float = 0.0, ack_timeout_seconds: float 
             sock.close()
             if time.monotonic() >= deadline:
                 return None
-            time.sleep(0.002)
+            time.sleep(pause)
+            pause = min(pause * 1.5, CONNECT_RETRY_MAX_SECONDS)
         except OSError:
             sock.close()
             return None
