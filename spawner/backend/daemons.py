@@ -1,0 +1,156 @@
+"""RunnerDaemons: which containers have a runner daemon answering on a socket, and how long to
+wait for one that is starting.
+
+A container created with a socket folder (runner_socket.RunDirs) runs spawner-runnerd
+(worker_image/spawner_runnerd.py) on it; the first call to a container this process just started
+waits for its daemon up to DAEMON_START_SECONDS. No Docker calls: docker.py hands in a
+container's labels when this process does not know the container yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from spawner import names
+from spawner.backend import runner_socket
+from spawner.backend.base import ContainerInfo
+
+__all__ = ["DAEMON_START_SECONDS", "ImageConfigOf", "LabelsOf", "RunnerDaemons"]
+
+log = logging.getLogger(__name__)
+
+#: How long a call waits for the runner daemon of a container this process just started.
+DAEMON_START_SECONDS = 3.0
+#: After this many new containers in a row whose daemon never answered, stop mounting sockets
+#: (most likely SPAWNER_RUN_DIR is not the same folder for this worker and for the Docker host).
+DAEMON_MISSES_BEFORE_OFF = 3
+#: How long the answer to "does this image run spawner-runnerd" is trusted (a tag can move).
+IMAGE_CACHE_SECONDS = 60.0
+
+#: A container's labels, or None if they cannot be read now (the caller then uses docker exec).
+LabelsOf = Callable[[str], Mapping[str, str] | None]
+#: An image's `Config` (its Cmd and Entrypoint), or None if it cannot be read.
+ImageConfigOf = Callable[[str], Mapping[str, Any] | None]
+
+
+class RunnerDaemons:
+    """Per container: the host folder of its runner socket (None: use docker exec) and, for one
+    this process just started, until when its first call waits for the daemon."""
+
+    def __init__(self, run_dir: str | None) -> None:
+        self._run_dirs = runner_socket.RunDirs(run_dir)
+        self._run_paths: dict[str, str | None] = {}
+        self._daemon_deadline: dict[str, float] = {}
+        self._daemon_answered = False  # has any container's runner daemon answered this process?
+        self._daemon_misses = 0
+        self._image_daemon: dict[str, tuple[float, bool]] = {}
+        self._cache_lock = threading.Lock()
+
+    def folder(self, name: str, *, image: str, image_config: ImageConfigOf) -> str | None:
+        """A socket folder for the container about to be created as `name` from `image`, or None:
+        no socket (the image does not run the daemon, or sockets are off)."""
+        return self._run_dirs.make(name) if self._image_runs_daemon(image, image_config) else None
+
+    def _image_runs_daemon(self, image: str, image_config: ImageConfigOf) -> bool:
+        """Whether `image` starts spawner-runnerd (so a runner socket is worth mounting)."""
+        now = time.monotonic()
+        cached = self._image_daemon.get(image)
+        if cached is not None and now - cached[0] < IMAGE_CACHE_SECONDS:
+            return cached[1]
+        config = image_config(image)
+        if config is None:
+            return False  # create() reports a missing image with its own clear message
+        runs = names.RUNNERD_PATH in ((config.get("Cmd") or []) + (config.get("Entrypoint") or []))
+        self._image_daemon[image] = (now, runs)
+        return runs
+
+    def drop_folder(self, run_path: str | None) -> None:
+        self._run_dirs.remove(run_path)
+
+    def started(self, container_id: str, run_path: str | None) -> None:
+        """A container this process created and started: its first call waits for its daemon."""
+        with self._cache_lock:
+            self._run_paths[container_id] = run_path
+            if run_path is not None:
+                self._daemon_deadline[container_id] = time.monotonic() + DAEMON_START_SECONDS
+
+    def restarting(self, container_id: str) -> None:
+        """A container this process restarts: its next call waits for its daemon again."""
+        with self._cache_lock:
+            if self._run_paths.get(container_id) is not None:
+                self._daemon_deadline[container_id] = time.monotonic() + DAEMON_START_SECONDS
+
+    def forget(self, container_id: str) -> str | None:
+        """A container being removed; returns its socket folder (to remove once it is gone)."""
+        with self._cache_lock:
+            self._daemon_deadline.pop(container_id, None)
+            return self._run_paths.pop(container_id, None)
+
+    def prune(self, infos: list[ContainerInfo]) -> int:
+        """Remove runner-socket folders of containers that no longer exist."""
+        keep = {info.labels[names.LABEL_RUN_DIR] for info in infos if names.LABEL_RUN_DIR in info.labels}
+        return self._run_dirs.prune(keep)
+
+    def remember(self, container_id: str, labels: Mapping[str, str]) -> None:
+        """Where a container's socket folder is, from its labels (any answer that shows them)."""
+        with self._cache_lock:
+            self._run_paths[container_id] = labels.get(names.LABEL_RUN_DIR)
+
+    def connect(self, container_id: str, labels_of: LabelsOf) -> socket.socket | None:
+        """An acknowledged connection to the container's runner daemon, or None (use exec).
+        `labels_of` is asked for the labels of a container this process does not know yet."""
+        with self._cache_lock:
+            known = container_id in self._run_paths
+            run_path = self._run_paths.get(container_id)
+            deadline = self._daemon_deadline.get(container_id, 0.0)
+        if not known:
+            labels = labels_of(container_id)
+            if labels is None:
+                return None  # the exec path reports what is wrong
+            self.remember(container_id, labels)
+            with self._cache_lock:
+                run_path = self._run_paths.get(container_id)
+        if run_path is None:
+            return None
+        wait = max(0.0, deadline - time.monotonic())
+        sock_path = os.path.join(run_path, names.RUNNER_SOCKET_NAME)
+        sock = runner_socket.connect(sock_path, wait_seconds=wait)
+        if deadline:  # the first call to a container this process made: did its daemon come up?
+            # Only a socket that never appeared says the folder is not shared with the engine; one
+            # that is there but slow to answer (a burst of starts on a busy engine) says it is.
+            # Once any daemon answered, the folder is shared: later misses are slowness, never a
+            # reason to turn the sockets off.
+            shared = sock is not None or os.path.lexists(sock_path)
+            with self._cache_lock:
+                self._daemon_deadline.pop(container_id, None)
+                self._daemon_answered = self._daemon_answered or sock is not None
+                self._daemon_misses = 0 if shared or self._daemon_answered else self._daemon_misses + 1
+                misses = self._daemon_misses
+            if sock is None:
+                log.warning("no runner daemon answered in %s within %.0f s; using docker exec", run_path,
+                            DAEMON_START_SECONDS)
+            if misses >= DAEMON_MISSES_BEFORE_OFF:
+                log.warning("runner sockets turned off for this process: %d new containers in a row never "
+                            "answered (is SPAWNER_RUN_DIR=%s the same folder on the Docker host?)",
+                            misses, self._run_dirs.root)
+                self._run_dirs.root = None
+        return sock
+
+    def warm_up(self, container_id: str, labels_of: LabelsOf) -> bool:
+        """Wait until a container this process just created answers on its runner socket.
+        Returns False if it has none (the image does not run the daemon, or no run dir)."""
+        sock = self.connect(container_id, labels_of)
+        if sock is None:
+            return False
+        try:
+            for _ in runner_socket.request_frames(sock, [], b"", deadline=time.monotonic() + DAEMON_START_SECONDS):
+                pass
+        except OSError:
+            return False
+        return True
