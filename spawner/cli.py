@@ -12,7 +12,7 @@ import base64
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -20,6 +20,18 @@ from spawner import console, ids
 from spawner.cli_errors import EXIT_INTERRUPTED, EXIT_OK, CliError
 from spawner.cli_follow import follow_events
 from spawner.cli_support import Ctx, SpawnerGroup, pass_ctx
+from spawner.results import (
+    CancelResult,
+    CommandResult,
+    CreateResult,
+    DeleteResult,
+    DrainResult,
+    EnginesResult,
+    ListResult,
+    LogsResult,
+    ReadFileResult,
+    StatusResult,
+)
 from spawner.transcript import TranscriptRenderer
 
 __all__ = ["cli", "main"]
@@ -73,8 +85,9 @@ def create(obj: Ctx, config_file: Path, context: tuple[str, ...], request_id: st
     """Create an agent from a config file; prints its id."""
     request_id = request_id or ids.new_request_id("cli")
     agent_id = ids.agent_id_for_request(request_id)
-    result = obj.call("create", f"creating agent {agent_id}", watch_agent=agent_id,
-                      config=_load_config(config_file), context=_pairs(context), request_id=request_id)
+    result = cast(CreateResult, obj.call("create", f"creating agent {agent_id}", watch_agent=agent_id,
+                                         config=_load_config(config_file), context=_pairs(context),
+                                         request_id=request_id))
     obj.show(result)
     if not obj.as_json:
         click.echo(f"next: spawner send {result['agent_id']} 'echo hi' --follow", err=True)
@@ -97,7 +110,7 @@ def send(obj: Ctx, agent_id: str, command: str, follow: bool, timeout_seconds: i
     if not follow:
         pending = obj.submit("send_command", agent_id=agent_id, command=command,
                              **{"request_id": ids.new_request_id("cli"), **kwargs})
-        result = obj.wait(pending, f"agent {agent_id}: turn", watch_agent=agent_id)
+        result = cast(CommandResult, obj.wait(pending, f"agent {agent_id}: turn", watch_agent=agent_id))
         if obj.as_json:
             obj.show(result)
             return
@@ -113,13 +126,14 @@ def send(obj: Ctx, agent_id: str, command: str, follow: bool, timeout_seconds: i
         raise obj.error(exc) from None
     renderer = None
     if not obj.as_json:  # a CLI with a JSON stream is shown by its message and tool events
-        structured = obj.call("status", f"asking about {agent_id}", agent_id=agent_id)["agent"] != "shell"
+        status = cast(StatusResult, obj.call("status", f"asking about {agent_id}", agent_id=agent_id))
+        structured = status["agent"] != "shell"
         renderer = TranscriptRenderer(only_command=turn.command_id, structured=structured)
     follow_events(obj, agent_id, turn.cursor, until=turn.command_id, forever=True, renderer=renderer,
-            pending=turn.async_result, verb="events" if obj.as_json else "logs")
-    result = obj.wait(turn.async_result, f"agent {agent_id}: finishing")
+                  pending=turn.async_result, verb="events" if obj.as_json else "logs")
+    finished = obj.wait(turn.async_result, f"agent {agent_id}: finishing")
     if obj.as_json:
-        click.echo(json.dumps(result))
+        click.echo(json.dumps(finished))
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -147,8 +161,8 @@ def put(obj: Ctx, agent_id: str, local: Path, remote: str, mode: str) -> None:
 @pass_ctx
 def get(obj: Ctx, agent_id: str, remote: str, local: Path | None) -> None:
     """Copy a file out of the agent (to stdout without LOCAL)."""
-    result = obj.call("read_file", f"reading {remote} from {agent_id}", agent_id=agent_id, path=remote,
-                      encoding="base64")
+    result = cast(ReadFileResult, obj.call("read_file", f"reading {remote} from {agent_id}", agent_id=agent_id,
+                                           path=remote, encoding="base64"))
     data = base64.b64decode(result["content"])
     if local is None:
         sys.stdout.buffer.write(data)
@@ -166,8 +180,8 @@ def get(obj: Ctx, agent_id: str, remote: str, local: Path | None) -> None:
 def cancel(obj: Ctx, agent_id: str, command_id: str | None) -> None:
     """Stop an agent's running turn; its send returns `cancelled: true` with the output so far."""
     kwargs = {"command_id": command_id} if command_id else {}
-    result = obj.call("cancel", f"cancelling {agent_id}'s turn", agent_id=agent_id,
-                      request_id=ids.new_request_id("cli"), **kwargs)
+    result = cast(CancelResult, obj.call("cancel", f"cancelling {agent_id}'s turn", agent_id=agent_id,
+                                         request_id=ids.new_request_id("cli"), **kwargs))
     if obj.as_json:
         obj.show(result)
     elif result["cancelled"]:
@@ -190,7 +204,7 @@ def status(obj: Ctx, agent_id: str) -> None:
 @pass_ctx
 def list_agents(obj: Ctx, state: str | None) -> None:
     """List agents (live ones, and ended ones while their record is kept)."""
-    result = obj.call("list", "listing agents", **({"state": state} if state else {}))
+    result = cast(ListResult, obj.call("list", "listing agents", **({"state": state} if state else {})))
     if obj.as_json:
         obj.show(result)
         return
@@ -205,7 +219,7 @@ def list_agents(obj: Ctx, state: str | None) -> None:
 @pass_ctx
 def engines(obj: Ctx) -> None:
     """List the fleet's Docker engines: state, live agents, room and last heartbeat."""
-    result = obj.call("engines", "listing engines")
+    result = cast(EnginesResult, obj.call("engines", "listing engines"))
     if obj.as_json:
         obj.show(result)
         return
@@ -220,7 +234,8 @@ def engines(obj: Ctx) -> None:
 @pass_ctx
 def drain(obj: Ctx, engine: str, undo: bool) -> None:
     """Stop placing new agents on ENGINE; its agents stay and are served (no live migration)."""
-    result = obj.call("drain", f"{'un' if undo else ''}draining {engine}", engine=engine, undo=undo)
+    result = cast(DrainResult, obj.call("drain", f"{'un' if undo else ''}draining {engine}", engine=engine,
+                                        undo=undo))
     if obj.as_json:
         obj.show(result)
     else:
@@ -237,7 +252,7 @@ def drain(obj: Ctx, engine: str, undo: bool) -> None:
 def logs(obj: Ctx, agent_id: str, tail: int, follow: bool, since: str | None, until: str | None) -> None:
     """Print an agent's transcript: commands, what they printed, how they ended."""
     if since is None:
-        result = obj.call("logs", f"reading the logs of {agent_id}", agent_id=agent_id, tail=tail)
+        result = cast(LogsResult, obj.call("logs", f"reading the logs of {agent_id}", agent_id=agent_id, tail=tail))
         if obj.as_json and not (follow or until):
             obj.show(result)
             return
@@ -269,7 +284,7 @@ def events(obj: Ctx, agent_id: str | None, fleet: bool, since: str | None, follo
         obj.client  # noqa: B018 - fails with one line if no Redis answers
         read = FleetEvents.from_url(obj.settings.redis_url).wait
     cursor = follow_events(obj, agent_id or "--fleet", since, until=until, forever=follow, renderer=None, verb="events",
-                     read=read)
+                           read=read)
     if not obj.as_json:
         click.echo(f"(cursor {cursor})" if cursor else "(no events)", err=True)
 
@@ -280,7 +295,8 @@ def events(obj: Ctx, agent_id: str | None, fleet: bool, since: str | None, follo
 @pass_ctx
 def rm(obj: Ctx, agent_ids: tuple[str, ...]) -> None:
     """Delete agents and their containers (an unknown or deleted id is not an error)."""
-    results = [obj.call("delete", f"deleting {agent_id}", agent_id=agent_id) for agent_id in agent_ids]
+    results = [cast(DeleteResult, obj.call("delete", f"deleting {agent_id}", agent_id=agent_id))
+               for agent_id in agent_ids]
     if obj.as_json:
         click.echo(json.dumps(results[0] if len(results) == 1 else results, indent=2))
         return

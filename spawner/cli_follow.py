@@ -12,13 +12,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import click
 
 from spawner import console, ids
 from spawner.cli_errors import EXIT_INTERRUPTED
 from spawner.cli_support import Ctx
+from spawner.results import CancelResult
 from spawner.transcript import TranscriptRenderer
 
 __all__ = ["CANCEL_WINDOW_SECONDS", "Interrupt", "follow_events", "resume_hint"]
@@ -110,8 +111,8 @@ def follow_events(obj: Ctx, agent_id: str, since: str | None, *, until: str | No
         if pending is not None and until and not pending.ready():
             click.echo(f"Ctrl-C again within {CANCEL_WINDOW_SECONDS:g} s cancels the turn", err=True)
             if interrupt.again_within(CANCEL_WINDOW_SECONDS):
-                result = obj.call("cancel", f"cancelling turn {until}", agent_id=agent_id, command_id=until,
-                                  request_id=ids.new_request_id("cli"))
+                result = cast(CancelResult, obj.call("cancel", f"cancelling turn {until}", agent_id=agent_id,
+                                                     command_id=until, request_id=ids.new_request_id("cli")))
                 click.echo(json.dumps(result) if obj.as_json else
                            f"turn {until} {'cancelled' if result['cancelled'] else 'was no longer running'}",
                            err=not obj.as_json)
