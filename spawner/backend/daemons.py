@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 
 #: How long a call waits for the runner daemon of a container this process just started.
 DAEMON_START_SECONDS = 3.0
+#: The same wait once a daemon answered in this process (the socket folder is shared with the
+#: engine): in a burst of starts on a busy engine a daemon can take longer than DAEMON_START_SECONDS
+#: to come up, and falling back to docker exec then starts a second runner in the container on
+#: top of the daemon still starting, which made 60 creates at once ~1.5x slower (docs/benchmarks.md).
+DAEMON_START_SHARED_SECONDS = 30.0
 #: After this many new containers in a row whose daemon never answered, stop mounting sockets
 #: (most likely SPAWNER_RUN_DIR is not the same folder for this worker and for the Docker host).
 DAEMON_MISSES_BEFORE_OFF = 3
@@ -118,6 +123,8 @@ class RunnerDaemons:
                 run_path = self._run_paths.get(container_id)
         if run_path is None:
             return None
+        if deadline and self._daemon_answered:
+            deadline += DAEMON_START_SHARED_SECONDS - DAEMON_START_SECONDS
         wait = max(0.0, deadline - time.monotonic())
         sock_path = os.path.join(run_path, names.RUNNER_SOCKET_NAME)
         sock = runner_socket.connect(sock_path, wait_seconds=wait)
@@ -133,8 +140,7 @@ class RunnerDaemons:
                 self._daemon_misses = 0 if shared or self._daemon_answered else self._daemon_misses + 1
                 misses = self._daemon_misses
             if sock is None:
-                log.warning("no runner daemon answered in %s within %.0f s; using docker exec", run_path,
-                            DAEMON_START_SECONDS)
+                log.warning("no runner daemon answered in %s in time; using docker exec", run_path)
             if misses >= DAEMON_MISSES_BEFORE_OFF:
                 log.warning("runner sockets turned off for this process: %d new containers in a row never "
                             "answered (is SPAWNER_RUN_DIR=%s the same folder on the Docker host?)",
