@@ -307,17 +307,19 @@ def rm(obj: Ctx, agent_ids: tuple[str, ...]) -> None:
 
 # ------------------------------------------------------------------------------------------ up
 @cli.command()
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".spawner-data"),
-              show_default=True, envvar="SPAWNER_DATA_DIR",
-              help="Logs, the lock, beat's schedule, a private Redis's data.")
-@click.option("--flower-address", default="127.0.0.1", show_default=True, envvar="SPAWNER_FLOWER_ADDRESS")
-@click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True,
-              envvar="SPAWNER_FLOWER_PORT")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Logs, the lock, beat's schedule, a private Redis's data [default: SPAWNER_DATA_DIR, "
+                   ".spawner-data].")
+@click.option("--flower-address", default=None,
+              help="Where Flower listens [default: SPAWNER_FLOWER_ADDRESS, 127.0.0.1].")
+@click.option("--flower-port", type=click.IntRange(1, 65535), default=None,
+              help="Flower's port [default: SPAWNER_FLOWER_PORT, 5555].")
 @click.option("--flower-basic-auth", default=None, envvar="FLOWER_BASIC_AUTH", metavar="USER:PASSWORD",
               help="Require these credentials in Flower (required unless it is bound to a loopback address).")
-@click.option("--metrics-address", default="127.0.0.1", show_default=True, envvar="SPAWNER_METRICS_ADDRESS")
-@click.option("--metrics-port", type=click.IntRange(1, 65535), default=9808, show_default=True,
-              envvar="SPAWNER_METRICS_PORT")
+@click.option("--metrics-address", default=None,
+              help="Where /metrics listens [default: SPAWNER_METRICS_ADDRESS, 127.0.0.1].")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="The metrics endpoint's port [default: SPAWNER_METRICS_PORT, 9808].")
 @click.option("--control-concurrency", type=click.IntRange(min=1), default=16, show_default=True,
               help="Threads of the control pool (create, files, status, delete, sweep).")
 @click.option("--turns-concurrency", type=click.IntRange(min=1), default=64, show_default=True,
@@ -331,6 +333,10 @@ def up(obj: Ctx, /, **options: Any) -> None:
     """Run the whole fleet on this machine until Ctrl-C: Redis (if none answers), the control and
     turns worker pools, beat, Flower and the metrics endpoint, all on 127.0.0.1 by default."""
     from spawner.up import UpOptions, run_up
+    s = obj.settings  # an option not given takes its SPAWNER_ setting (spawner/settings.py)
+    defaults = {"data_dir": Path(s.data_dir), "flower_address": s.flower_address, "flower_port": s.flower_port,
+                "metrics_address": s.metrics_address, "metrics_port": s.metrics_port}
+    options = {**options, **{k: v for k, v in defaults.items() if options[k] is None}}
     try:
         opts = UpOptions(**options)
     except ValueError as exc:

@@ -38,6 +38,13 @@ class SpawnerSettings(BaseSettings):
     #: arguments added after the usual ones (spawner/fleet.py worker_image_build_argv), shell-quoted.
     base_image: str = Field(default="workers-spawner/debian:bookworm", min_length=1)
     image_build_args: str = ""
+    #: `spawner up`'s own (its options of the same names win): its folder (logs, lock, beat's
+    #: schedule, a private Redis's data), and where Flower and the metrics endpoint listen.
+    data_dir: str = Field(default=".spawner-data", min_length=1)
+    flower_address: str = Field(default="127.0.0.1", min_length=1)
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    metrics_address: str = Field(default="127.0.0.1", min_length=1)
+    metrics_port: int = Field(default=9808, ge=1, le=65535)
     agent_network: str = "none"
     idle_pause_seconds: int = Field(default=1800, ge=1)
     idle_ttl_seconds: int = Field(default=7200, ge=1)

@@ -55,3 +55,15 @@ def test_the_cli_prints_usage_errors_and_bad_settings_in_one_line():
     assert bad.output.splitlines() == [
         "error: SettingsError: invalid settings: SPAWNER_WORKER_POOL: Input should be 'threads', 'prefork' or "
         "'solo'; fix the variable or unset it"]
+
+
+def test_spawner_up_takes_an_option_not_given_from_its_setting_and_checks_it_before_starting():
+    runner = CliRunner()
+    from_env = runner.invoke(cli, ["up"], env={"SPAWNER_FLOWER_ADDRESS": "0.0.0.0"})
+    assert from_env.exit_code == 2
+    assert from_env.output.startswith("error: UsageError: Flower would listen on 0.0.0.0 with no credentials")
+    flag_wins = runner.invoke(cli, ["up", "--flower-port", "7000", "--metrics-port", "7000"],
+                              env={"SPAWNER_FLOWER_PORT": "5555"})
+    assert flag_wins.exit_code == 2 and "--flower-port and --metrics-port must differ" in flag_wins.output
+    bad = runner.invoke(cli, ["up"], env={"SPAWNER_METRICS_PORT": "0"})
+    assert bad.exit_code == 2 and "SPAWNER_METRICS_PORT: Input should be greater than or equal to 1" in bad.output

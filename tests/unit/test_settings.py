@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
     ("SPAWNER_VISIBILITY_TIMEOUT_SECONDS", "2h", "a valid integer"),
     ("SPAWNER_SWEEP_SECONDS", "-1", "greater than 0"),
     ("SPAWNER_QUEUE", "a queue", "match pattern"),
+    ("SPAWNER_FLOWER_PORT", "70000", "less than or equal to 65535"),
+    ("SPAWNER_METRICS_PORT", "metrics", "a valid integer"),
 ])
 def test_a_bad_value_names_the_variable_and_what_is_allowed(name, value, allowed):
     with pytest.raises(SettingsError) as info:
