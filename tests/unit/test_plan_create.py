@@ -11,8 +11,9 @@ import pytest
 from orchestrator_cli import catalog
 from spawner import names
 from spawner.factories import CreateInputs, plan_create
+from spawner.factories.cli_streams import claude_line
 from spawner.factories.registry import AGENT_FACTORIES, agent_factory
-from spawner.factories.streams import StreamState, TurnStream, claude_line
+from spawner.factories.streams import StreamState, TurnStream
 from spawner.models import AgentType, TurnReply, WorkerConfig, parse_config
 
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spawner.factories import streams
+from spawner.factories import cli_streams, streams
 from spawner.factories.registry import agent_factory
 from spawner.models import AgentType, TurnReply
 
@@ -35,7 +35,7 @@ def recorded(name: str) -> str:
 
 # ------------------------------------------------------------------------------ claude
 def test_claude_tool_turn_maps_to_tool_started_finished_message_usage() -> None:
-    state, events = run(streams.claude_line, recorded("claude_stream_tool.jsonl"))
+    state, events = run(cli_streams.claude_line, recorded("claude_stream_tool.jsonl"))
 
     assert [(e["type"], e.get("phase")) for e in events] == [
         ("tool", "started"), ("tool", "finished"), ("message", None), ("usage", None)]
@@ -56,13 +56,13 @@ def test_claude_tool_turn_maps_to_tool_started_finished_message_usage() -> None:
 
 def test_claude_lines_arriving_in_any_pieces_give_the_same_events() -> None:
     text = recorded("claude_stream_tool.jsonl")
-    whole = run(streams.claude_line, text)
+    whole = run(cli_streams.claude_line, text)
     for chunk in (1, 7, 100, 4096):
-        assert run(streams.claude_line, text, chunk=chunk) == whole
+        assert run(cli_streams.claude_line, text, chunk=chunk) == whole
 
 
 def test_claude_failed_tool_is_finished_with_is_error() -> None:
-    _, events = run(streams.claude_line, recorded("claude_stream_tool_error.jsonl"))
+    _, events = run(cli_streams.claude_line, recorded("claude_stream_tool_error.jsonl"))
     finished = [e for e in events if e.get("phase") == "finished"]
     assert len(finished) == 1 and finished[0]["is_error"] is True
     assert "No such file or directory" in finished[0]["output"]
@@ -70,7 +70,7 @@ def test_claude_failed_tool_is_finished_with_is_error() -> None:
 
 
 def test_claude_api_error_answers_with_its_text_and_counts_no_request() -> None:
-    state, events = run(streams.claude_line, recorded("claude_stream_api_error.jsonl"))
+    state, events = run(cli_streams.claude_line, recorded("claude_stream_api_error.jsonl"))
     assert state.response is not None and state.response.startswith("Prompt is too long")
     assert events[-1] == {"type": "usage", "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
     assert (state.usage or {})["requests"] == 0
@@ -84,7 +84,7 @@ def test_claude_turn_cut_before_its_result_answers_with_the_last_message() -> No
 
 def test_parse_reply_is_the_same_fold_as_the_live_stream() -> None:
     text = recorded("claude_stream_tool.jsonl")
-    state, _ = run(streams.claude_line, text)
+    state, _ = run(cli_streams.claude_line, text)
     assert agent_factory(AgentType.CLAUDE_CODE).parse_reply(stdout=text, exit_code=0) == \
         TurnReply(response=state.response, session_id=state.session_id)
 
@@ -97,7 +97,7 @@ def test_tool_input_and_output_are_cut_at_4_kib_on_a_character_boundary() -> Non
         {"type": "user", "message": {"content": [
             {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": big}]}]}},
     ]
-    _, events = run(streams.claude_line, "".join(json.dumps(o) + "\n" for o in lines))
+    _, events = run(cli_streams.claude_line, "".join(json.dumps(o) + "\n" for o in lines))
     started, finished = events
     assert len(started["input"].encode()) <= streams.FIELD_MAX_BYTES
     assert finished["output"] == "é" * (streams.FIELD_MAX_BYTES // 2)
@@ -119,7 +119,7 @@ CODEX = [
 
 
 def test_codex_items_map_to_tools_message_and_usage_without_cost() -> None:
-    state, events = run(streams.codex_line, "".join(json.dumps(o) + "\n" for o in CODEX))
+    state, events = run(cli_streams.codex_line, "".join(json.dumps(o) + "\n" for o in CODEX))
     assert [(e["type"], e.get("phase"), e.get("tool_id")) for e in events] == [
         ("tool", "started", "item_1"), ("tool", "finished", "item_1"),
         ("tool", "started", "item_2"), ("tool", "finished", "item_2"),  # a file change only completes
@@ -134,7 +134,7 @@ def test_codex_items_map_to_tools_message_and_usage_without_cost() -> None:
 def test_codex_command_with_nonzero_exit_is_an_error() -> None:
     item = {"id": "i", "type": "command_execution", "command": "false", "aggregated_output": "", "exit_code": 1,
             "status": "failed"}
-    _, events = run(streams.codex_line, json.dumps({"type": "item.completed", "item": item}) + "\n")
+    _, events = run(cli_streams.codex_line, json.dumps({"type": "item.completed", "item": item}) + "\n")
     assert events[-1]["is_error"] is True
 
 
@@ -149,7 +149,7 @@ def test_droid_stream_maps_tool_call_result_message_and_completion() -> None:
         {"type": "completion", "finalText": "one file", "numTurns": 2,
          "usage": {"input_tokens": 10, "output_tokens": 3}},
     ]
-    state, events = run(streams.droid_line, "".join(json.dumps(o) + "\n" for o in lines))
+    state, events = run(cli_streams.droid_line, "".join(json.dumps(o) + "\n" for o in lines))
     assert [(e["type"], e.get("phase")) for e in events] == [
         ("tool", "started"), ("tool", "finished"), ("message", None), ("usage", None)]
     assert events[1]["name"] == "Execute" and events[1]["output"] == "a.txt"
@@ -161,7 +161,7 @@ def test_a_line_over_the_limit_is_skipped_whole_and_the_next_is_read(monkeypatch
     monkeypatch.setattr(streams, "LINE_MAX_CHARS", 100)
     long = json.dumps({"type": "assistant", "message": {"id": "x", "content": [{"type": "text", "text": "a" * 200}]}})
     ok = json.dumps({"type": "assistant", "message": {"id": "y", "content": [{"type": "text", "text": "fine"}]}})
-    _, events = run(streams.claude_line, long + "\n" + ok + "\n", chunk=30)
+    _, events = run(cli_streams.claude_line, long + "\n" + ok + "\n", chunk=30)
     assert events == [{"type": "message", "text": "fine"}]
 
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spawner import names
-from spawner.factories import streams
+from spawner.factories import cli_streams, streams
 from spawner.factories.base import check_session_id
 from spawner.gateway import core as gateway
 from spawner.models import AgentType, ModelConfig, SpecFile, TurnPlan, TurnReply
@@ -99,10 +99,10 @@ class CodexFactory:
         return TurnPlan(argv=argv, stdin_input=True)
 
     def parse_reply(self, *, stdout: str, exit_code: int | None) -> TurnReply:
-        return streams.fold(streams.codex_line, stdout)
+        return streams.fold(cli_streams.codex_line, stdout)
 
     def read_reply(self, *, stream: streams.StreamState, stdout: str, output: str) -> TurnReply:
         return streams.reply_of(stream, stdout)
 
     def stream_line(self, state: streams.StreamState, obj: dict[str, Any]) -> tuple[streams.StreamState, list[dict[str, Any]]]:
-        return streams.codex_line(state, obj)
+        return cli_streams.codex_line(state, obj)

@@ -36,7 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from spawner.factories import streams
+from spawner.factories import cli_streams, streams
 from spawner.factories.base import INPUT_PLACEHOLDER, check_session_id
 from spawner.models import AgentType, TurnPlan, TurnReply
 
@@ -63,10 +63,10 @@ class FactoryDroidFactory:
         return TurnPlan(argv=argv + ("-f", INPUT_PLACEHOLDER), stdin_input=False)
 
     def parse_reply(self, *, stdout: str, exit_code: int | None) -> TurnReply:
-        return streams.fold(streams.droid_line, stdout)
+        return streams.fold(cli_streams.droid_line, stdout)
 
     def read_reply(self, *, stream: streams.StreamState, stdout: str, output: str) -> TurnReply:
         return streams.reply_of(stream, stdout)
 
     def stream_line(self, state: streams.StreamState, obj: dict[str, Any]) -> tuple[streams.StreamState, list[dict[str, Any]]]:
-        return streams.droid_line(state, obj)
+        return cli_streams.droid_line(state, obj)
