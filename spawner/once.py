@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from spawner import errors, names
-from spawner.state.base import StateStore
+from spawner.state.base import RunOnceStore
 
 __all__ = ["LOCK_SECONDS", "Lease", "Once"]
 
@@ -31,7 +31,7 @@ WAIT_SECONDS = 0.05
 
 
 class Once:
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: RunOnceStore) -> None:
         self.store = store
 
     def run(self, task: str, key: str, work: Callable[[], R]) -> R:

@@ -22,7 +22,7 @@ from spawner.ids import idempotency_key
 from spawner.models import AgentRecord, AgentState
 from spawner.once import Lease
 from spawner.results import CancelResult, CommandResult
-from spawner.state.base import StateStore
+from spawner.state.base import EventLog
 from spawner.transcript import CappedText
 
 __all__ = ["Turns"]
@@ -36,7 +36,7 @@ class _LiveEvents:
     """Publishes a turn's mapped events (message, tool, usage) as they come, each once per
     command id (a re-attached delivery folds the same records again and publishes nothing twice)."""
 
-    def __init__(self, store: StateStore, agent_id: str, command_id: str) -> None:
+    def __init__(self, store: EventLog, agent_id: str, command_id: str) -> None:
         self.store, self.agent_id, self.command_id = store, agent_id, command_id
         self.usage_seen = False
 
