@@ -8,13 +8,17 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
 from spawner import console
 from spawner.cli_errors import BadSetting, CliError, Interrupted, error_for
 from spawner.redaction import without_credentials
+
+if TYPE_CHECKING:  # imported when first used: the CLI starts without celery, redis or pydantic
+    from spawner.client import SpawnerClient
+    from spawner.settings import SpawnerSettings
 
 __all__ = ["Ctx", "SpawnerGroup", "pass_ctx"]
 
@@ -26,11 +30,11 @@ class Ctx:
     def __init__(self, as_json: bool, timeout: float) -> None:
         self.as_json = as_json
         self.timeout = timeout
-        self._settings: Any = None
-        self._client: Any = None
+        self._settings: SpawnerSettings | None = None
+        self._client: SpawnerClient | None = None
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> SpawnerSettings:
         if self._settings is None:
             from spawner.settings import SettingsError, load_settings
             try:
@@ -40,7 +44,7 @@ class Ctx:
         return self._settings
 
     @property
-    def client(self) -> Any:
+    def client(self) -> SpawnerClient:
         if self._client is None:
             from spawner.client import SpawnerClient
             from spawner.state.redis import redis_answers

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
 from spawner.transcript import Piece
 
 __all__ = ["Spinner", "event_line", "key_value_table", "print_table", "write"]
 
-def event_line(event: dict[str, Any]) -> str:
+def event_line(event: Mapping[str, Any]) -> str:
     """One line per event for `spawner events`: cursor, type, what happened."""
     kind = event.get("type", "?")
     if kind == "status":
