@@ -278,7 +278,10 @@ def markdown(summary: dict[str, Any]) -> str:
         "## Several engines",
         "",
         "Four private dockerds: a fleet of one engine and a fleet of three (one public queue, a worker group "
-        "per engine) side by side, creates alternating between them; then one of the three dies (bench/engines.py).",
+        "per engine) side by side, creates alternating between them; then one of the three dies (bench/engines.py). "
+        "Each agent is deleted before the next create, so at equal room every one is placed on `a` (the id breaks "
+        "the tie); whichever group's control pool takes a create from the public queue places it, and moves it "
+        "to a's queue when it is another's.",
         "",
         "| measure | target | measured |",
         "|---|---|---|",
@@ -286,7 +289,8 @@ def markdown(summary: dict[str, Any]) -> str:
         f"{s['placement_p99_ms']:.2f} ms |",
         f"| 150 creates over three engines of 50 | within 2 of even | "
         f"{' / '.join(str(n) for n in s['spread'].values())} (151st refused) |",
-        f"| create p50, one engine -> three engines ({s['creates']} each) | ratio <= 1.1x | "
+        f"| create p50, one engine -> three engines ({s['creates']} each; landed on "
+        f"{', '.join(f'{e} {n}' for e, n in s['landed'].items())}) | ratio <= 1.1x | "
         f"{s['create_p50_single_ms']:.0f} ms -> {s['create_p50_three_ms']:.0f} ms ({s['create_ratio']:.2f}x) |",
         f"| engine death to `suspect` (as `spawner engines` shows it / the event) | <= 10 s | "
         f"{s['suspect_s']:.1f} s / {s['suspect_event_s']:.1f} s |",
