@@ -37,7 +37,7 @@ class BrokerRecovery:
 
     @classmethod
     def from_url(cls, url: str) -> BrokerRecovery:
-        return cls(connect(url, socket_connect_timeout=5, health_check_interval=15))
+        return cls(connect(url))
 
     def mark_alive(self, task_ids: list[str], *, ttl_seconds: int) -> None:
         if not task_ids:

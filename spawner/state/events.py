@@ -40,7 +40,7 @@ class AgentEvents:
 
     @classmethod
     def from_url(cls, url: str) -> AgentEvents:
-        return cls(connect(url, retries=6, health_check_interval=15, socket_connect_timeout=5))
+        return cls(connect(url, retries=6))
 
     def read_events(self, agent_id: str, *, since: str | None = None, count: int = 1000) -> list[Event]:
         """Events after cursor `since` (exclusive), oldest first. A cursor older than what the

@@ -39,7 +39,7 @@ class FleetEvents:
 
     @classmethod
     def from_url(cls, url: str) -> FleetEvents:
-        return cls(connect(url, socket_connect_timeout=5, health_check_interval=15))
+        return cls(connect(url))
 
     def publish_engine(self, engine: str, state: str, *, reason: str | None = None, now: float | None = None,
                        **fields: Any) -> str:

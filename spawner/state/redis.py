@@ -42,8 +42,10 @@ RedisClient = redis.Redis
 
 
 def connect(url: str, *, retries: int = 0, **options: Any) -> RedisClient:
-    """A client with str replies; `retries`: how often a command is retried, with backoff, after
-    a lost connection or a timeout; `options` are redis-py's (timeouts, health checks)."""
+    """A long-lived client with str replies: it gives up connecting after 5 s and checks an idle
+    connection before using it after 15 s (unless `options`, redis-py's, say otherwise);
+    `retries`: how often a command is retried, with backoff, after a lost connection or a timeout."""
+    options = {"socket_connect_timeout": 5, "health_check_interval": 15, **options}
     if retries:
         options.update(retry=Retry(ExponentialBackoff(cap=2, base=0.1), retries=retries),
                        retry_on_error=list(_REDIS_ERRORS))

@@ -15,7 +15,6 @@ removed and the pool refills.
 from __future__ import annotations
 
 import json
-from contextlib import AbstractContextManager
 from typing import Any, cast
 
 from spawner import names
@@ -41,20 +40,16 @@ class RedisPoolStore:
 
     @classmethod
     def from_url(cls, url: str) -> RedisPoolStore:
-        return cls(connect(url, socket_connect_timeout=5,
-                                        health_check_interval=15))
-
-    def _translated(self, what: str) -> AbstractContextManager[None]:
-        return translated(what)
+        return cls(connect(url))
 
     def want(self, key: str, template: dict[str, Any], *, now: float) -> None:
         """Note that `key` is in use (so the refill keeps it stocked)."""
-        with self._translated("noting a pool key"):
+        with translated("noting a pool key"):
             self._r.hset(names.pool_keys_key(), key, json.dumps({"template": template, "last_used_at": now}))
 
     def wanted(self, *, now: float, max_idle_seconds: float) -> dict[str, dict[str, Any]]:
         """Templates of the keys used within `max_idle_seconds`; older keys are forgotten."""
-        with self._translated("reading pool keys"):
+        with translated("reading pool keys"):
             raw = cast(dict[str, str], self._r.hgetall(names.pool_keys_key()))
             wanted, stale = {}, []
             for key, value in raw.items():
@@ -72,29 +67,29 @@ class RedisPoolStore:
             return wanted
 
     def available(self, key: str) -> set[str]:
-        with self._translated("reading the pool"):
+        with translated("reading the pool"):
             return cast(set[str], self._r.smembers(names.pool_available_key(key)))
 
     def add(self, key: str, container_id: str) -> None:
-        with self._translated("adding to the pool"):
+        with translated("adding to the pool"):
             self._r.sadd(names.pool_available_key(key), container_id)
 
     def discard(self, key: str, container_id: str) -> None:
-        with self._translated("removing from the pool"):
+        with translated("removing from the pool"):
             self._r.srem(names.pool_available_key(key), container_id)
 
     def claim(self, key: str, *, now: float) -> str | None:
         """Take a free container of `key` (marked as being claimed), or None if there is none."""
-        with self._translated("claiming from the pool"):
+        with translated("claiming from the pool"):
             found = self._claim(keys=[names.pool_available_key(key), names.pool_claiming_key()], args=[now])
         return str(found) if found else None
 
     def claim_done(self, container_id: str) -> None:
-        with self._translated("finishing a claim"):
+        with translated("finishing a claim"):
             self._r.zrem(names.pool_claiming_key(), container_id)
 
     def claiming(self) -> dict[str, float]:
-        with self._translated("reading claims"):
+        with translated("reading claims"):
             scored = cast(list[tuple[str, float]], self._r.zrange(names.pool_claiming_key(), 0, -1, withscores=True))
         return {cid: float(ts) for cid, ts in scored}
 
@@ -107,7 +102,7 @@ class RedisPoolStore:
 
     def owners_seen(self, owner: str, *, now: float) -> dict[str, float]:
         """Mark `owner` seen now; every fleet's last-seen time (one round trip)."""
-        with self._translated("marking the fleet seen"):
+        with translated("marking the fleet seen"):
             pipe = self._r.pipeline()
             pipe.hset(names.pool_owners_key(), owner, repr(float(now)))
             pipe.hgetall(names.pool_owners_key())

@@ -50,7 +50,7 @@ class RedisStore(RedisLeases):
 
     @classmethod
     def from_url(cls, url: str, *, events_max_bytes: int = EVENTS_MAX_BYTES_DEFAULT) -> RedisStore:
-        client = connect(url, retries=6, health_check_interval=15, socket_connect_timeout=5)
+        client = connect(url, retries=6)
         return cls(client, events_max_bytes=events_max_bytes)
 
     # ---------------------------------------------------------------------------- records
