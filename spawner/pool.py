@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from spawner import errors, names
-from spawner.backend.base import ContainerBackend, ContainerInfo
+from spawner.backend.base import ContainerInfo, Containers, PoolContainers
 from spawner.models import ContainerSpec, SpecFile
 from spawner.pool_plan import (
     CLAIM_GRACE_SECONDS,
@@ -160,7 +160,7 @@ class PoolStore(Protocol):
 class WarmPool:
     """Claims, refills and reconciles the pool. Build one per worker process (tasks/deps.py)."""
 
-    def __init__(self, *, backend: ContainerBackend, store: PoolStore, size: int, owner: str, engine: str,
+    def __init__(self, *, backend: PoolContainers, store: PoolStore, size: int, owner: str, engine: str,
                  default_template: PoolTemplate | None, request_refill: Callable[[], None],
                  extra_labels: dict[str, str] | None = None, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -362,7 +362,7 @@ class WarmPool:
         return None if labels is None else {**info.labels, **labels}
 
 
-def drain_free_pool(backend: ContainerBackend, *, owner: str) -> int:
+def drain_free_pool(backend: Containers, *, owner: str) -> int:
     """Remove `owner`'s free pool containers (a fleet that stops, once its workers are gone);
     claimed ones are agents and stay. Returns how many went; one that fails does not stop the rest."""
     removed = 0

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from spawner import errors, names
-from spawner.backend.base import ContainerBackend, ContainerInfo
+from spawner.backend.base import ContainerInfo, Containers
 from spawner.metrics import Metrics
 from spawner.models import AgentRecord, AgentState, WorkerConfig
 from spawner.once import LOCK_SECONDS
@@ -44,7 +44,7 @@ _COUNTED = {Kind.ADOPT: "adopted", Kind.REMOVE: "removed", Kind.FAIL: "failed", 
 
 
 class Upkeep:
-    def __init__(self, *, backend: ContainerBackend, store: StateStore, metrics: Metrics, pool: WarmPool | None,
+    def __init__(self, *, backend: Containers, store: StateStore, metrics: Metrics, pool: WarmPool | None,
                  fleet_id: str, idle_pause_seconds: int, idle_ttl_seconds: int,
                  fail: Callable[[AgentRecord, str], None], set_state: Callable[..., Any],
                  clock: Callable[[], float] = time.time, engine: str = "local") -> None:

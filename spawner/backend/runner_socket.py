@@ -111,7 +111,8 @@ class RunDirs:
         now = time.time()
         with contextlib.suppress(OSError), os.scandir(self.root) as entries:
             for entry in entries:
-                if entry.path in keep or entry.name.startswith(ENGINE_DIR_PREFIX) or not entry.is_dir(follow_symlinks=False):
+                if entry.path in keep or entry.name.startswith(ENGINE_DIR_PREFIX) \
+                        or not entry.is_dir(follow_symlinks=False):
                     continue  # another engine's folder of folders is its own group's to prune
                 with contextlib.suppress(OSError):
                     if now - entry.stat(follow_symlinks=False).st_mtime > older_than_seconds:
@@ -132,7 +133,7 @@ def _bound_size(path: str) -> bool:
         return True
     options = (f"size={limits.RUN_DIR_MAX_BYTES},nr_inodes={limits.RUN_DIR_MAX_FILES},"
                f"mode=0700,uid={AGENT_UID},gid={AGENT_UID}").encode()
-    return _libc.mount(b"tmpfs", path.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, options) == 0
+    return bool(_libc.mount(b"tmpfs", path.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, options) == 0)
 
 
 def _remove(path: str) -> None:
@@ -239,7 +240,7 @@ def read_frames(sock: socket.socket, *, deadline: float,
         sock.settimeout(remaining)
         try:
             chunk = sock.recv(262144)
-        except socket.timeout:
+        except TimeoutError:
             raise RunnerDeadline("the runner did not finish in time") from None
         if not chunk:
             return
