@@ -32,9 +32,14 @@ FORBIDDEN = [
     # the producer's client stands on the contract (results, ids, the event stream), not on the
     # domain: never the service, the store that writes, the models or pydantic
     ("spawner.client", {"spawner.service", "spawner.state.store", "spawner.models", "docker", "pydantic"}),
+    # the runner's wire format and the calls over it are pure: the Docker edge is backend/docker.py
+    ("spawner.runner_protocol", {"docker", "redis", "celery", "kombu"}),
+    ("spawner.backend.runner_calls", {"docker", "redis", "celery", "kombu"}),
+    ("spawner.backend.daemons", {"docker", "redis", "celery", "kombu"}),
 ]
 # Modules that must load nothing beyond the standard library and their own package.
-STDLIB_ONLY = ["orchestrator_cli.catalog", "spawner.errors", "spawner.names", "spawner.metrics", "spawner.fleet"]
+STDLIB_ONLY = ["orchestrator_cli.catalog", "spawner.errors", "spawner.names", "spawner.metrics", "spawner.fleet",
+               "spawner.ids"]
 
 
 def loaded_modules(module: str, *, top_level: bool = True) -> set[str]:

@@ -134,8 +134,8 @@ def raw_reply(stdout: str) -> TurnReply:
 def iter_json_objects(stdout: str) -> list[dict[str, Any]]:
     """Every line of `stdout` that is a JSON object, in order; other lines are skipped."""
     found = []
-    for line in stdout.splitlines():
-        line = line.strip()
+    for raw in stdout.splitlines():
+        line = raw.strip()
         if not line.startswith("{"):
             continue
         try:

@@ -98,5 +98,6 @@ class ClaudeCodeFactory:
     def read_reply(self, *, stream: streams.StreamState, stdout: str, output: str) -> TurnReply:
         return streams.reply_of(stream, stdout)
 
-    def stream_line(self, state: streams.StreamState, obj: dict[str, Any]) -> tuple[streams.StreamState, list[dict[str, Any]]]:
+    def stream_line(self, state: streams.StreamState,
+                    obj: dict[str, Any]) -> tuple[streams.StreamState, list[dict[str, Any]]]:
         return cli_streams.claude_line(state, obj)

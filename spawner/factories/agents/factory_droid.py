@@ -60,7 +60,7 @@ class FactoryDroidFactory:
         session_id = check_session_id(session_id)
         if session_id is not None:
             argv += ("-s", session_id)
-        return TurnPlan(argv=argv + ("-f", INPUT_PLACEHOLDER), stdin_input=False)
+        return TurnPlan(argv=(*argv, "-f", INPUT_PLACEHOLDER), stdin_input=False)
 
     def parse_reply(self, *, stdout: str, exit_code: int | None) -> TurnReply:
         return streams.fold(cli_streams.droid_line, stdout)
@@ -68,5 +68,6 @@ class FactoryDroidFactory:
     def read_reply(self, *, stream: streams.StreamState, stdout: str, output: str) -> TurnReply:
         return streams.reply_of(stream, stdout)
 
-    def stream_line(self, state: streams.StreamState, obj: dict[str, Any]) -> tuple[streams.StreamState, list[dict[str, Any]]]:
+    def stream_line(self, state: streams.StreamState,
+                    obj: dict[str, Any]) -> tuple[streams.StreamState, list[dict[str, Any]]]:
         return cli_streams.droid_line(state, obj)

@@ -41,6 +41,7 @@ class ShellFactory:
         """The turn's whole output (stdout and stderr as they came) is the response."""
         return TurnReply(response=output, session_id=None)
 
-    def stream_line(self, state: streams.StreamState, obj: dict[str, Any]) -> tuple[streams.StreamState, list[dict[str, Any]]]:
+    def stream_line(self, state: streams.StreamState,
+                    obj: dict[str, Any]) -> tuple[streams.StreamState, list[dict[str, Any]]]:
         """No events: a shell's output is plain text."""
         return streams.no_events(state, obj)
