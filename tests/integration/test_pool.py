@@ -81,10 +81,16 @@ class PoolFleet:
 
     def cleanup(self) -> None:
         self.stop_all()
+        import docker
         known = set(self.r.zrange("spawner:agents", 0, -1))
-        for c in self.docker.containers.list(all=True, filters={"label": "spawner.managed=true"}):
-            if c.labels.get("spawner.pool_owner") == self.owner or c.name.removeprefix("spawner-") in known:
-                c.remove(force=True, v=True)
+        # the low-level list: no per-container inspect that another session's removal could break
+        for c in self.docker.api.containers(all=True, filters={"label": "spawner.managed=true"}):
+            name = (c.get("Names") or [""])[0].lstrip("/")
+            if c["Labels"].get("spawner.pool_owner") == self.owner or name.removeprefix("spawner-") in known:
+                try:
+                    self.docker.api.remove_container(c["Id"], force=True, v=True)
+                except docker.errors.NotFound:  # gone meanwhile
+                    pass
         self.redis.stop()
 
 

@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import LEDGER, REPO, TEST_RUN, RedisServer, _free_port
 from tests.operator.conftest import SPAWNER, cli_env, http_get, run_cli
 from tests.operator.test_metrics import scrape, value
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
 
@@ -58,20 +59,24 @@ class Up:
     def output(self) -> tuple[str, str]:
         return (REPO / self.out.name).read_text(), (REPO / self.err.name).read_text()
 
+    def ready_state(self) -> dict[str, Any] | None:
+        """What spawner up wrote to <data-dir>/up.json once it is ready; None before."""
+        try:
+            state: dict[str, Any] = json.loads((self.data_dir / "up.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return state if state.get("ready") else None
+
     def wait_ready(self, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def alive() -> None:
             if self.proc.poll() is not None:
                 pytest.fail(f"spawner up exited with {self.proc.returncode}:\n" + "\n".join(self.output()))
-            try:
-                state = json.loads((self.data_dir / "up.json").read_text())
-                if state["ready"]:
-                    self.state = state
-                    return state
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.2)
-        pytest.fail("spawner up did not get ready:\n" + "\n".join(self.output()))
+
+        try:
+            self.state = wait_for("spawner up to be ready", self.ready_state, timeout=timeout, interval=0.2, alive=alive)
+        except AssertionError:
+            pytest.fail("spawner up did not get ready:\n" + "\n".join(self.output()))
+        return self.state
 
     def stop(self, sig: int, timeout: float = 60) -> int:
         self.proc.send_signal(sig)
