@@ -16,6 +16,7 @@ from spawner import errors, names
 from spawner.agent_access import AgentAccess
 from spawner.factories import (
     CreateInputs,
+    CreatePlan,
     capability_dockerfile,
     capability_image_tag,
     plan_create,
@@ -58,6 +59,18 @@ class Creator:
             self._clear_dead_create(agent_id, earlier.container_id)
         self._take_place(config, agent_id)
         now = self.agents.now()
+        record = self._record_creating(config, context, agent_id, now)
+        image = self._image_or_fail(config, agent_id)
+        plan = plan_create(config, CreateInputs(
+            agent_id=agent_id, image=image, network_mode=network, created_at=now,
+            secret_values={**secret_values, **self._agent_credentials(agent_id)}, context=context,
+            ready_timeout_seconds=self.agents.options.ready_timeout_seconds,
+            extra_labels=dict(self.agents.options.extra_labels), fleet_id=self.agents.options.fleet_id))
+        container_id, current = self._start(config, plan, record, started=now)
+        return self._finish(config, agent_id, container_id, current, image, started=now)
+
+    def _record_creating(self, config: WorkerConfig, context: dict[str, str], agent_id: str,
+                         now: float) -> AgentRecord:
         record = AgentRecord(
             agent_id=agent_id, state=AgentState.CREATING, image=self.agents.options.worker_image,
             agent=config.agent, config=config.redacted(), context=context, created_at=now,
@@ -68,26 +81,31 @@ class Creator:
         )
         self.agents.store.save_record(record)
         self.agents.store.publish(agent_id, "status", state=AgentState.CREATING, reason="create requested")
+        return record
+
+    def _image_or_fail(self, config: WorkerConfig, agent_id: str) -> str:
         try:
-            image = self._image_for(config, agent_id)
+            return self._image_for(config, agent_id)
         except errors.SpawnerError as exc:
             self.agents.set_state(agent_id, AgentState.FAILED, reason=f"create could not finish: {exc}")
             raise
-        orchestrator_secret: dict[str, str] = {}
-        if self.agents.options.agent_redis_url:
-            orchestrator_secret[catalog.ENV_REDIS_URL] = self.agents.store.create_agent_identity(
-                agent_id, password=secrets_module.token_urlsafe(24), base_url=self.agents.options.agent_redis_url)
-        plan = plan_create(config, CreateInputs(
-            agent_id=agent_id, image=image, network_mode=network, created_at=now,
-            secret_values={**secret_values, **orchestrator_secret}, context=context,
-            ready_timeout_seconds=self.agents.options.ready_timeout_seconds,
-            extra_labels=dict(self.agents.options.extra_labels),
-            fleet_id=self.agents.options.fleet_id))
-        spec = plan.spec
+
+    def _agent_credentials(self, agent_id: str) -> dict[str, str]:
+        """The agent's own Redis user for `orchestrator respond`, if the fleet gives agents one."""
+        if not self.agents.options.agent_redis_url:
+            return {}
+        return {catalog.ENV_REDIS_URL: self.agents.store.create_agent_identity(
+            agent_id, password=secrets_module.token_urlsafe(24), base_url=self.agents.options.agent_redis_url)}
+
+    def _start(self, config: WorkerConfig, plan: CreatePlan, record: AgentRecord, *,
+               started: float) -> tuple[str, AgentRecord | None]:
+        """Execute the plan: a warm-pool container if one is free (renamed and resumed), else a new
+        one, then the runner's init. Returns the container and the record as it is now. On failure
+        nothing is left behind and the agent is failed (or was ended meanwhile: AgentGone)."""
+        agent_id, spec = record.agent_id, plan.spec
         container_id = None
         current: AgentRecord | None = record
         try:
-            # a warm-pool container if one is free (renamed and resumed), else a new one
             container_id = self.agents.pool.claim(spec) if self.agents.pool is not None else None
             pooled = container_id is not None
             if container_id is None:
@@ -100,22 +118,26 @@ class Creator:
             if container_id is not None:
                 self.agents.backend.remove(container_id)
             self.agents.store.delete_agent_identity(agent_id)
-            self.agents.metrics.create_finished(config.agent.value, self.agents.now() - now, ok=False)
+            self.agents.metrics.create_finished(config.agent.value, self.agents.now() - started, ok=False)
             if (current := self.agents.store.get_record(agent_id)) is None or current.state.is_terminal:
                 raise self._ended_while_created(agent_id, current) from None
             self.agents.set_state(agent_id, AgentState.FAILED, reason=f"create could not finish: {exc}")
             raise errors.Unavailable(f"agent {agent_id} could not be created: {exc}") from None
-        # a delete, or reconcile failing a create past its deadline, ended the agent meanwhile:
-        # a terminal state is never left (the store drops the write), and its container goes
+        return container_id, current
+
+    def _finish(self, config: WorkerConfig, agent_id: str, container_id: str, current: AgentRecord | None,
+                image: str, *, started: float) -> CreateResult:
+        """The agent `idle`, unless a delete, or reconcile failing a create past its deadline, ended
+        it meanwhile: a terminal state is never left (the store drops the write), and its container goes."""
         ready = None
         if current is not None and not current.state.is_terminal:
             ready = self.agents.set_state(agent_id, AgentState.IDLE, reason="ready", image=image)
         if ready is None or ready.state != AgentState.IDLE:
             self.agents.backend.remove(container_id)
             self.agents.store.delete_agent_identity(agent_id)
-            self.agents.metrics.create_finished(config.agent.value, self.agents.now() - now, ok=False)
+            self.agents.metrics.create_finished(config.agent.value, self.agents.now() - started, ok=False)
             raise self._ended_while_created(agent_id, ready or current)
-        self.agents.metrics.create_finished(config.agent.value, self.agents.now() - now, ok=True)
+        self.agents.metrics.create_finished(config.agent.value, self.agents.now() - started, ok=True)
         return self._create_result(ready)
 
     def _take_place(self, config: WorkerConfig, agent_id: str) -> None:
