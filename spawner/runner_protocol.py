@@ -4,8 +4,9 @@ The runner (worker_image/spawner_runner.py, served by spawner_runnerd.py) is std
 cannot import this module: tests/unit/test_runner_protocol.py pins its constants to the ones here
 and decodes the records it writes with `decode_record`, so the two sides cannot drift apart.
 
-One call is `spawner-runner <subcommand> [args]` (over the runner socket or `docker exec`) with a
-request on stdin; the answer comes back in Docker's stream framing (STDOUT / STDERR frames):
+One call is `spawner-runner <subcommand> [args]` (over the runner socket, `socket_request` after
+the daemon's ACK, or `docker exec`) with a request on stdin; the answer comes back in Docker's
+stream framing (FRAME_HEADER; STDOUT / STDERR frames):
 
 - `init`, `put`, `get`, `cancel` end with one JSON status line on stderr (`decode_status`);
   `get` sends the file's bytes on stdout.
@@ -23,7 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,7 @@ __all__ = [
     "init_argv",
     "lost_end",
     "put_argv",
+    "socket_request",
     "turn_argv",
 ]
 
@@ -90,6 +92,12 @@ def get_argv(path: str, max_bytes: int) -> tuple[str, ...]:
 
 def init_argv() -> tuple[str, ...]:
     return ("init",)
+
+
+def socket_request(argv: Sequence[str], stdin: bytes) -> bytes:
+    """A call over the runner socket, after the daemon's ACK: a JSON header line naming the
+    runner's argv (none: a ping), then the call's stdin."""
+    return json.dumps({"argv": list(argv)}).encode() + b"\n" + stdin
 
 
 @dataclass(frozen=True)

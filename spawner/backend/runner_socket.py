@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import logging
 import os
 import shutil
@@ -25,7 +24,7 @@ import time
 from collections.abc import Iterator, Sequence
 
 from spawner import limits, names
-from spawner.runner_protocol import ACK, FRAME_HEADER
+from spawner.runner_protocol import ACK, FRAME_HEADER, socket_request
 
 __all__ = ["FrameTooLarge", "RunDirs", "RunnerDeadline", "connect", "read_frames", "request_frames"]
 
@@ -217,7 +216,7 @@ def request_frames(sock: socket.socket, argv: Sequence[str], stdin: bytes, *, de
     RunnerDeadline once time.monotonic() passes `deadline`."""
     try:
         sock.settimeout(max(0.001, deadline - time.monotonic()))
-        sock.sendall(json.dumps({"argv": list(argv)}).encode() + b"\n" + stdin)
+        sock.sendall(socket_request(argv, stdin))
         sock.shutdown(socket.SHUT_WR)
         yield from read_frames(sock, deadline=deadline, max_frame=max_frame)
     finally:

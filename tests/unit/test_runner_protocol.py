@@ -60,6 +60,17 @@ def test_the_runner_and_its_daemon_use_the_protocols_constants_and_names(runner,
     assert os.path.join(names.RUNNER_SOCKET_DIR, names.RUNNER_SOCKET_NAME) == daemon.SOCKET_PATH
 
 
+def test_the_daemon_reads_the_socket_request_the_worker_sends():
+    """The daemon's child reads one header line and hands its argv to the runner (spawner_runnerd._handle)."""
+    handle = next(n for n in ast.parse((IMAGE / "spawner_runnerd.py").read_text()).body
+                  if isinstance(n, ast.FunctionDef) and n.name == "_handle")
+    read = {n.args[0].value for n in ast.walk(handle) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+            and n.func.attr == "get" and n.args and isinstance(n.args[0], ast.Constant)}
+    header, _, stdin = protocol.socket_request(["get", "/tmp/a", "5"], b"body").partition(b"\n")
+    assert set(json.loads(header)) == read == {"argv"} and stdin == b"body"
+    assert json.loads(protocol.socket_request([], b"").splitlines()[0])["argv"] == []  # a ping
+
+
 def _source_tree() -> ast.Module:
     return ast.parse((IMAGE / "spawner_runner.py").read_text())
 
