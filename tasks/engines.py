@@ -59,16 +59,14 @@ _beats = 0
 
 
 def _own_entry(settings: SpawnerSettings, reg: EngineRegistry, now: float) -> EngineEntry:
-    """This engine's entry: its places, letting go now and then of those of agents that have ended."""
+    """This engine's entry: its places, letting go now and then of those of agents that have ended
+    or were placed elsewhere."""
     global _beats
     _beats += 1
     if _beats == 1:  # live agents of this engine made before places were kept get theirs
         reg.adopt(settings.engine, get_service().store.live_agent_ids(), now=now)
     if _beats % PRUNE_EVERY_BEATS == 1:  # a backstop: an agent that ends lets go of its place itself
-        placed = reg.reserved(settings.engine)
-        ended = [a for a, state in reg.record_states(placed).items() if state is None or AgentState(state).is_terminal]
-        reg.release(settings.engine, ended)
-        agents = len(placed) - len(ended)
+        agents = reg.prune(settings.engine, now=now, grace_seconds=names.CREATE_DEADLINE_SECONDS)
     else:
         agents = reg.count(settings.engine)
     pool = get_service().pool

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from spawner import engines as core
 from spawner import names
 from spawner.engines import EngineEntry, decode, encode
+from spawner.models import AgentState
 from spawner.state.redis import RedisClient, connect, translated
 
 __all__ = ["EngineRegistry"]
@@ -194,15 +195,31 @@ class EngineRegistry:
         with translated("reading an engine's agents"):
             return [str(a) for a in self._r.zrange(names.engine_reserved_key(engine), 0, -1)]
 
-    def record_states(self, agent_ids: list[str]) -> dict[str, str | None]:
-        """Each agent's stored state (None if its record is gone), in one round trip."""
-        if not agent_ids:
-            return {}
-        with translated("reading agent states"), self._r.pipeline(transaction=False) as pipe:
-            for agent_id in agent_ids:
-                pipe.hget(names.agent_key(agent_id), "state")
-            raw = pipe.execute()
-        return {a: (json.loads(v) if v else None) for a, v in zip(agent_ids, raw, strict=True)}
+    def prune(self, engine: str, *, now: float, grace_seconds: float) -> int:
+        """Let go of the places on `engine` of agents that ended (record terminal, or missing for
+        longer than `grace_seconds`: a place taken a moment ago whose record is not written yet is
+        a create on its way) or whose record names another engine (a create given back while this
+        engine was silent, placed again elsewhere). Returns the places left; a read per agent, in
+        one round trip."""
+        key = names.engine_reserved_key(engine)
+        with translated("reading an engine's agents"):
+            scored = cast("list[tuple[str, float]]", self._r.zrange(key, 0, -1, withscores=True))
+            placed = [(str(a), float(t)) for a, t in scored]
+            with self._r.pipeline(transaction=False) as pipe:
+                for agent_id, _ in placed:
+                    pipe.hmget(names.agent_key(agent_id), ["state", "engine"])
+                records: list[list[str | None]] = pipe.execute()
+        gone = []
+        for (agent_id, taken_at), (state, record_engine) in zip(placed, records, strict=True):
+            if state is None:
+                ended = now - taken_at >= grace_seconds
+            else:
+                elsewhere = (json.loads(record_engine) if record_engine else names.DEFAULT_ENGINE) != engine
+                ended = AgentState(json.loads(state)).is_terminal or elsewhere
+            if ended:
+                gone.append(agent_id)
+        self.release(engine, gone)
+        return len(placed) - len(gone)
 
     def agent_engine(self, agent_id: str) -> str | None:
         """The engine an agent's record names (`local` for a record from before engines), None if none."""

@@ -111,3 +111,23 @@ def test_an_engine_is_as_fresh_as_the_quieter_of_its_pools(registry):
     before, after = registry.heartbeat(_entry("a", last_seen=t + 14), roles=["turns"])  # back
     assert (before.state, after.state, after.last_seen) == (EngineState.SUSPECT, EngineState.READY, t + 12)
     assert registry.entries()[0].state == EngineState.READY
+
+
+def test_prune_lets_go_of_ended_and_moved_agents_but_keeps_a_create_on_its_way(registry, private_redis):
+    """A place is let go when its agent ended (record terminal, or gone for longer than a create
+    may take) or its record names another engine (a create given back from this engine while it
+    was silent and placed again elsewhere); a place whose record is not written yet, taken a
+    moment ago, is a create on its way."""
+    import json
+
+    import redis
+    r = redis.Redis.from_url(private_redis.url, decode_responses=True)
+    for agent_id, engine, state in [("ag-here", "a", "idle"), ("ag-ended", "a", "deleted"),
+                                    ("ag-elsewhere", "b", "idle")]:
+        r.hset(f"spawner:agent:{agent_id}", mapping={"engine": json.dumps(engine), "state": json.dumps(state)})
+    now = 10_000.0
+    for agent_id, taken_at in [("ag-here", now - 5), ("ag-ended", now - 5), ("ag-elsewhere", now - 5),
+                               ("ag-on-its-way", now - 5), ("ag-never-made", now - 1_000)]:
+        r.zadd("spawner:engine:a:agents", {agent_id: taken_at})
+    assert registry.prune("a", now=now, grace_seconds=600) == 2
+    assert sorted(registry.reserved("a")) == ["ag-here", "ag-on-its-way"]
