@@ -15,6 +15,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,6 +23,8 @@ import pytest
 
 from bench.dockerd import PrivateEngine, lock_data_root
 from bench.fleet import RedisServer, free_port
+from spawner.fleet import gateway_spec
+from spawner.processes import Processes
 from tests.conftest import LEDGER, OUTPUT_DIR, REPO, TEST_IMAGE, XDIST_WORKER, Fleet
 from tests.support.waiting import wait_for
 
@@ -46,6 +49,8 @@ class EngineFleet:
         self.groups: dict[str, Fleet] = {}
         self.locks: dict[str, IO[bytes] | None] = {}
         self.gateways: dict[str, subprocess.Popen[bytes]] = {}
+        self.gateway_processes = Processes(cwd=REPO, env={}, logdir=OUTPUT_DIR,
+                                           log_suffix=f"-{XDIST_WORKER}" if XDIST_WORKER else "", on_start=LEDGER.process)
         self.beat = Fleet(redis.url, OUTPUT_DIR, extra_env={"SPAWNER_SWEEP_SECONDS": "5"})
         self.app = Celery(broker=redis.url, backend=redis.url)
         self.app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
@@ -82,11 +87,8 @@ class EngineFleet:
         """`spawner gateway` of `engine`'s group (its environment, so its SPAWNER_ENGINE), as
         `spawner up` runs it; returns its /health port once it answers."""
         port = free_port()
-        with open(OUTPUT_DIR / f"gateway-{engine}{'-' + XDIST_WORKER if XDIST_WORKER else ''}.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "spawner.cli", "gateway", "--port", str(port)], cwd=REPO,
-                                    env=self.groups[engine].env, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        LEDGER.process(proc.pid)
+        spec = gateway_spec(port, python=sys.executable)
+        proc = self.gateway_processes.start(replace(spec, name=f"gateway-{engine}", env=self.groups[engine].env))
         self.gateways[engine] = proc
 
         def answers() -> bool:
@@ -101,13 +103,8 @@ class EngineFleet:
         return port
 
     def stop_gateway(self, engine: str) -> None:
-        proc = self.gateways.pop(engine)
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+        self.gateways.pop(engine)
+        self.gateway_processes.stop([f"gateway-{engine}"], timeout=20)
 
     def stop_group(self, engine: str) -> None:
         group = self.groups.pop(engine)
@@ -143,9 +140,8 @@ class EngineFleet:
     def wait_ready(self, engines: tuple[str, ...] = ENGINES) -> None:
         wait_for(f"engines {engines} ready", lambda: all(
             self.engines_view().get(e, {}).get("state") == "ready" for e in engines), timeout=90, interval=0.5)
-        # every group's consumer answers
-        wait_for("every worker answers", lambda: len(self.app.control.ping(timeout=1.0) or []) >= 2 * len(self.groups),
-                 timeout=60, interval=0.2)
+        for group in self.groups.values():  # every worker node of every group answers
+            group.wait_ready(timeout=60)
 
     def stop(self) -> None:
         for engine in list(self.gateways):

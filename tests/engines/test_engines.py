@@ -118,8 +118,7 @@ def step_placement_spreads_respects_max_agents_and_pins_and_every_operation_reac
         fleet.call("sweep", timeout=60)
     fleet.groups["a"].kill("worker-control-a")  # a restarted control worker reconciles at start
     fleet.groups["a"].start_worker("control-a", "spawner,spawner.engine.a", 8)
-    wait_for("group a's control worker answers", lambda: len(fleet.app.control.ping(timeout=1.0) or []) >= 6,
-             timeout=60, interval=0.2)
+    fleet.groups["a"].wait_ready(timeout=60)  # its new control node answers
     fleet.call("sweep", timeout=60)
     states = {a: fleet.call("status", agent_id=a) for a in everyone}
     assert {a: s["state"] for a, s in states.items()} == {a: "idle" for a in everyone}
