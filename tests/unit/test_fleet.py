@@ -30,6 +30,7 @@ from spawner.fleet import (
     worker_pools,
     worker_spec,
 )
+from spawner.settings import SpawnerSettings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +50,10 @@ def compose_config(env: dict[str, str]) -> dict[str, Any]:
 
 
 def test_compose_builds_the_worker_image_with_the_same_arguments_as_setup_and_up():
-    build = compose_config(env_example())["services"]["worker-image"]["build"]
+    service = compose_config({**env_example(), "SPAWNER_WORKER_IMAGE": "ops/variant:1"})["services"]["worker-image"]
+    assert service["image"] == SpawnerSettings.model_fields["worker_image"].default, \
+        "compose builds the usual image under the usual tag, never over a variant SPAWNER_WORKER_IMAGE names"
+    build = service["build"]
     args = {k: str(v) for k, v in build["args"].items() if k != "BASE_IMAGE"}
     assert args == dict(WORKER_IMAGE_BUILD_ARGS), "one tag, one image: compose builds what setup.sh builds"
     assert not any(key.startswith("INSTALL_") for key in env_example()), \
