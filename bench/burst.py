@@ -46,12 +46,15 @@ class BurstCounts:
     turns: int = 60
     sleepers: int = 50
     sleep_seconds: float = 2.0
-    repeats: int = 2
+    repeats: int = 3
     pool_sizes: tuple[int, ...] = (2, 0)
+    #: one call at a time, for the stages of the single-call ratios
+    single_creates: int = 20
+    single_turns: int = 50
 
 
 FULL = BurstCounts()
-SMOKE = BurstCounts(creates=3, turns=3, sleepers=3, repeats=1)
+SMOKE = BurstCounts(creates=3, turns=3, sleepers=3, repeats=1, single_creates=2, single_turns=3)
 
 
 # -------------------------------------------------------------------------------- raw SDK
@@ -192,23 +195,35 @@ def ours_turns(fleet: Fleet, prefix: str, agents: list[str], command: str, *,
             "status": status, "stages": stages.breakdown(marks, stages.TURN_STAGES, burst.start)}
 
 
-def ours_creates(fleet: Fleet, prefix: str, n: int, tag: str) -> tuple[dict[str, Any], list[str]]:
-    """N creates sent at once; each agent's first `true` turn sent as soon as its create's result
-    arrives. Wall until the last turn's result. Returns the result and the agents made."""
-    from spawner.ids import agent_id_for_create
+def _created(fleet: Fleet, prefix: str, n: int, tag: str) -> tuple[_Burst, list[Any], list[Any]]:
+    """N creates sent at once, each agent's first `true` turn sent as soon as its create's result
+    arrives; returns the burst, the creates and the turns."""
     burst = _Burst(fleet)
     creates = [burst.send("create", config={"name": f"burst-{tag}-{i}", **measure.SHELL}) for i in range(n)]
     turns: list[Any] = []
     burst.collect(creates, on_result=lambda created: turns.append(
         burst.send("send_command", agent_id=created["agent_id"], command="true")))
     burst.collect(turns)
+    return burst, creates, turns
+
+
+def _create_marks(burst: _Burst, fleet: Fleet, prefix: str, creates: list[Any]) -> dict[str, dict[str, float]]:
+    from spawner.ids import agent_id_for_create
     worker = stages.read_worker_marks(prefix)
-    create_marks: dict[str, dict[str, float]] = {}
+    marks: dict[str, dict[str, float]] = {}
     for r in creates:
         agent_id = agent_id_for_create(request_id=None, task_id=r.id)
-        create_marks[r.id] = {"sent": burst.sent[r.id], **worker.get(r.id, {}),
-                              **stages.create_event_marks(_events(fleet, agent_id)),
-                              **({"seen": burst.seen[r.id]} if r.id in burst.seen else {})}
+        marks[r.id] = {"sent": burst.sent[r.id], **worker.get(r.id, {}),
+                       **stages.create_event_marks(_events(fleet, agent_id)),
+                       **({"seen": burst.seen[r.id]} if r.id in burst.seen else {})}
+    return marks
+
+
+def ours_creates(fleet: Fleet, prefix: str, n: int, tag: str) -> tuple[dict[str, Any], list[str]]:
+    """N creates sent at once; each agent's first `true` turn sent as soon as its create's result
+    arrives. Wall until the last turn's result. Returns the result and the agents made."""
+    burst, creates, turns = _created(fleet, prefix, n, tag)
+    create_marks = _create_marks(burst, fleet, prefix, creates)
     turn_marks = _turn_marks(burst, fleet, prefix, [t.id for t in turns])
     agents = [burst.results[r.id]["agent_id"] for r in creates if r.id in burst.results]
     bad = [r for t in turns if (r := burst.results.get(t.id)) is not None and r.get("exit_code") != 0]
@@ -217,6 +232,35 @@ def ours_creates(fleet: Fleet, prefix: str, n: int, tag: str) -> tuple[dict[str,
              "failed": burst.failed + bad,
              "stages": stages.breakdown(create_marks, stages.CREATE_STAGES, burst.start),
              "first_turn_stages": stages.breakdown(turn_marks, stages.TURN_STAGES, burst.start)}, agents)
+
+
+def _from_zero(marks: dict[str, dict[str, float]], start: float) -> dict[str, dict[str, float]]:
+    return {task: {stage: t - start for stage, t in m.items()} for task, m in marks.items()}
+
+
+def single_calls(fleet: Fleet, prefix: str, *, creates: int, turns: int, pool_size: int) -> dict[str, Any]:
+    """The same stages for one call at a time (what the single-call ratios of the main run are
+    made of): warm creates, each from a full pool, with their first turn; then turns of `true`."""
+    create_marks: dict[str, dict[str, float]] = {}
+    first_marks: dict[str, dict[str, float]] = {}
+    turn_marks: dict[str, dict[str, float]] = {}
+    agents: list[str] = []
+    for i in range(creates):
+        if pool_size:
+            measure.wait_pool_full(fleet, pool_size)
+        burst, made, first = _created(fleet, prefix, 1, f"single-{i}")
+        create_marks.update(_from_zero(_create_marks(burst, fleet, prefix, made), burst.start))
+        first_marks.update(_from_zero(_turn_marks(burst, fleet, prefix, [t.id for t in first]), burst.start))
+        agents += [r["agent_id"] for r in burst.results.values() if "container_id" in r]
+    for _ in range(turns):
+        burst = _Burst(fleet)
+        sent = [burst.send("send_command", agent_id=agents[0], command="true")]
+        burst.collect(sent)
+        turn_marks.update(_from_zero(_turn_marks(burst, fleet, prefix, [r.id for r in sent]), burst.start))
+    ours_delete(fleet, agents)
+    return {"creates": stages.breakdown(create_marks, stages.CREATE_STAGES, 0.0),
+            "first_turns": stages.breakdown(first_marks, stages.TURN_STAGES, 0.0),
+            "turns": stages.breakdown(turn_marks, stages.TURN_STAGES, 0.0)}
 
 
 def ours_delete(fleet: Fleet, agents: list[str]) -> None:
@@ -238,6 +282,10 @@ def _fleet_burst(work: Path, image: str, counts: BurstCounts, pool_size: int, cl
     try:
         fleet.start()
         time.sleep(1.0)
+        if pool_size == counts.pool_sizes[0]:
+            log(f"  pool {pool_size}: one call at a time, for the stages of the single-call ratios")
+            out["single"] = single_calls(fleet, prefix, creates=counts.single_creates, turns=counts.single_turns,
+                                         pool_size=pool_size)
         for rep in range(counts.repeats):
             if pool_size:
                 measure.wait_pool_full(fleet, pool_size)
@@ -265,7 +313,21 @@ def _fleet_burst(work: Path, image: str, counts: BurstCounts, pool_size: int, cl
         raw_remove(api, raw_ids)
         measure.remove_raw(client)
         server.stop()
+    out["worker_warnings"] = _warnings(work, fleet.queue)
     return out
+
+
+def _warnings(work: Path, queue: str) -> dict[str, int]:
+    """How often the fleet's workers warned, by message (ids and paths left out): a runner call
+    carried by docker exec because a new container's daemon did not answer in time, for one."""
+    counts: dict[str, int] = {}
+    for path in work.glob(f"worker-*{queue}*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if "WARNING" in line:
+                message = line.split("]", 1)[-1].strip()
+                key = " ".join(w for w in message.split() if not any(c.isdigit() for c in w) and "/" not in w)
+                counts[key[:120]] = counts.get(key[:120], 0) + 1
+    return counts
 
 
 def _turn_bursts(fleet: Fleet, prefix: str, api: Any, counts: BurstCounts, agents: list[str], raw_ids: list[str],

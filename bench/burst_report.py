@@ -1,8 +1,9 @@
 """The bursts' summary and report (bench/burst.py measures): ratios of ours to raw per run, the
-worst judged against the target, and per-stage tables; pure, from the section's samples."""
+median judged against the target, and per-stage tables; pure, from the section's samples."""
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from bench import stages
@@ -16,16 +17,21 @@ RAW_CREATE_THREADS = 16
 # -------------------------------------------------------------------------------- summary
 #: (key, what, limit, unit), as report.TARGETS
 TARGETS = [
-    ("true_turns_ratio", "burst: 60 `true` turns at once / raw parallel exec (worst run)", 1.15, "x"),
-    ("creates_ratio_pool", "burst: 60 creates at once, warm pool 2 / raw create+start+exec (worst run)", 1.15, "x"),
-    ("creates_ratio_cold", "burst: 60 creates at once, warm pool 0 / raw create+start+exec (worst run)", 1.15, "x"),
-    ("sleepers_ratio", "burst: 50 `sleep 2` turns, `status` polled / raw parallel exec (worst run)", 1.15, "x"),
+    ("true_turns_ratio", "burst: 60 `true` turns at once / raw parallel exec (median run)", 1.15, "x"),
+    ("creates_ratio_pool", "burst: 60 creates at once, warm pool 2 / raw create+start+exec (median run)", 1.15, "x"),
+    ("creates_ratio_cold", "burst: 60 creates at once, warm pool 0 / raw create+start+exec (median run)", 1.15, "x"),
+    ("sleepers_ratio", "burst: 50 `sleep 2` turns, `status` polled / raw parallel exec (median run)", 1.15, "x"),
     ("status_p99_ms", "burst: `status` p99 during those turns", 200, "ms"),
 ]
 
 
+def _median(ratios: list[float]) -> float:
+    return statistics.median(ratios) if ratios else float("inf")
+
+
 def summarize(section: dict[str, Any]) -> dict[str, Any]:
-    """Ratios of ours to raw per run (each pair measured back to back), and the worst of them."""
+    """Ratios of ours to raw per run (each pair measured back to back), and their median: on a machine
+    shared with other work one run can differ from the next by 2x either way (docs/benchmarks.md)."""
     fleets = section["fleets"]
     default, cold = fleets[0], fleets[-1]
     s: dict[str, Any] = {
@@ -41,10 +47,10 @@ def summarize(section: dict[str, Any]) -> dict[str, Any]:
     status = sorted(x for p in default.get("sleepers", []) for x in p["ours"]["status"])
     s["status_n"] = len(status)
     s["status_p99_ms"] = 1000 * stages.percentile(status, 0.99) if status else float("nan")
-    s["targets"] = {"true_turns_ratio": max(s["true_turns"], default=float("inf")),
-                    "creates_ratio_pool": max(s["creates_pool"], default=float("inf")),
-                    "creates_ratio_cold": max(s["creates_cold"], default=float("inf")),
-                    "sleepers_ratio": max(s["sleepers"], default=float("inf")),
+    s["targets"] = {"true_turns_ratio": _median(s["true_turns"]),
+                    "creates_ratio_pool": _median(s["creates_pool"]),
+                    "creates_ratio_cold": _median(s["creates_cold"]),
+                    "sleepers_ratio": _median(s["sleepers"]),
                     "status_p99_ms": s["status_p99_ms"]}
     return s
 
@@ -81,9 +87,9 @@ def markdown(section: dict[str, Any]) -> str:
         f"Ours: every task sent at once by one producer, timed from the first `send_task` to the last result it "
         f"got (`.get()`, in the order sent); a result missing after {BURST_TIMEOUT_SECONDS:.0f} s counts as that long. "
         f"Raw: the SDK from threads, one per call ({RAW_CREATE_THREADS} for creates), on the same image with the "
-        "same limits. Each run is `ours / raw = ratio`; the target is judged on the worst run.",
+        "same limits. Each run is `ours / raw = ratio`; the target is judged on the median run (every run is shown).",
         "",
-        "| burst | runs: ours / raw = ratio | target | worst | |",
+        "| burst | runs: ours / raw = ratio | target | median | |",
         "|---|---|---|---|---|",
     ]
     t = s["targets"]
@@ -110,6 +116,10 @@ def markdown(section: dict[str, Any]) -> str:
     if "ours_turns_after" in first:
         lines.append(f"| {n_turns} `true` turns sent right after the creates (the engine still busy with them) | "
                      f"{_runs([first], 'ours_turns_after', 'raw_execs_after')} | | | |")
+    for fleet in section["fleets"]:
+        warned = fleet.get("worker_warnings") or {}
+        said = "; ".join(f"{n}x \"{m}\"" for m, n in sorted(warned.items(), key=lambda kv: -kv[1])[:4])
+        lines.append(f"\nWarnings in the workers' logs, warm pool {fleet['pool_size']}: {said or 'none'}.")
     lines += ["", "Where the time goes in ours: when the tasks reached each stage (seconds since the first "
               "`send_task`) and how long each step took, from the worker's Celery signals and the agents' own "
               "events (bench/stages.py says where each mark comes from).", ""]
@@ -120,6 +130,12 @@ def markdown(section: dict[str, Any]) -> str:
     lines += _stage_table("and their first turns", first["ours"]["first_turn_stages"])
     lines += _stage_table(f"{n_creates} creates at once, warm pool {cold['pool_size']} (run 1): the creates",
                           cold["creates"][0]["ours"]["stages"])
+    if "single" in default:
+        single = default["single"]
+        lines += _stage_table(f"One call at a time (times from its own `send_task`): a create, warm pool "
+                              f"{default['pool_size']}", single["creates"])
+        lines += _stage_table("its first turn", single["first_turns"])
+        lines += _stage_table("a turn of `true` to an idle agent", single["turns"])
     if default.get("sleepers"):
         lines += _stage_table(f"{n_sleep} `sleep {params['sleep_seconds']:g}` turns with `status` polled (run 1)",
                               default["sleepers"][0]["ours"]["stages"])

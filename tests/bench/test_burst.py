@@ -35,12 +35,12 @@ def test_worker_marks_keep_the_first_of_each_signal(tmp_path):
                                                                           "stored": 6.0}}
 
 
-def test_the_summary_judges_the_worst_run_and_the_report_shows_every_run():
+def test_the_summary_judges_the_median_run_and_the_report_shows_every_run():
     def ours(wall: float, **extra: object) -> dict[str, object]:
         return {"wall": wall, "missing": 0, "stages": [{"stage": "sent", "n": 1, "at_p50_s": 0.0, "at_last_s": 0.0}],
                 **extra}
 
-    turns = [{"ours": ours(1.0), "raw": 1.0}, {"ours": ours(1.3), "raw": 1.0}]
+    turns = [{"ours": ours(1.0), "raw": 1.0}, {"ours": ours(2.5), "raw": 1.0}, {"ours": ours(1.3), "raw": 1.0}]
     creates = [{"ours": ours(10.0, first_turn_stages=[]), "raw": 10.0,
                 "ours_turns_after": ours(2.0), "raw_execs_after": 1.0}]
     sleepers = [{"ours": ours(2.2, status=[0.01] * 99 + [0.3]), "ours_without_status": ours(2.1), "raw": 2.0}]
@@ -52,4 +52,4 @@ def test_the_summary_judges_the_worst_run_and_the_report_shows_every_run():
     assert targets["true_turns_ratio"] == 1.3 and targets["sleepers_ratio"] == 1.1
     assert section["summary"]["true_turns_after_creates"] == 2.0
     text = burst.markdown(section)
-    assert "1.00 / 1.00 s = 1.00x; 1.30 / 1.00 s = 1.30x" in text and "**missed**" in text
+    assert "1.00 / 1.00 s = 1.00x; 2.50 / 1.00 s = 2.50x; 1.30 / 1.00 s = 1.30x" in text and "**missed**" in text
