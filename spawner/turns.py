@@ -16,7 +16,7 @@ from spawner import errors, limits, names
 from spawner import runner_protocol as protocol
 from spawner.agent_access import AgentAccess
 from spawner.factories.registry import agent_factory
-from spawner.factories.streams import TurnStream, add_usage, agent_usage
+from spawner.factories.streams import Mapper, TurnStream, add_usage, agent_usage
 from spawner.gateway.core import turn_usage
 from spawner.ids import idempotency_key
 from spawner.models import AgentRecord, AgentState
@@ -47,6 +47,45 @@ class _LiveEvents:
                 fields = {k: v for k, v in event.items() if k != "type"}
                 self.store.publish_once(self.agent_id, names.turn_once_key(self.command_id, f"event-{where}-{i}"),
                                         event["type"], command_id=self.command_id, **fields)
+
+
+class _Follower:
+    """What one delivery makes of a turn's output records as they come: the output and stdout it
+    keeps, the CLI's lines folded into events, and what it publishes (only while it holds the
+    lease, and only the records no delivery published yet)."""
+
+    def __init__(self, agents: AgentAccess, agent_id: str, command_id: str, *, stream_line: Mapper,
+                 lease: Lease) -> None:
+        self.agents, self.agent_id, self.command_id, self.lease = agents, agent_id, command_id, lease
+        self.published = agents.store.turn_progress(command_id)
+        self.output, self.stdout = CappedText(limits.OUTPUT_MAX_BYTES), CappedText(limits.OUTPUT_MAX_BYTES)
+        self.stream = TurnStream(stream_line)  # the CLI's lines as message / tool / usage events
+        self.live = _LiveEvents(agents.store, agent_id, command_id)
+        self._last_touch = time.monotonic()
+
+    def take(self, rec: protocol.Output) -> None:
+        agent_id, command_id, lease, store = self.agent_id, self.command_id, self.lease, self.agents.store
+        if rec.stream in protocol.REPLY_STREAMS:  # `orchestrator respond [-q]` relayed by the runner
+            if rec.seq > self.published and lease.held:
+                asks = {"expects_reply": True} if rec.stream == "question" else {}
+                store.publish_turn_record(agent_id, rec.seq, "response",
+                                          {"command_id": command_id, "message": rec.data, "via": "respond", **asks})
+            return
+        self.output.add(rec.data)
+        if rec.stream == "stdout":
+            self.stdout.add(rec.data)
+        if rec.seq > self.published and lease.held:
+            store.publish_turn_record(agent_id, rec.seq, "output",
+                                      {"command_id": command_id, "stream": rec.stream, "data": rec.data})
+        if rec.stream == "stdout":
+            self.live.publish(rec.seq, self.stream.feed(rec.data), held=lease.held)
+        if time.monotonic() - self._last_touch > 5 and lease.held:  # output is activity; keep it cheap
+            self.agents.touch(agent_id)
+            self._last_touch = time.monotonic()
+
+    def close(self) -> None:
+        """The stream's last line (one without a newline) once the turn has ended."""
+        self.live.publish("end", self.stream.close(), held=self.lease.held)
 
 
 class Turns:
@@ -110,45 +149,30 @@ class Turns:
                      lease: Lease) -> CommandResult:
         """Follow the turn to its end and publish what no delivery published yet; once the lease
         is lost (another delivery follows the turn now), read on to the end but write nothing."""
-        agent_id = record.agent_id
-        published = self.agents.store.turn_progress(command_id)
         usage_before = self.agents.model_usage(record)
         turn_seconds = timeout_seconds or self.agents.options.command_timeout_seconds
         request = protocol.TurnRequest(command_id=command_id, argv=argv, stdin_input=stdin_input, input=command,
                                        timeout_seconds=turn_seconds)
-        output, stdout = CappedText(limits.OUTPUT_MAX_BYTES), CappedText(limits.OUTPUT_MAX_BYTES)
         factory = agent_factory(record.agent)
-        stream = TurnStream(factory.stream_line)  # the CLI's lines as message / tool / usage events
-        live = _LiveEvents(self.agents.store, agent_id, command_id)
+        follower = _Follower(self.agents, record.agent_id, command_id, stream_line=factory.stream_line, lease=lease)
         end = protocol.TurnEnd(exit_code=None)  # follow_turn ends with one of its own if the runner gives none
-        last_touch = time.monotonic()
         # the worker's own deadline: nothing the agent does inside can stretch it (limits.py)
-        deadline = last_touch + turn_seconds + limits.TURN_DEADLINE_GRACE_SECONDS
+        deadline = time.monotonic() + turn_seconds + limits.TURN_DEADLINE_GRACE_SECONDS
         for rec in self.agents.backend.follow_turn(container_id, request, deadline=deadline):
             if isinstance(rec, protocol.TurnEnd):
                 end = rec
                 break
-            if not isinstance(rec, protocol.Output):
-                continue
-            if rec.stream in protocol.REPLY_STREAMS:  # `orchestrator respond [-q]` relayed by the runner
-                if rec.seq > published and lease.held:
-                    asks = {"expects_reply": True} if rec.stream == "question" else {}
-                    self.agents.store.publish_turn_record(agent_id, rec.seq, "response",
-                                                   {"command_id": command_id, "message": rec.data, "via": "respond",
-                                                    **asks})
-                continue
-            output.add(rec.data)
-            if rec.stream == "stdout":
-                stdout.add(rec.data)
-            if rec.seq > published and lease.held:
-                self.agents.store.publish_turn_record(agent_id, rec.seq, "output",
-                                               {"command_id": command_id, "stream": rec.stream, "data": rec.data})
-            if rec.stream == "stdout":
-                live.publish(rec.seq, stream.feed(rec.data), held=lease.held)
-            if time.monotonic() - last_touch > 5 and lease.held:  # output is activity; keep it cheap
-                self.agents.touch(agent_id)
-                last_touch = time.monotonic()
-        live.publish("end", stream.close(), held=lease.held)
+            if isinstance(rec, protocol.Output):
+                follower.take(rec)
+        follower.close()
+        return self._end(record, container_id, follower, end, usage_before=usage_before)
+
+    def _end(self, record: AgentRecord, container_id: str, follower: _Follower, end: protocol.TurnEnd, *,
+             usage_before: dict[str, Any] | None) -> CommandResult:
+        """The turn's result, and (by the delivery that holds the lease) its session, its end
+        events and its accounting, each published once."""
+        agent_id, command_id, lease = record.agent_id, follower.command_id, follower.lease
+        output, stream, live = follower.output, follower.stream, follower.live
         exit_code, timed_out, reason = end.exit_code, end.timed_out, end.reason
         # the fleet's own word that a cancel stopped it (spawner.cancel), never the runner's claim
         cancel = self.agents.store.get_request_result("cancel-turn", f"command:{command_id}") or {}
@@ -157,7 +181,8 @@ class Turns:
             output.add(f"\n[spawner] the turn ended without an exit status: {reason}\n")
             if timed_out:
                 self._end_turn_by_force(agent_id, container_id)
-        reply = factory.read_reply(stream=stream.state, stdout=stdout.text, output=output.text)
+        reply = agent_factory(record.agent).read_reply(stream=stream.state, stdout=follower.stdout.text,
+                                                       output=output.text)
         response, session_id = reply.response, reply.session_id
         if not lease.held:
             pass  # the delivery that holds the lease now writes the session and the end events
