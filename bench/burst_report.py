@@ -70,7 +70,9 @@ def _stage_table(title: str, rows: list[dict[str, Any]]) -> list[str]:
 
 def _runs(pairs: list[dict[str, Any]], ours: str = "ours", raw: str = "raw") -> str:
     return "; ".join(f"{p[ours]['wall']:.2f} / {p[raw]:.2f} s = {p[ours]['wall'] / p[raw]:.2f}x"
-                     + (f" ({p[ours]['missing']} missing)" if p[ours]["missing"] else "") for p in pairs)
+                     + (f" ({p[ours]['missing']} missing)" if p[ours]["missing"] else "")
+                     + (" (the pool was not full at the start)" if p.get("pool_full_at_start") is False else "")
+                     for p in pairs)
 
 
 def markdown(section: dict[str, Any]) -> str:
