@@ -85,19 +85,19 @@ def run(*, smoke: bool, out: Path, image: str, pool_size: int) -> dict[str, Any]
             redis.stop()
 
         log("model gateway, from containers: forwarder + gateway vs straight to the same stand-in")
-        from bench import gateway as gateway_bench  # noqa: PLC0415 - aiohttp only when measured
+        from bench import gateway as gateway_bench  # aiohttp only when measured
         ours["gateway"] = gateway_bench.run(image=image, smoke=smoke, log=log)
 
         log("live turn events: the stand-in sends a text block -> a Pub/Sub subscriber has the message event")
-        from bench import live  # noqa: PLC0415
+        from bench import live
         ours["live"] = live.run(image=image, smoke=smoke, log=log)
 
         log("noisy neighbour: one agent printing random bytes while others run turns")
-        from bench import noisy  # noqa: PLC0415
+        from bench import noisy
         ours["noisy"] = noisy.run(image=image, smoke=smoke, log=log)
 
         log("bursts: many calls at once, each side by side with the SDK in the same run")
-        from bench import burst  # noqa: PLC0415
+        from bench import burst
         ours["burst"] = burst.run(image=image, smoke=smoke, log=log)
 
         log("several engines: placement, creates through 3 engines vs 1, an engine's death")
@@ -127,40 +127,46 @@ def run_sections(names: list[str], *, out: Path, image: str) -> dict[str, Any]:
 
     import docker
 
-    results = json.loads((out / "benchmarks.json").read_text())
+    results: dict[str, Any] = json.loads((out / "benchmarks.json").read_text())
     image_id = docker.from_env().images.get(image).id
     for name in names:
         print(f"{name}:")
-        load_before = " ".join(open("/proc/loadavg").read().split()[:3])
+        load_before = _load_averages()
         results["ours"][name] = importlib.import_module(f"bench.{name}").run(image=image, smoke=False, log=print)
         results["meta"].setdefault("sections", {})[name] = {
             "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "image": image, "image_id": image_id,
-            "load_before": load_before, "load_after": " ".join(open("/proc/loadavg").read().split()[:3])}
+            "load_before": load_before, "load_after": _load_averages()}
     results["summary"] = report.summarize(results)
     report.write_json(results, out / "benchmarks.json")
     write_reports(results, out, smoke=results["meta"]["mode"] == "smoke")
     return results
 
 
+def _load_averages() -> str:
+    """The 1, 5 and 15 minute load averages, as /proc/loadavg writes them."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def write_reports(results: dict[str, Any], out: Path, *, smoke: bool) -> None:
     """benchmarks.md (with bench/notes.md) and the create plot, from the results."""
     plot_name = "benchmarks-create.png"
     report.plot_creates(results, out / plot_name)
-    notes = NOTES_FILE.read_text() if NOTES_FILE.exists() and not smoke else "## Notes\n\nSmoke run: counts too small to mean anything."
+    smoke_notes = "## Notes\n\nSmoke run: counts too small to mean anything."
+    notes = NOTES_FILE.read_text() if NOTES_FILE.exists() and not smoke else smoke_notes
     if "noisy" in results["ours"]:  # bench/noisy.py (results written before it existed lack it)
-        from bench import noisy  # noqa: PLC0415
+        from bench import noisy
         notes = noisy.markdown(results["ours"]["noisy"]["summary"]) + "\n" + notes
     if "engines" in results["ours"]:  # bench/engines.py (results written before it existed lack it)
         from bench import engines
         notes = engines.markdown(results["ours"]["engines"]["summary"]) + "\n" + notes
     if "gateway" in results["ours"]:  # bench/gateway.py (results written before it existed lack it)
-        from bench import gateway  # noqa: PLC0415
+        from bench import gateway
         notes = gateway.markdown(results["ours"]["gateway"]["summary"]) + "\n" + notes
     if "live" in results["ours"]:  # bench/live.py (results written before it existed lack it)
-        from bench import live  # noqa: PLC0415
+        from bench import live
         notes = live.markdown(results["ours"]["live"]["summary"]) + "\n" + notes
     if "burst" in results["ours"]:  # bench/burst.py (results written before it existed lack it)
-        from bench import burst  # noqa: PLC0415
+        from bench import burst
         notes = burst.markdown(results["ours"]["burst"]) + "\n" + notes
     (out / "benchmarks.md").write_text(report.markdown(results, plot_name=plot_name, json_name="benchmarks.json",
                                                        notes=notes))
@@ -194,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         value = results["summary"]["targets"][key]
         print(f"{'met   ' if value <= limit else 'MISSED'} {what}: {value:.2f} (limit {limit:g} {unit})")
-    from bench import noisy  # noqa: PLC0415
+    from bench import noisy
     for key, what, limit, unit in noisy.TARGETS if "noisy" in results["ours"] else ():
         value = results["ours"]["noisy"]["summary"][key]
         print(f"{'met   ' if value <= limit else 'MISSED'} {what}: {value:.2f} (limit {limit:g} {unit})")
@@ -202,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, what, limit, unit in engines.TARGETS if "engines" in results["ours"] else ():
         value = results["ours"]["engines"]["summary"][key]
         print(f"{'met   ' if value <= limit else 'MISSED'} {what}: {value:.2f} (limit {limit:g} {unit})")
-    from bench import burst  # noqa: PLC0415
+    from bench import burst
     for key, what, limit, unit in burst.TARGETS if "burst" in results["ours"] else ():
         value = results["ours"]["burst"]["summary"]["targets"][key]
         print(f"{'met   ' if value <= limit else 'MISSED'} {what}: {value:.2f} (limit {limit:g} {unit})")

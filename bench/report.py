@@ -84,13 +84,13 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     # the sections in their own modules: each summary is recomputed from its raw samples and
     # stored back in the section (results written before a section existed lack it)
     if "gateway" in ours:
-        from bench import gateway  # noqa: PLC0415 - aiohttp (the stand-in) only when there is a section
+        from bench import gateway  # aiohttp (the stand-in) only when there is a section
         ours["gateway"]["summary"] = gateway.summarize(ours["gateway"]["raw"])
     if "live" in ours:
-        from bench import live  # noqa: PLC0415
+        from bench import live
         ours["live"]["summary"] = live.summarize(ours["live"]["raw"])
     if "noisy" in ours:
-        from bench import noisy  # noqa: PLC0415
+        from bench import noisy
         ours["noisy"]["summary"] = noisy.summarize(ours["noisy"])
     if "engines" in ours:
         from bench import engines
@@ -106,7 +106,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
 def machine() -> dict[str, str]:
     def run(*argv: str) -> str:
         try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=20).stdout.strip()
+            return subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return "?"
 
@@ -118,11 +118,12 @@ def machine() -> dict[str, str]:
             mem_kb = int(next(line.split()[1] for line in fh if line.startswith("MemTotal")))
     except (OSError, StopIteration, ValueError):
         mem_kb = 0
+    redis_version = run("redis-server", "--version")
     return {
         "host": platform.node(), "kernel": platform.release(), "cpu": cpu, "cores": str(os.cpu_count()),
         "memory_gb": f"{mem_kb / 1e6:.1f}", "python": platform.python_version(),
         "docker_engine": run("docker", "version", "--format", "{{.Server.Version}}"),
-        "redis": run("redis-server", "--version").split(" v=")[-1].split()[0] if run("redis-server", "--version") else "?",
+        "redis": redis_version.split(" v=")[-1].split()[0] if redis_version else "?",
         "load_before": " ".join(open("/proc/loadavg").read().split()[:3]) if os.path.exists("/proc/loadavg") else "?",
     }
 
@@ -144,7 +145,8 @@ def plot_creates(results: dict[str, Any], path: Path) -> None:
     for label, samples, colour in series:
         xs = sorted(1000 * x for x in samples)
         ys = [(i + 1) / len(xs) for i in range(len(xs))]
-        ax.step([xs[0], *xs], [0.0, *ys], where="post", label=f"{label} (p50 {1000 * percentile(samples, 50):.0f} ms)", color=colour)
+        ax.step([xs[0], *xs], [0.0, *ys], where="post", color=colour,
+                label=f"{label} (p50 {1000 * percentile(samples, 50):.0f} ms)")
     ax.set_xlabel("create -> first turn done (ms)")
     ax.set_ylabel("fraction of creates")
     ax.set_ylim(0, 1.02)
@@ -188,8 +190,8 @@ def markdown(results: dict[str, Any], *, plot_name: str, json_name: str, notes: 
         + "Ours is timed from `send_task` to the result, as a producer sees it; the raw side is the "
         "Docker SDK doing the same work on the same image with the same limits and hardening. Raw and "
         "ours alternate sample by sample, so load drift hits both alike. Times in ms.",
-        *(["", f"Run later, on their own (`python -m bench --only`), while other engineers' test runs and builds "
-           f"shared this machine (load averages below; the numbers vary with it): "
+        *(["", "Run later, on their own (`python -m bench --only`), while other engineers' test runs and builds "
+           "shared this machine (load averages below; the numbers vary with it): "
            + "; ".join(f"{name} on {sec['date']} (load {sec['load_before']} before, {sec['load_after']} after)"
                        for name, sec in sorted(meta.get("sections", {}).items())) + "."]
           if meta.get("sections") else []),

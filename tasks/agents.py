@@ -17,8 +17,16 @@ from spawner import errors, results
 from spawner.ids import command_id_for
 from spawner.models import parse_config
 from spawner.requests import (
-    CancelRequest, CreateRequest, DeleteRequest, ListRequest, LogsRequest, ReadFileRequest, SendCommandRequest,
-    SendFileRequest, StatusRequest, parse_request,
+    CancelRequest,
+    CreateRequest,
+    DeleteRequest,
+    ListRequest,
+    LogsRequest,
+    ReadFileRequest,
+    SendCommandRequest,
+    SendFileRequest,
+    StatusRequest,
+    parse_request,
 )
 from tasks.app import app
 from tasks.deps import get_service

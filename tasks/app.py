@@ -19,7 +19,7 @@ def _check_settings(**_: object) -> None:
     fleet whose agents may share the host's loopback while its Redis answers anyone (CONTRACT §8.4)."""
     settings = load_settings()
     if settings.agents_may_share_loopback:
-        from spawner.state.redis import answers_anonymously  # noqa: PLC0415 - only for host-network fleets
+        from spawner.state.redis import answers_anonymously  # only for host-network fleets
 
         for url in dict.fromkeys((settings.redis_url, settings.broker, settings.backend)):
             if answers_anonymously(url):

@@ -21,8 +21,8 @@ from spawner.settings import SpawnerSettings, load_settings
 from spawner.state.engines import EngineRegistry
 from spawner.state.gateway import GatewayStore
 from spawner.state.metrics_redis import RedisMetricsSink
-from spawner.state.store import RedisStore
 from spawner.state.redis_pool import RedisPoolStore
+from spawner.state.store import RedisStore
 
 __all__ = ["get_service", "get_settings", "override", "own_queue"]
 
@@ -51,7 +51,8 @@ def _build() -> tuple[SpawnerService, SpawnerSettings]:
         engine=settings.engine,
     )
     backend = DockerBackend.from_env(run_dir=_run_dir(settings), base_url=settings.docker_host)
-    service = SpawnerService(backend=backend, store=RedisStore.from_url(settings.redis_url, events_max_bytes=settings.events_max_bytes),
+    store = RedisStore.from_url(settings.redis_url, events_max_bytes=settings.events_max_bytes)
+    service = SpawnerService(backend=backend, store=store,
                              options=options, secret_source=dict(os.environ),
                              metrics=Metrics(RedisMetricsSink.from_url(settings.redis_url)),
                              pool=_build_pool(settings, backend),

@@ -24,6 +24,7 @@ class Chaos:
         self.workdir = workdir
         self.docker = docker_client
         self.fleets: list[Fleet] = []
+        self.known: set[str] = set()  # agent ids the test made (containers() looks only at these)
         self.new_producer()
 
     def new_producer(self) -> None:
@@ -64,8 +65,6 @@ class Chaos:
                 for c in self.docker.api.containers(all=True, filters={"label": "spawner.managed=true"})
                 if c["Labels"].get("spawner.agent_id") in self.known}
 
-    known: set[str] = set()
-
     def stop(self) -> None:
         for fleet in self.fleets:
             fleet.stop()
@@ -81,7 +80,6 @@ def chaos(tmp_path: Path, docker_client: Any) -> Iterator[Chaos]:
     server.start()
     LEDGER.process(server.proc.pid)
     env = Chaos(server, tmp_path, docker_client)
-    env.known = set()
     try:
         yield env
     finally:

@@ -251,7 +251,7 @@ class ModelStandin:
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
         await site.start()
         server = site._server  # noqa: SLF001 - aiohttp keeps the bound socket here
-        assert server is not None
+        assert isinstance(server, asyncio.Server)
         self.port = server.sockets[0].getsockname()[1]
 
     async def _shutdown(self) -> None:
