@@ -8,6 +8,12 @@ bash "$REPO/scripts/setup.sh"
 cd "$REPO"
 # the test-only orchestrator plugin proves the entry-point group works (tests/unit/test_orchestrator_cli.py)
 "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -e tests/plugins/orchestrator_demo_plugin >/dev/null
+# Lint first (seconds, no Docker): ruff and mypy --strict, configured in pyproject.toml; any finding
+# fails the command with its output. SPAWNER_LINT=0 skips them while a change is half made.
+if [ "${SPAWNER_LINT:-1}" != 0 ]; then
+  "$VENV/bin/ruff" check spawner tasks orchestrator_cli bench celeryconfig.py tests
+  "$VENV/bin/mypy" --strict  # files, strictness and the Celery allowances: [tool.mypy] in pyproject.toml
+fi
 export CELERY_TRACE_APP=1
 # Two pytest-xdist workers, each a whole session of its own (Redis, fleet, labels): most tests wait
 # on containers and timers rather than the CPU, so two halve the wall time on two cores.
