@@ -67,6 +67,12 @@ _RETRYING = tenacity.Retrying(retry=tenacity.retry_if_exception_type(requests.ex
                               wait=tenacity.wait_exponential(multiplier=0.2, max=1.0), reraise=True)
 
 
+#: A removal Docker reports as already in progress (another fleet's sweep, a worker's reconcile at
+#: start) is waited for this long, asking again every REMOVAL_POLL_SECONDS, then `Unavailable`.
+REMOVAL_WAIT_SECONDS = 30.0
+REMOVAL_POLL_SECONDS = 0.1
+
+
 def _again(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """`call(*args, **kwargs)` under the retry policy above (a copy per call: threads share none)."""
     return _RETRYING.copy()(call, *args, **kwargs)
@@ -225,20 +231,30 @@ class DockerBackend:
         self._call_tolerating(self._api.unpause, container_id, "is not paused")
 
     def remove(self, container_id: str) -> None:
-        """Force-remove with its anonymous volumes; a container already gone counts as removed."""
+        """Force-remove with its anonymous volumes; returns once Docker no longer lists it (one
+        already gone counts as removed). While another caller's removal is in progress Docker
+        answers 409 at once and lists the container until that removal ends, so the request is
+        repeated until it finds the container gone (or removes it, should the other removal fail),
+        up to REMOVAL_WAIT_SECONDS: then `Unavailable`."""
         run_path = self._daemons.forget(container_id)
-        try:
-            _again(self._api.remove_container, container_id, force=True, v=True)
-            self._daemons.drop_folder(run_path)
-        except docker.errors.NotFound:
+        deadline = time.monotonic() + REMOVAL_WAIT_SECONDS
+        while True:
+            try:
+                _again(self._api.remove_container, container_id, force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if not (exc.status_code == 409 and "already in progress" in str(exc.explanation)):
+                    raise _translate(exc, "removing") from None
+                if time.monotonic() >= deadline:
+                    raise errors.Unavailable(f"removing {container_id[:12]}: another removal of it was still "
+                                             f"in progress after {REMOVAL_WAIT_SECONDS:.0f} s") from None
+                time.sleep(REMOVAL_POLL_SECONDS)
+                continue
+            except _DOCKER_ERRORS as exc:
+                raise _translate(exc, "removing") from None
             self._daemons.drop_folder(run_path)
             return
-        except docker.errors.APIError as exc:
-            if exc.status_code == 409 and "already in progress" in str(exc.explanation):
-                return
-            raise _translate(exc, "removing") from None
-        except _DOCKER_ERRORS as exc:
-            raise _translate(exc, "removing") from None
 
     def list_managed(self, *, fleet: str | None = None) -> list[ContainerInfo]:
         """Every container carrying our management label, in any state; with `fleet`, only that

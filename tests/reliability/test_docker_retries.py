@@ -7,6 +7,7 @@ it accepts, as an engine that is coming back does; no network address is involve
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import socket
 import threading
@@ -93,3 +94,38 @@ def test_an_engine_that_stays_away_is_unavailable_after_the_retries(tmp_path):
         assert relay.accepted > 1, "no retry was made"
     finally:
         relay.close()
+
+
+def test_a_removal_already_in_progress_is_waited_for(docker_client):
+    """Two removals of one container at once (two fleets' sweeps on one engine, a worker's
+    reconcile at start next to a sweep): Docker answers the second with 409 "already in progress"
+    at once and lists the container until the first ends. Each `remove` returns only once the
+    container is no longer listed, so a sweep that counts it removed never leaves it behind."""
+    from tests.conftest import TEST_IMAGE, TEST_RUN
+    backend = DockerBackend(docker_client)
+    api = docker_client.api
+    still_listed: list[str] = []
+    for _ in range(5):
+        container_id = api.create_container(TEST_IMAGE, ["sleep", "infinity"], entrypoint=[],
+                                            labels={"spawner.test-run": TEST_RUN},
+                                            host_config=api.create_host_config(network_mode="none"))["Id"]
+        try:
+            api.start(container_id)
+            api.pause(container_id)  # as a free pool container is: its removal takes longest
+            both = threading.Barrier(2)
+
+            def remove(container_id: str = container_id, both: threading.Barrier = both) -> None:
+                both.wait()
+                backend.remove(container_id)
+                if api.containers(all=True, filters={"id": container_id}):
+                    still_listed.append(container_id)
+
+            with concurrent.futures.ThreadPoolExecutor(2) as executor:
+                for removal in [executor.submit(remove) for _ in range(2)]:
+                    removal.result()  # neither raises
+        finally:
+            try:
+                api.remove_container(container_id, force=True, v=True)
+            except docker.errors.NotFound:  # removed, as the test wants
+                pass
+    assert not still_listed, f"remove returned while Docker still listed {still_listed}"
