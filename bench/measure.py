@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from bench.fleet import Fleet, RedisServer
-
-# A stream's entries as this str-decoding client reads them (redis-py types every protocol's shape)
-_Entries = list[tuple[str, dict[str, str]]]
+from spawner.state.redis import StreamEntries, StreamsReply
 
 SHELL = {"agent": "shell"}
 #: The raw side's containers: this run's, so that remove_raw finds whatever a failed sample left.
@@ -217,7 +215,7 @@ def event_latency(fleet: Fleet, n_lines: int) -> dict[str, Any]:
     pubsub.get_message(timeout=2)
     seen: dict[str, list[tuple[float, str]]] = {"pubsub": [], "stream": []}
     stop = threading.Event()
-    last = cast(_Entries, r.xrevrange(f"agents:{agent_id}:events", count=1))
+    last = cast(StreamEntries, r.xrevrange(f"agents:{agent_id}:events", count=1))
     cursor = last[0][0] if last else "0-0"
 
     def listen() -> None:
@@ -230,7 +228,7 @@ def event_latency(fleet: Fleet, n_lines: int) -> dict[str, Any]:
         nonlocal cursor
         reader = redis.Redis.from_url(fleet.redis.url, decode_responses=True)
         while not stop.is_set():
-            reply = cast(list[tuple[str, _Entries]],
+            reply = cast(StreamsReply,
                          reader.xread({f"agents:{agent_id}:events": cursor}, block=100, count=100))
             now = time.time()
             for _, entries in reply:

@@ -13,14 +13,11 @@ import json
 from typing import Any, cast
 
 from spawner import names
-from spawner.state.redis import RedisClient, connect, translated
+from spawner.state.redis import RedisClient, StreamsReply, connect, translated
 
 __all__ = ["BridgeStreams", "Entry"]
 
 Entry = tuple[str, dict[str, str]]
-# What XREAD/XREADGROUP answer on this client (RESP2, str replies): redis-py types the reply as
-# the union of every protocol and decoding, so it is narrowed here, once per call.
-_StreamsReply = list[tuple[str, list[tuple[str, dict[str, str] | None]]]] | None
 
 # KEYS: commands stream. ARGV: group. Creates the group from the stream's start (entries sent
 # while no bridge ran are served too); an existing group is left as it is.
@@ -117,7 +114,7 @@ class BridgeStreams:
     def read_new(self, *, count: int, block_ms: int) -> list[Entry]:
         """Entries no bridge has read yet (now pending with this one)."""
         with translated("reading commands"):
-            reply = cast(_StreamsReply, self._r.xreadgroup(names.BRIDGE_GROUP, self.consumer,
+            reply = cast(StreamsReply | None, self._r.xreadgroup(names.BRIDGE_GROUP, self.consumer,
                                                            {names.COMMANDS_STREAM: ">"}, count=count, block=block_ms))
         return [(eid, fields or {}) for _, entries in reply or [] for eid, fields in entries]
 
@@ -183,7 +180,7 @@ class BridgeStreams:
         if not cursors:
             return {}
         with translated("reading agents' events"):
-            reply = cast(_StreamsReply, self._r.xread({names.agent_events_key(a): c for a, c in cursors.items()},
+            reply = cast(StreamsReply | None, self._r.xread({names.agent_events_key(a): c for a, c in cursors.items()},
                                                       count=count))
         by_key = {names.agent_events_key(a): a for a in cursors}
         return {by_key[key]: [{"id": eid, **json.loads(f["data"])} for eid, f in entries if f and "data" in f]

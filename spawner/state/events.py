@@ -10,12 +10,9 @@ from typing import Any, cast
 
 from spawner import errors, names
 from spawner.results import Event
-from spawner.state.redis import RedisClient, connect, translated
+from spawner.state.redis import RedisClient, StreamEntries, StreamsReply, connect, translated
 
 __all__ = ["AgentEvents"]
-
-#: Stream entries as the client (decode_responses) returns them: (entry id, fields).
-_Entries = list[tuple[str, dict[str, str]]]
 
 
 def _event(agent_id: str, entry_id: str, fields: dict[str, Any]) -> Event:
@@ -49,14 +46,14 @@ class AgentEvents:
         if since:
             self._check_cursor(agent_id, since)
         with translated("reading events"):
-            entries = cast(_Entries, self._r.xrange(key, "(" + since if since else "-", "+", count=count))
+            entries = cast(StreamEntries, self._r.xrange(key, "(" + since if since else "-", "+", count=count))
         return [_event(agent_id, eid, fields) for eid, fields in entries]
 
     def _check_cursor(self, agent_id: str, since: str) -> None:
         key = names.agent_events_key(agent_id)
         _stream_id_lt(since, "0-0")  # refuses a malformed cursor with a clear message
         with translated("reading events"):
-            first = cast(_Entries, self._r.xrange(key, "-", "+", count=1))
+            first = cast(StreamEntries, self._r.xrange(key, "-", "+", count=1))
             if first and _stream_id_lt(since, first[0][0]) and not self._r.xrange(key, since, since):
                 raise errors.InvalidRequest(
                     f"cursor {since} is older than the oldest event kept ({first[0][0]}); "
@@ -73,19 +70,19 @@ class AgentEvents:
         else:
             self._check_cursor(agent_id, since)
         with translated("waiting for events"):
-            reply = cast(list[tuple[str, _Entries]],
+            reply = cast(StreamsReply,
                          self._r.xread({names.agent_events_key(agent_id): since}, count=count, block=block_ms))
         return [_event(agent_id, eid, fields) for _, entries in reply for eid, fields in entries]
 
     def last_event_id(self, agent_id: str) -> str | None:
         with translated("reading events"):
-            entries = cast(_Entries, self._r.xrevrange(names.agent_events_key(agent_id), "+", "-", count=1))
+            entries = cast(StreamEntries, self._r.xrevrange(names.agent_events_key(agent_id), "+", "-", count=1))
         return entries[0][0] if entries else None
 
     def last_events(self, agent_id: str, *, count: int) -> list[Event]:
         """The newest `count` events, oldest first."""
         with translated("reading events"):
-            entries = cast(_Entries, self._r.xrevrange(names.agent_events_key(agent_id), "+", "-", count=count))
+            entries = cast(StreamEntries, self._r.xrevrange(names.agent_events_key(agent_id), "+", "-", count=count))
         return [_event(agent_id, eid, fields) for eid, fields in reversed(entries)]
 
 

@@ -16,12 +16,9 @@ from typing import Any, cast
 
 from spawner import names
 from spawner.results import iso
-from spawner.state.redis import RedisClient, connect, translated
+from spawner.state.redis import RedisClient, StreamEntries, StreamsReply, connect, translated
 
 __all__ = ["FleetEvents"]
-
-#: Stream entries as the client (decode_responses) returns them: (entry id, fields).
-_Entries = list[tuple[str, dict[str, str]]]
 
 # KEYS: the fleet stream (also the channel's name). ARGV: maxlen, event JSON. As _PUBLISH in
 # spawner/state/redis.py: appended, then published with its id, in one step.
@@ -54,7 +51,7 @@ class FleetEvents:
     def read(self, *, since: str | None = None, count: int = 1000) -> list[dict[str, Any]]:
         """Events after cursor `since` (exclusive; all kept ones without it), oldest first."""
         with translated("reading the fleet's events"):
-            entries = cast(_Entries, self._r.xrange(names.FLEET_EVENTS_KEY, "(" + since if since else "-", "+",
+            entries = cast(StreamEntries, self._r.xrange(names.FLEET_EVENTS_KEY, "(" + since if since else "-", "+",
                                                     count=count))
         return [{"id": eid, **json.loads(f["data"])} for eid, f in entries]
 
@@ -63,6 +60,6 @@ class FleetEvents:
         if since is None and (events := self.read(count=count)):
             return events
         with translated("waiting for the fleet's events"):
-            reply = cast(list[tuple[str, _Entries]] | None,
+            reply = cast(StreamsReply | None,
                          self._r.xread({names.FLEET_EVENTS_KEY: since or "0-0"}, count=count, block=block_ms))
         return [{"id": eid, **json.loads(f["data"])} for _, entries in reply or [] for eid, f in entries]

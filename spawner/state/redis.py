@@ -18,7 +18,9 @@ from redis.retry import Retry
 from spawner import errors
 from spawner.redaction import without_credentials
 
-__all__ = ["RedisClient", "answers_anonymously", "connect", "redis_answers", "translated"]
+__all__ = [
+    "RedisClient", "StreamEntries", "StreamsReply", "answers_anonymously", "connect", "redis_answers", "translated",
+]
 
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
@@ -39,6 +41,11 @@ def translated(what: str) -> Iterator[None]:
 
 #: The client type the other state modules hold; they get theirs from `connect()`.
 RedisClient = redis.Redis
+#: A stream's entries as `connect()`'s clients read them (XRANGE, XREVRANGE): redis-py types a reply
+#: as the union of every protocol and decoding, so a reader narrows it to this with `cast`.
+StreamEntries = list[tuple[str, dict[str, str]]]
+#: XREAD / XREADGROUP: each stream with news and its entries.
+StreamsReply = list[tuple[str, StreamEntries]]
 
 
 def connect(url: str, *, retries: int = 0, **options: Any) -> RedisClient:
