@@ -36,6 +36,8 @@ from bench.burst_report import BURST_TIMEOUT_SECONDS, RAW_CREATE_THREADS, TARGET
 from bench.fleet import Fleet, RedisServer
 
 HOOK_DIR = str(Path(__file__).with_name("stagehook"))
+#: How long after a burst the workers' stage notes are read (a note follows its result by microseconds).
+MARKS_SETTLE_SECONDS = 0.2
 
 __all__ = ["FULL", "SMOKE", "TARGETS", "BurstCounts", "markdown", "run", "summarize"]
 
@@ -190,6 +192,7 @@ def ours_turns(fleet: Fleet, prefix: str, agents: list[str], command: str, *,
     if with_status:
         poller.join(timeout=60)
     bad = [r for r in burst.results.values() if r.get("exit_code") != 0]
+    time.sleep(MARKS_SETTLE_SECONDS)  # after the wall: the last `stored` notes may still be on their way
     marks = _turn_marks(burst, fleet, prefix, [r.id for r in results])
     return {"wall": wall, "n": len(agents), "missing": burst.missing, "failed": burst.failed + [str(b) for b in bad],
             "status": status, "stages": stages.breakdown(marks, stages.TURN_STAGES, burst.start)}
@@ -223,6 +226,7 @@ def ours_creates(fleet: Fleet, prefix: str, n: int, tag: str) -> tuple[dict[str,
     """N creates sent at once; each agent's first `true` turn sent as soon as its create's result
     arrives. Wall until the last turn's result. Returns the result and the agents made."""
     burst, creates, turns = _created(fleet, prefix, n, tag)
+    time.sleep(MARKS_SETTLE_SECONDS)  # after the wall: the last `stored` notes may still be on their way
     create_marks = _create_marks(burst, fleet, prefix, creates)
     turn_marks = _turn_marks(burst, fleet, prefix, [t.id for t in turns])
     agents = [burst.results[r.id]["agent_id"] for r in creates if r.id in burst.results]
@@ -240,24 +244,31 @@ def _from_zero(marks: dict[str, dict[str, float]], start: float) -> dict[str, di
 
 def single_calls(fleet: Fleet, prefix: str, *, creates: int, turns: int, pool_size: int) -> dict[str, Any]:
     """The same stages for one call at a time (what the single-call ratios of the main run are
-    made of): warm creates, each from a full pool, with their first turn; then turns of `true`."""
-    create_marks: dict[str, dict[str, float]] = {}
-    first_marks: dict[str, dict[str, float]] = {}
-    turn_marks: dict[str, dict[str, float]] = {}
-    agents: list[str] = []
+    made of): warm creates, each from a full pool, with their first turn; then turns of `true`.
+    The marks are read once all calls are done (a worker notes `stored` just after the result is
+    stored, so a producer reading at once could miss the last one)."""
+    made: list[tuple[_Burst, list[Any], list[Any]]] = []
     for i in range(creates):
         if pool_size:
             measure.wait_pool_full(fleet, pool_size)
-        burst, made, first = _created(fleet, prefix, 1, f"single-{i}")
-        create_marks.update(_from_zero(_create_marks(burst, fleet, prefix, made), burst.start))
-        first_marks.update(_from_zero(_turn_marks(burst, fleet, prefix, [t.id for t in first]), burst.start))
-        agents += [r["agent_id"] for r in burst.results.values() if "container_id" in r]
+        made.append(_created(fleet, prefix, 1, f"single-{i}"))
+    agents = [r["agent_id"] for burst, _, _ in made for r in burst.results.values() if "container_id" in r]
+    turned: list[tuple[_Burst, list[Any]]] = []
     for _ in range(turns):
         burst = _Burst(fleet)
         sent = [burst.send("send_command", agent_id=agents[0], command="true")]
         burst.collect(sent)
-        turn_marks.update(_from_zero(_turn_marks(burst, fleet, prefix, [r.id for r in sent]), burst.start))
+        turned.append((burst, sent))
     ours_delete(fleet, agents)
+    time.sleep(MARKS_SETTLE_SECONDS)
+    create_marks: dict[str, dict[str, float]] = {}
+    first_marks: dict[str, dict[str, float]] = {}
+    turn_marks: dict[str, dict[str, float]] = {}
+    for burst, creates_sent, first in made:
+        create_marks.update(_from_zero(_create_marks(burst, fleet, prefix, creates_sent), burst.start))
+        first_marks.update(_from_zero(_turn_marks(burst, fleet, prefix, [t.id for t in first]), burst.start))
+    for burst, sent in turned:
+        turn_marks.update(_from_zero(_turn_marks(burst, fleet, prefix, [r.id for r in sent]), burst.start))
     return {"creates": stages.breakdown(create_marks, stages.CREATE_STAGES, 0.0),
             "first_turns": stages.breakdown(first_marks, stages.TURN_STAGES, 0.0),
             "turns": stages.breakdown(turn_marks, stages.TURN_STAGES, 0.0)}
@@ -312,7 +323,7 @@ def _fleet_burst(work: Path, image: str, counts: BurstCounts, pool_size: int, cl
         raw_remove(api, raw_ids)
         measure.remove_raw(client)
         server.stop()
-    out["worker_warnings"] = _warnings(work, fleet.queue)
+    out["worker_warnings"] = stages.count_warnings(work.glob(f"worker-*{fleet.queue}*.log"))
     return out
 
 
@@ -328,18 +339,6 @@ def _pool_filled(fleet: Fleet, pool_size: int, log: Any) -> bool:
         log(f"  {exc}")
         return False
 
-
-def _warnings(work: Path, queue: str) -> dict[str, int]:
-    """How often the fleet's workers warned, by message (ids and paths left out): a runner call
-    carried by docker exec because a new container's daemon did not answer in time, for one."""
-    counts: dict[str, int] = {}
-    for path in work.glob(f"worker-*{queue}*.log"):
-        for line in path.read_text(errors="replace").splitlines():
-            if "WARNING" in line:
-                message = line.split("]", 1)[-1].strip()
-                key = " ".join(w for w in message.split() if not any(c.isdigit() for c in w) and "/" not in w)
-                counts[key[:120]] = counts.get(key[:120], 0) + 1
-    return counts
 
 
 def _turn_bursts(fleet: Fleet, prefix: str, api: Any, counts: BurstCounts, agents: list[str], raw_ids: list[str],

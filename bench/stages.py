@@ -11,7 +11,7 @@ Where each mark comes from (all on this machine's clock, in seconds since the ep
   `exited` (turn: `command_exit`), and `exec` = `exited` minus the runner's own `duration_ms`
   (when the command began inside the container).
 
-Pure apart from reading the stage files and one XRANGE per agent.
+Pure apart from reading the stage files and the workers' logs (the XRANGEs are bench/burst.py's).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import glob
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 #: The stages of a turn and of a create, in the order they happen.
@@ -97,3 +98,16 @@ def breakdown(marks: Mapping[str, Mapping[str, float]], stages: Sequence[str], s
                            step_max_ms=max(steps))
         rows.append(row)
     return rows
+
+
+def count_warnings(logs: Iterable[Path]) -> dict[str, int]:
+    """How often workers warned in these log files, by message (ids and paths left out): a runner
+    call carried by docker exec because a new container's daemon did not answer in time, for one."""
+    counts: dict[str, int] = {}
+    for path in logs:
+        for line in path.read_text(errors="replace").splitlines():
+            if "WARNING" in line:
+                message = line.split("]", 1)[-1].strip()
+                key = " ".join(w for w in message.split() if not any(c.isdigit() for c in w) and "/" not in w)[:120]
+                counts[key] = counts.get(key, 0) + 1
+    return counts

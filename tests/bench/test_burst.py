@@ -53,3 +53,11 @@ def test_the_summary_judges_the_median_run_and_the_report_shows_every_run():
     assert section["summary"]["true_turns_after_creates"] == 2.0
     text = burst.markdown(section)
     assert "1.00 / 1.00 s = 1.00x; 2.50 / 1.00 s = 2.50x; 1.30 / 1.00 s = 1.30x" in text and "**missed**" in text
+
+
+def test_warnings_are_counted_by_message_without_ids_or_paths(tmp_path):
+    log = tmp_path / "worker-control-x.log"
+    log.write_text("[2026-12-02 06:56:33,129: WARNING/MainProcess] no runner daemon answered in /run/a/b in time\n"
+                   "[2026-12-02 06:56:34,129: WARNING/MainProcess] no runner daemon answered in /run/c/d in time\n"
+                   "[2026-12-02 06:56:35,000: INFO/MainProcess] ready\n")
+    assert stages.count_warnings([log]) == {"no runner daemon answered in in time": 2}
