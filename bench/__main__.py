@@ -1,6 +1,6 @@
 """`python -m bench [--smoke] [--out DIR]`: run every measurement, write JSON, markdown and a plot.
 
-The full run (about 2 minutes) writes docs/benchmarks.md, docs/benchmarks.json and
+The full run (about 13 minutes here, 5 of them the bursts) writes docs/benchmarks.md, docs/benchmarks.json and
 docs/benchmarks-create.png; `--smoke` uses tiny counts (the test suite runs it into a temporary
 folder, checking only that it completes and writes its files); `--render` recomputes the summary
 from the raw samples in the JSON already there and rewrites it, the markdown and the plot (after
