@@ -85,20 +85,25 @@ class Upkeep:
         """Each agent under its activity lock, or not at all: a turn or file operation starting
         holds it (between its readiness check and its start), and the agent is left for the next
         sweep. The locks of a chunk are taken and released together (two round trips, not two per
-        agent); a chunk is small enough to end well within the locks' time."""
+        agent), and the records of the agents locked are read together once all are held (one
+        more): under its lock nothing but an end (a delete, a failure, a turn's end) can change an
+        agent's record, as it could between a read and its step one agent at a time. A chunk is
+        small enough to end well within the locks' time."""
         tokens = self.store.acquire_many([names.agent_activity_key(a) for a in agent_ids], ttl_seconds=LOCK_SECONDS)
         try:
-            for agent_id in agent_ids:
-                if tokens[names.agent_activity_key(agent_id)] is None:
-                    counts["deferred"] += 1
-                    continue
+            held = [a for a in agent_ids if tokens[names.agent_activity_key(a)] is not None]
+            counts["deferred"] += len(agent_ids) - len(held)
+            reads = self.store.get_records_and_turns(held) if held else {}
+            for agent_id in held:
                 with self._one_agent(agent_id, "sweep", counts):
-                    self._sweep_one(agent_id, now=now, counts=counts)
+                    self._sweep_one(agent_id, *reads[agent_id], now=now, counts=counts)
         finally:
             self.store.release_many({key: token for key, token in tokens.items() if token is not None})
 
-    def _sweep_one(self, agent_id: str, *, now: float, counts: dict[str, Any]) -> None:
-        record, running_turns = self.store.get_record_and_turns(agent_id)  # one round trip
+    def _sweep_one(self, agent_id: str, record: AgentRecord | Exception | None, running_turns: int, *,
+                   now: float, counts: dict[str, Any]) -> None:
+        if isinstance(record, Exception):
+            raise record  # a record no code can read: this agent's error (counted by _one_agent)
         if record is not None and record.engine != self.engine:
             return  # another engine's agent: its own group sweeps it
         if running_turns or (record is not None and record.state == AgentState.BUSY):

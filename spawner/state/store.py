@@ -93,19 +93,28 @@ class RedisStore(RedisLeases):
     def get_record(self, agent_id: str) -> AgentRecord | None:
         with translated("reading a record"):
             raw = self._r.hgetall(names.agent_key(agent_id))
-        if not raw or "agent_id" not in raw:
-            return None
-        return AgentRecord.model_validate({k: json.loads(v) for k, v in raw.items()})
+        return _parsed(cast(dict[str, str], raw))
 
-    def get_record_and_turns(self, agent_id: str) -> tuple[AgentRecord | None, int]:
-        """`get_record` and `running_turns` in one round trip."""
-        with translated("reading a record"), self._r.pipeline(transaction=False) as pipe:
-            pipe.hgetall(names.agent_key(agent_id))
-            pipe.scard(names.agent_key(agent_id) + ":turns")
-            raw, turns = pipe.execute()
-        if not raw or "agent_id" not in raw:
-            return None, int(turns)
-        return AgentRecord.model_validate({k: json.loads(v) for k, v in raw.items()}), int(turns)
+    def get_records_and_turns(self, agent_ids: list[str]) -> dict[str, tuple[AgentRecord | Exception | None, int]]:
+        """`get_record` and the number of running turns of each agent, all in one round trip
+        (the sweep reads a chunk of due agents at once). A record no code can read comes back as
+        the exception reading it raised, for the caller to count as that agent's error only."""
+        with translated("reading records"), self._r.pipeline(transaction=False) as pipe:
+            for agent_id in agent_ids:
+                pipe.hgetall(names.agent_key(agent_id))
+                pipe.scard(names.agent_key(agent_id) + ":turns")
+            replies = pipe.execute(raise_on_error=False)  # an error reply (WRONGTYPE) is one agent's
+        out: dict[str, tuple[AgentRecord | Exception | None, int]] = {}
+        for agent_id, raw, turns in zip(agent_ids, replies[::2], replies[1::2], strict=True):
+            try:
+                with translated("reading a record"):
+                    for reply in (raw, turns):
+                        if isinstance(reply, Exception):
+                            raise reply
+                out[agent_id] = _parsed(raw), int(turns)
+            except Exception as exc:  # noqa: BLE001 - bad JSON, a failed validation, an error reply: this agent's alone
+                out[agent_id] = exc, 0
+        return out
 
     def list_agent_ids(self) -> list[str]:
         with translated("listing agents"):
@@ -244,3 +253,10 @@ class RedisStore(RedisLeases):
         with translated("saving a request result"):
             self._r.set(names.request_result_key(task, request_id), json.dumps(result),
                         ex=names.REQUEST_RESULT_TTL_SECONDS)
+
+
+def _parsed(raw: dict[str, str]) -> AgentRecord | None:
+    """A record from its hash (one JSON value per field), None if there is none."""
+    if not raw or "agent_id" not in raw:
+        return None
+    return AgentRecord.model_validate({k: json.loads(v) for k, v in raw.items()})

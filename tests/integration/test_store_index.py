@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from spawner import errors
 from spawner.models import AgentRecord, AgentState, AgentType, WorkerConfig
 from spawner.state.store import CREATE_DEADLINE_SECONDS, RedisStore
 
@@ -56,3 +57,22 @@ def test_updating_a_missing_record_creates_nothing_but_still_publishes(store):
     assert store.update_and_publish("ag-missing00000001", "status", {"state": "idle"}, state="idle") is None
     assert not store._r.exists("spawner:agent:ag-missing00000001")  # noqa: SLF001
     assert [e["state"] for e in store.read_events("ag-missing00000001")] == ["idle"]
+
+
+def test_reading_many_records_at_once_keeps_each_agents_problem_its_own(store):
+    """The sweep reads a chunk's records in one round trip: a gone, corrupt or foreign key comes
+    back for its own agent (None, or the exception reading it raised), never for the others."""
+    store.save_record(_record(AgentState.IDLE))
+    store.turn_started("ag-index0000000001", "cmd-1", lease_key="lease-1")
+    r = store._r  # noqa: SLF001
+    r.hset("spawner:agent:ag-corrupt00000001", mapping={"agent_id": '"ag-corrupt00000001"', "state": "{not json"})
+    r.set("spawner:agent:ag-string000000001", "not a hash")
+
+    reads = store.get_records_and_turns(["ag-index0000000001", "ag-missing00000001", "ag-corrupt00000001",
+                                         "ag-string000000001"])
+
+    record, turns = reads["ag-index0000000001"]
+    assert record == store.get_record("ag-index0000000001") and turns == 1
+    assert reads["ag-missing00000001"] == (None, 0)
+    assert isinstance(reads["ag-corrupt00000001"][0], ValueError)
+    assert isinstance(reads["ag-string000000001"][0], errors.Unavailable)
