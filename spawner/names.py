@@ -70,6 +70,7 @@ __all__ = [
     "pool_keys_key",
     "pool_owners_key",
     "pool_refill_lock_key",
+    "pool_refill_wanted_key",
     "request_lock_key",
     "request_result_key",
     "sweep_lock_key",
@@ -289,6 +290,11 @@ def pool_claiming_key() -> str:
 
 def pool_refill_lock_key(key: str) -> str:
     return f"spawner:pool:refill-lock:{key}"
+
+
+def pool_refill_wanted_key(key: str) -> str:
+    """Set by a refill that found the key's refill lock held: the holder runs again before it returns."""
+    return f"spawner:pool:refill-wanted:{key}"
 
 
 def pool_owners_key() -> str:

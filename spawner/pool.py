@@ -154,6 +154,8 @@ class PoolStore(Protocol):
     def claiming(self) -> dict[str, float]: ...
     def lock(self, key: str, *, ttl_seconds: float) -> str | None: ...
     def unlock(self, key: str, token: str) -> None: ...
+    def want_refill(self, key: str, *, ttl_seconds: float) -> None: ...
+    def take_refill_wanted(self, key: str) -> bool: ...
     def owners_seen(self, owner: str, *, now: float) -> dict[str, float]: ...
 
 
@@ -245,21 +247,36 @@ class WarmPool:
                 continue
             if template.engine != self.engine:
                 continue  # another node's key: its own workers keep it stocked
+            key_made, key_failed = self._refill_key(key, template)
+            made, failed = made + key_made, failed + key_failed
+        return {"made": made, "failed": failed}
+
+    def _refill_key(self, key: str, template: PoolTemplate) -> tuple[int, int]:
+        """Make containers until `key` has `size` free, under its lock, at most `size` per hold
+        (its lease is sized for that); again while a refill asked for meanwhile (every claim asks)
+        found the lock held and left word, so that no request is lost to the lock."""
+        made = 0
+        while True:
             token = self.store.lock(key, ttl_seconds=REFILL_LOCK_SECONDS)
             if token is None:
-                continue  # someone is refilling this key now
+                # someone is refilling this key now: leave word, then try once more, so that a
+                # holder that unlocked before the word was there is covered by this run instead
+                self.store.want_refill(key, ttl_seconds=REFILL_LOCK_SECONDS)
+                token = self.store.lock(key, ttl_seconds=REFILL_LOCK_SECONDS)
+                if token is None:
+                    return made, 0  # still held: the holder reads the word after it unlocks
             try:
+                self.store.take_refill_wanted(key)  # this hold covers what was asked so far
                 for _ in range(self.size):  # re-read each time: a claim may have taken one meanwhile
                     if to_make(len(self.store.available(key)), size=self.size) == 0:
                         break
-                    if self._make_retried(template):
-                        made += 1
-                    else:
-                        failed += 1
-                        break  # Docker keeps refusing: the next claim or sweep asks again
+                    if not self._make_retried(template):
+                        return made, 1  # Docker keeps refusing: the next claim or sweep asks again
+                    made += 1
             finally:
                 self.store.unlock(key, token)
-        return {"made": made, "failed": failed}
+            if not self.store.take_refill_wanted(key):
+                return made, 0
 
     def _make_retried(self, template: PoolTemplate) -> bool:
         """One pool container, tried again after a failure (a refused pause under load)."""

@@ -5,6 +5,7 @@ Layout (names from spawner.names):
   spawner:pool:available:{key}    set   ids of paused pool containers ready to be claimed
   spawner:pool:claiming           zset  ids being claimed right now, scored by when the claim began
   spawner:pool:refill-lock:{key}  str   who is refilling that key (a lease: spawner/state/leases.py)
+  spawner:pool:refill-wanted:{key} str  a refill found that lock held: its holder runs again
   spawner:pool:owners             hash  fleet (pool owner) -> when its pool reconcile last ran
 
 Docker stays the truth about which pool containers exist; these sets only say which of them are
@@ -99,6 +100,16 @@ class RedisPoolStore:
 
     def unlock(self, key: str, token: str) -> None:
         self._leases.release(names.pool_refill_lock_key(key), token)
+
+    def want_refill(self, key: str, *, ttl_seconds: float) -> None:
+        """Leave word for whoever holds the refill lock of `key` that it is wanted again."""
+        with translated("asking for a pool refill"):
+            self._r.set(names.pool_refill_wanted_key(key), "1", px=int(ttl_seconds * 1000))
+
+    def take_refill_wanted(self, key: str) -> bool:
+        """Whether a refill of `key` was wanted since the last take (and clear the word)."""
+        with translated("reading a pool refill request"):
+            return self._r.getdel(names.pool_refill_wanted_key(key)) is not None
 
     def owners_seen(self, owner: str, *, now: float) -> dict[str, float]:
         """Mark `owner` seen now; every fleet's last-seen time (one round trip)."""

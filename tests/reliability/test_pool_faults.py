@@ -1,6 +1,7 @@
 """The warm pool under faults: a fleet that stops takes its free stock with it, a burst of claims
-and refills never overfills, one refused removal never ends a pass, a refused make is tried
-again, and a broker that is down fails neither a claim nor the pool's reconcile.
+and refills never overfills, a refill asked for during another is not lost, one refused removal
+never ends a pass, a refused make is tried again, and a broker that is down fails neither a claim
+nor the pool's reconcile.
 
 Real Docker, real Redis, real workers; faults come from a Unix-socket relay in front of the real
 engine that refuses chosen requests (as an engine under load does) and from a broker address on
@@ -271,6 +272,38 @@ def test_containers_a_refill_registers_while_the_reconcile_lists_docker_stay_in_
     assert len(free) == 2
     assert {c.id for c in rig.containers()} == free, "pool containers left out of the free set"
     assert rig.pool.refill() == {"made": 0, "failed": 0}  # and so no refill makes more
+
+
+def test_a_refill_asked_for_while_another_holds_the_lock_is_run_by_the_holder(rig_factory):
+    """A claim taken while a refill holds the key's lock asks for a refill that finds the lock
+    held: it used to be dropped, so the pool stayed short after a burst until something asked
+    again (the holder makes at most `size` per run). Now it leaves word and the holder runs again."""
+    pauses: list[str] = []
+    paused_twice, answer = threading.Event(), threading.Event()
+
+    def hold_the_second_pause(line: str) -> threading.Event | None:
+        if line.startswith("POST ") and "/pause " in line:
+            pauses.append(line)
+            if len(pauses) == 2:
+                paused_twice.set()
+                return answer
+        return None
+
+    rig = rig_factory(lambda line: False, hold=hold_the_second_pause)
+    key = rig.template.key
+    with concurrent.futures.ThreadPoolExecutor(1) as executor:
+        holding = executor.submit(rig.pool.refill)  # makes the 2 of an empty pool
+        assert paused_twice.wait(60), "the refill never made its second container"
+        claimed = rig.pool.store.claim(key, now=time.time())  # a claim takes the first one meanwhile
+        assert claimed is not None
+        rig.pool.store.claim_done(claimed)
+        assert rig.pool.refill() == {"made": 0, "failed": 0}  # the claim's refill: the lock is held
+        answer.set()
+        assert holding.result(timeout=120) == {"made": 3, "failed": 0}  # its 2, then the one asked for
+    free = rig.pool.store.available(key)
+    assert len(free) == 2 and claimed not in free
+    assert rig.pool.refill() == {"made": 0, "failed": 0}  # full: nothing more, and no word left
+    assert not rig.pool.store.take_refill_wanted(key)
 
 
 def test_one_refused_removal_never_ends_the_pools_reconcile(rig_factory):
