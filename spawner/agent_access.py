@@ -134,6 +134,14 @@ class AgentAccess:
         return self.store.update_and_publish(agent_id, "status", {"state": state.value, "reason": reason},
                                       state=state.value, reason=reason, **extra)
 
+    def change_state(self, agent_id: str, state: AgentState, *, reason: str, **extra: Any) -> None:
+        """`set_state` for a caller with no use for the record as stored (the sweep): the same
+        write, event and place release, without building the record back."""
+        if state.is_terminal and self.places is not None:
+            self.places.release(agent_id)
+        self.store.write_and_publish(agent_id, "status", {"state": state.value, "reason": reason},
+                                     state=state.value, reason=reason, **extra)
+
     def starting(self, agent_id: str) -> AbstractContextManager[Lease]:
         """Held while a turn or file operation starts: the sweep skips the agent meanwhile."""
         return self.once.held(names.agent_activity_key(agent_id))

@@ -63,7 +63,7 @@ class SpawnerService:
         self._upkeep = Upkeep(backend=backend, store=store, metrics=metrics, pool=pool, clock=clock,
                               fleet_id=options.fleet_id, engine=options.engine,
                               idle_pause_seconds=options.idle_pause_seconds, idle_ttl_seconds=options.idle_ttl_seconds,
-                              fail=self.agents.fail, set_state=self.agents.set_state)
+                              fail=self.agents.fail, set_state=self.agents.change_state)
 
     # ---------------------------------------------------------------------------- create and turns
     def create(self, config: WorkerConfig, *, context: dict[str, str], request_id: str | None,

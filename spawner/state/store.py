@@ -70,14 +70,17 @@ class RedisStore(RedisLeases):
         terminal state is never left: see scripts.WRITE); the record returned then is the stored one."""
         return self._update_record(agent_id, fields, event=(event_type, event))
 
+    def write_and_publish(self, agent_id: str, event_type: str, event: dict[str, Any], **fields: Any) -> None:
+        """`update_and_publish` for a writer with no use for the record as stored (the sweep):
+        the same write, without building the record back from the reply (~50 us a record)."""
+        with translated("updating a record"):
+            self._write_record(agent_id, fields, save=False, event=(event_type, event))
+
     def _update_record(self, agent_id: str, fields: dict[str, Any],
                        event: tuple[str, dict[str, Any]] | None) -> AgentRecord | None:
         with translated("updating a record"):
             flat = self._write_record(agent_id, fields, save=False, event=event)
-        raw = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
-        if "agent_id" not in raw:
-            return None
-        return AgentRecord.model_validate({k: json.loads(v) for k, v in raw.items()})
+        return _parsed(dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {})
 
     def _write_record(self, agent_id: str, fields: dict[str, Any], *, save: bool,
                       event: tuple[str, dict[str, Any]] | None) -> Any:

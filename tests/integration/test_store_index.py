@@ -76,3 +76,15 @@ def test_reading_many_records_at_once_keeps_each_agents_problem_its_own(store):
     assert reads["ag-missing00000001"] == (None, 0)
     assert isinstance(reads["ag-corrupt00000001"][0], ValueError)
     assert isinstance(reads["ag-string000000001"][0], errors.Unavailable)
+
+
+def test_writing_without_reading_back_writes_and_publishes_as_update_and_publish_does(store):
+    store.save_record(_record(AgentState.IDLE))
+
+    store.write_and_publish("ag-index0000000001", "status", {"state": "paused", "reason": "idle"},
+                            state="paused", reason="idle")
+
+    stored = store.get_record("ag-index0000000001")
+    assert stored is not None and (stored.state, stored.reason) == (AgentState.PAUSED, "idle")
+    assert _scores(store)["pause"] is None  # the due indexes follow, as for every write
+    assert [e["state"] for e in store.read_events("ag-index0000000001")] == ["paused"]
