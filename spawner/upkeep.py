@@ -134,7 +134,8 @@ class Upkeep:
         for agent_id, container_id in to_inspect(containers, records, overdue=overdue).items():
             with self._one_agent(agent_id, "reconcile", counts):
                 inspected[agent_id] = self.backend.inspect_state(container_id)
-        listed = {agent_id: (info.container_id, info.state) for agent_id, info in infos.items()}
+        # plan_reconcile passes over every listed container whose record was not read: leave them out
+        listed = {a: (infos[a].container_id, infos[a].state) for a in records if a in infos}
         for step in plan_reconcile(listed, records, inspected=inspected, overdue=overdue):
             with self._one_agent(step.agent_id, "reconcile", counts):
                 self._execute(step, records.get(step.agent_id), infos.get(step.agent_id), counts)
