@@ -68,7 +68,7 @@ def test_module_does_not_import_forbidden_packages(module: str, forbidden: set[s
 
 @pytest.mark.parametrize("module", STDLIB_ONLY)
 def test_module_imports_only_the_standard_library(module: str) -> None:
-    own = module.split(".")[0]
+    own = module.split(".", maxsplit=1)[0]
     foreign = {m for m in loaded_modules(module) if m != own and m not in sys.stdlib_module_names}
     # Not the module's doing: setuptools' .pth file loads `_distutils_hack` into every
     # interpreter, and `sysconfig` loads its generated `_sysconfigdata_*` module.
