@@ -73,7 +73,7 @@ def _handle(client: socket.socket) -> None:
     client.close()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(LISTEN)

@@ -3,7 +3,8 @@
 
 The image's main process (under tini). When the spawner bind-mounts a host folder on
 /run/spawner, this listens on /run/spawner/runner.sock and, for each connection, forks a child
-that runs `spawner-runner` in-process (the module is loaded once, here) with:
+that runs `spawner-runner` in-process (the module is imported once, here, from the bytecode
+compiled at image build: spawner_launch.py) with:
 
     fd 0  the connection, read side: one JSON header line {"argv": [...]}, then the stdin bytes
     fd 1  the connection, write side: Docker's stream framing (8-byte header: stream 1 or 2,
@@ -21,8 +22,6 @@ child of the main process, restarted if it dies; stdlib only.
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import io
 import json
 import os
@@ -35,6 +34,8 @@ import time
 SOCKET_DIR = "/run/spawner"
 SOCKET_PATH = os.path.join(SOCKET_DIR, "runner.sock")
 RUNNER_PATH = "/usr/local/bin/spawner-runner"
+#: Where the image keeps the runner's module and its bytecode (worker_image/spawner_launch.py).
+LIB_DIR = "/usr/local/lib/spawner"
 #: The model gateway's loopback forwarder (worker_image/spawner_model_forward.py), kept running beside.
 MODEL_FORWARD_PATH = "/usr/local/bin/spawner-model-forward"
 #: The acknowledgement byte and Docker's stream framing (stream id, 3 zero bytes, big-endian
@@ -68,11 +69,11 @@ def _text_stream(stream: int) -> io.TextIOWrapper:
 
 
 def _load_runner():
-    loader = importlib.machinery.SourceFileLoader("spawner_runner", RUNNER_PATH)
-    spec = importlib.util.spec_from_loader("spawner_runner", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    if LIB_DIR not in sys.path:
+        sys.path.insert(0, LIB_DIR)
+    import spawner_runner  # its bytecode compiled at image build, from LIB_DIR/__pycache__
+
+    return spawner_runner
 
 
 def _handle(conn: socket.socket, runner) -> int:
@@ -161,7 +162,7 @@ def _keep_running(argv: list[str]) -> None:
         time.sleep(0.5)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     if not (os.path.isdir(SOCKET_DIR) and os.access(SOCKET_DIR, os.W_OK | os.X_OK)):
         os.execvp("sleep", ["sleep", "infinity"])
     if os.path.exists(MODEL_FORWARD_PATH):
