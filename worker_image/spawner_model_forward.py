@@ -1,8 +1,8 @@
 #!/usr/bin/python3 -IS
 """spawner-model-forward: the agent's loopback door to the fleet's model gateway.
 
-Started (and restarted) by spawner-runnerd when the spawner mounts the agent's run folder on
-/run/spawner. Listens on 127.0.0.1:4100 inside the container (network `none` has a loopback) and
+Started (and restarted) by spawner-runnerd once the model gateway has bound the agent's socket in
+its run folder (/run/spawner), so only for agents with a `model`. Listens on 127.0.0.1:4100 inside the container (network `none` has a loopback) and
 splices each connection, bytes unchanged both ways, to /run/spawner/model.sock, the Unix socket
 the gateway binds for this agent alone. The agent's CLI gets ANTHROPIC_BASE_URL (or
 OPENAI_BASE_URL) = http://127.0.0.1:4100 and a placeholder key; the gateway puts the real key on
@@ -73,11 +73,18 @@ def _handle(client: socket.socket) -> None:
     client.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def listen() -> socket.socket:
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(LISTEN)
     listener.listen(256)
+    return listener
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`spawner-model-forward [FD]`: FD is a listening socket spawner-runnerd bound (and keeps
+    across restarts), so the port accepts from the moment the daemon saw the gateway's socket."""
+    listener = socket.socket(fileno=int(argv[0])) if argv else listen()
     while True:
         client, _ = listener.accept()
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -15,6 +15,11 @@ Before anything else the child writes one byte (0x06): the client sends its requ
 that acknowledgement, so a connection to a frozen (paused) or wedged daemon times out without
 leaving a request behind, and the client falls back to `docker exec` (same runner, same files).
 
+The model forwarder (spawner_model_forward.py) is started only for an agent with a `model`: on
+the first connection after the gateway has bound /run/spawner/model.sock (create registers the
+agent with the gateway before its `init` call), the server binds 127.0.0.1:4100 itself and hands
+the listening socket to the forwarder, so the port accepts before that call's child even runs.
+
 Without the mount (the image run by hand, or a spawner that does not use the socket) it becomes
 `sleep infinity`, exactly the image's behaviour before this daemon existed. The server runs in a
 child of the main process, restarted if it dies; stdlib only.
@@ -22,6 +27,7 @@ child of the main process, restarted if it dies; stdlib only.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -36,8 +42,11 @@ SOCKET_PATH = os.path.join(SOCKET_DIR, "runner.sock")
 RUNNER_PATH = "/usr/local/bin/spawner-runner"
 #: Where the image keeps the runner's module and its bytecode (worker_image/spawner_launch.py).
 LIB_DIR = "/usr/local/lib/spawner"
-#: The model gateway's loopback forwarder (worker_image/spawner_model_forward.py), kept running beside.
+#: The model gateway's loopback forwarder (worker_image/spawner_model_forward.py), kept running
+#: beside once the gateway's socket for this agent is in the folder.
 MODEL_FORWARD_PATH = "/usr/local/bin/spawner-model-forward"
+MODEL_SOCKET_PATH = os.path.join(SOCKET_DIR, "model.sock")
+MODEL_LISTEN = ("127.0.0.1", 4100)
 #: The acknowledgement byte and Docker's stream framing (stream id, 3 zero bytes, big-endian
 #: length): the same as spawner/runner_protocol.py (tests/unit/test_runner_protocol.py pins them).
 ACK = b"\x06"
@@ -74,6 +83,22 @@ def _load_runner():
     import spawner_runner  # its bytecode compiled at image build, from LIB_DIR/__pycache__
 
     return spawner_runner
+
+
+def _start_model_forward() -> bool:
+    """Start the forwarder on a port bound here; True once it runs (or already ran: a server
+    restarted after its predecessor started one finds the port taken)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(MODEL_LISTEN)
+        listener.listen(256)
+    except OSError as exc:
+        listener.close()
+        return exc.errno == errno.EADDRINUSE
+    _keep_running([sys.executable, "-IS", MODEL_FORWARD_PATH, str(listener.fileno())], keep_fd=listener.fileno())
+    listener.close()
+    return True
 
 
 def _handle(conn: socket.socket, runner) -> int:
@@ -127,6 +152,7 @@ def serve() -> None:
     listener.listen(128)
     runner = _load_runner()  # after listen: early clients wait in the backlog, not on ENOENT
     listener.settimeout(REAP_SECONDS)
+    forwarding = not os.path.exists(MODEL_FORWARD_PATH)
     while True:
         _reap()
         try:
@@ -134,6 +160,8 @@ def serve() -> None:
         except socket.timeout:
             continue
         conn.settimeout(None)
+        if not forwarding and os.path.exists(MODEL_SOCKET_PATH):
+            forwarding = _start_model_forward()
         pid = os.fork()
         if pid == 0:
             listener.close()
@@ -147,14 +175,19 @@ def serve() -> None:
         conn.close()
 
 
-def _keep_running(argv: list[str]) -> None:
-    """Run `argv` in a supervised child of its own, restarted if it exits."""
+def _keep_running(argv: list[str], *, keep_fd: int) -> None:
+    """Run `argv` in a supervised child of its own, restarted if it exits, with `keep_fd` open."""
     if os.fork() != 0:
         return
+    # Forked from the server: drop its sockets (above all the connection it just accepted, whose
+    # client waits for the end of its reply) but the one the program is given.
+    os.closerange(3, keep_fd)
+    os.closerange(keep_fd + 1, os.sysconf("SC_OPEN_MAX"))
     while True:
         pid = os.fork()
         if pid == 0:
             try:
+                os.set_inheritable(keep_fd, True)
                 os.execv(argv[0], argv)
             finally:
                 os._exit(1)
@@ -165,8 +198,6 @@ def _keep_running(argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     if not (os.path.isdir(SOCKET_DIR) and os.access(SOCKET_DIR, os.W_OK | os.X_OK)):
         os.execvp("sleep", ["sleep", "infinity"])
-    if os.path.exists(MODEL_FORWARD_PATH):
-        _keep_running([sys.executable, "-IS", MODEL_FORWARD_PATH])
     while True:
         pid = os.fork()
         if pid == 0:
