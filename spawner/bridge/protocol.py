@@ -47,7 +47,8 @@ COMMANDS: dict[str, str] = {
 DEFAULT_WAIT_SECONDS = 900.0
 #: Added to a turn's own limit: the contract promises its result within timeout_seconds + 30 s.
 TURN_WAIT_MARGIN_SECONDS = 60.0
-#: The fleet's default turn limit (SPAWNER_COMMAND_TIMEOUT_SECONDS) when a command names none.
+#: The default of the fleet's turn limit (SPAWNER_COMMAND_TIMEOUT_SECONDS), for a command that names
+#: none; the bridge passes the setting in as `default_turn_seconds`.
 DEFAULT_TURN_SECONDS = 1800
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,120}$")
 #: Finds a request id in text that is not valid JSON, so that even broken JSON gets a reply its
@@ -158,7 +159,7 @@ def _translate_config(config: Mapping[str, Any]) -> dict[str, Any] | str:
     return out
 
 
-def plan(command: Command) -> TaskCall | Reply:
+def plan(command: Command, *, default_turn_seconds: int = DEFAULT_TURN_SECONDS) -> TaskCall | Reply:
     """The task call for `command`, or the error reply when it cannot be one."""
     name, f = command.name, command.fields
     if name == "start_ralph_loop":
@@ -188,7 +189,7 @@ def plan(command: Command) -> TaskCall | Reply:
         kwargs = {"agent_id": f["agent_id"], "command": text, **idempotency}
         if f.get("timeout") is not None:
             kwargs["timeout_seconds"] = f["timeout"]
-        limit = f["timeout"] if isinstance(f.get("timeout"), int) and f["timeout"] > 0 else DEFAULT_TURN_SECONDS
+        limit = f["timeout"] if isinstance(f.get("timeout"), int) and f["timeout"] > 0 else default_turn_seconds
         wait = limit + TURN_WAIT_MARGIN_SECONDS
     elif name == "send_file":
         kwargs = {"agent_id": f["agent_id"], "path": f["path"], "content": f["content"], **idempotency}
@@ -212,7 +213,8 @@ def _seconds_until(iso: str | None, now: float) -> int | None:
     return max(0, int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() - now))
 
 
-def reply_for_result(command: Command, result: Mapping[str, Any], *, now: float) -> Reply:
+def reply_for_result(command: Command, result: Mapping[str, Any], *, now: float,
+                     default_turn_seconds: int = DEFAULT_TURN_SECONDS) -> Reply:
     """The predecessor's reply for a task's result."""
     name = command.name
     if name == "create":
@@ -220,7 +222,7 @@ def reply_for_result(command: Command, result: Mapping[str, Any], *, now: float)
     if name == "send_command":
         timed_out = bool(result.get("timed_out"))
         code = -1 if timed_out or result.get("exit_code") is None else result["exit_code"]
-        limit = command.fields.get("timeout") or DEFAULT_TURN_SECONDS
+        limit = command.fields.get("timeout") or default_turn_seconds
         error = f"Command timed out after {limit}s" if timed_out else (result["output"] if code != 0 else None)
         return _ok(command, output=result["output"], exit_code=code, error=error)
     if name == "send_message":

@@ -8,6 +8,7 @@ messages of bridged agents. Many bridges may run at once; each entry is answered
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -83,6 +84,8 @@ class BridgeOptions:
     block_ms: int = 200
     #: Seconds a stopping bridge waits for the commands in hand before leaving them to others.
     stop_timeout_seconds: float = 30.0
+    #: The fleet's turn limit (SPAWNER_COMMAND_TIMEOUT_SECONDS) for a command that names none.
+    default_turn_seconds: int = protocol.DEFAULT_TURN_SECONDS
 
 
 @dataclass
@@ -147,7 +150,7 @@ class Bridge:
         if isinstance(parsed, protocol.Reply):
             self._answer(entry_id, parsed, None)
             return
-        call = protocol.plan(parsed)
+        call = protocol.plan(parsed, default_turn_seconds=self.options.default_turn_seconds)
         if isinstance(call, protocol.Reply):
             self._answer(entry_id, call, parsed)
             return
@@ -169,7 +172,8 @@ class Bridge:
                                              "overloaded (see `spawner ls` and the worker logs)", error_type="Timeout")
             elif outcome[0] == "ok":
                 result = outcome[1]
-                reply = protocol.reply_for_result(job.command, result, now=self._now())
+                reply = protocol.reply_for_result(job.command, result, now=self._now(),
+                                                  default_turn_seconds=self.options.default_turn_seconds)
                 if job.command.name == "create":
                     self.streams.register_agent(result["agent_id"])
             else:
@@ -232,6 +236,7 @@ def run_bridge(settings: Any, options: BridgeOptions) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, request_stop)
+    options = dataclasses.replace(options, default_turn_seconds=settings.command_timeout_seconds)
     streams = BridgeStreams.from_url(settings.redis_url, consumer=consumer_name())
     bridge = Bridge(streams, CeleryTasks.from_settings(settings), options)
     try:

@@ -154,3 +154,47 @@ def test_only_respond_messages_become_user_messages_with_their_type():
     assert protocol.user_message({**base, "via": "respond", "expects_reply": True}) == \
         {"agent_id": "ag-1", "type": "question", "question": "hi", "timestamp": "2026-01-01T00:00:00.000Z"}
     assert protocol.user_message({"type": "status", "via": "respond"}) is None
+
+
+def test_a_turn_without_its_own_timeout_is_reported_with_the_fleets_limit():
+    # SPAWNER_COMMAND_TIMEOUT_SECONDS set to 600: the task stops at 600 s, so the message says 600
+    timed = {"output": "", "exit_code": None, "timed_out": True, "response": ""}
+    reply = protocol.reply_for_result(cmd("send_command"), timed, now=0, default_turn_seconds=600)
+    assert reply.body["error"] == "Command timed out after 600s"
+    # the producer's own limit still wins
+    reply = protocol.reply_for_result(cmd("send_command", timeout=5), timed, now=0, default_turn_seconds=600)
+    assert reply.body["error"] == "Command timed out after 5s"
+    # and the bridge waits for the fleet's limit, not a fixed 1800 s
+    command = protocol.parse_entry(entry(command="send_message", request_id="r", agent_id="ag-1", message="hi"))
+    assert isinstance(command, Command)
+    call = protocol.plan(command, default_turn_seconds=600)
+    assert isinstance(call, TaskCall) and 600 < call.wait_seconds < 1800
+
+
+def test_the_bridge_takes_the_fleets_turn_limit_from_its_settings(monkeypatch):
+    from types import SimpleNamespace
+
+    from spawner.bridge import server
+    seen = {}
+
+    class FakeBridge:
+        def __init__(self, streams: object, tasks: object, options: server.BridgeOptions) -> None:
+            seen["options"] = options
+
+        def run(self, stop: object) -> None:
+            pass
+
+    class FakeStreams:
+        @classmethod
+        def from_url(cls, url: str, *, consumer: str) -> FakeStreams:
+            return cls()
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(server, "Bridge", FakeBridge)
+    monkeypatch.setattr(server, "BridgeStreams", FakeStreams)
+    monkeypatch.setattr(server.CeleryTasks, "from_settings", classmethod(lambda cls, s: None))
+    settings = SimpleNamespace(redis_url="redis://127.0.0.1:1/0", command_timeout_seconds=600)
+    assert server.run_bridge(settings, server.BridgeOptions(max_in_flight=3)) == 0
+    assert seen["options"].default_turn_seconds == 600 and seen["options"].max_in_flight == 3
