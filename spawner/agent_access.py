@@ -42,7 +42,8 @@ class ServiceOptions:
     command_timeout_seconds: int
     ready_timeout_seconds: int = 60
     allow_agent_network_override: bool = False
-    #: Redis URL agents use for `orchestrator respond` (with their own ACL user), or None.
+    #: Redis URL an agent on the host network uses for `orchestrator respond` (with its own ACL
+    #: user), or None for none; agents on any other network get no user (they cannot reach Redis).
     agent_redis_url: str | None = None
     #: Operator labels added to every agent container (never the spawner's own label names).
     extra_labels: tuple[tuple[str, str], ...] = ()

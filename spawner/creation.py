@@ -63,7 +63,7 @@ class Creator:
         image = self._image_or_fail(config, agent_id)
         plan = plan_create(config, CreateInputs(
             agent_id=agent_id, image=image, network_mode=network, created_at=now,
-            secret_values={**secret_values, **self._agent_credentials(agent_id)}, context=context,
+            secret_values={**secret_values, **self._agent_credentials(agent_id, network)}, context=context,
             ready_timeout_seconds=self.agents.options.ready_timeout_seconds,
             extra_labels=dict(self.agents.options.extra_labels), fleet_id=self.agents.options.fleet_id))
         container_id, current = self._start(config, plan, record, started=now)
@@ -90,9 +90,10 @@ class Creator:
             self.agents.set_state(agent_id, AgentState.FAILED, reason=f"create could not finish: {exc}")
             raise
 
-    def _agent_credentials(self, agent_id: str) -> dict[str, str]:
-        """The agent's own Redis user for `orchestrator respond`, if the fleet gives agents one."""
-        if not self.agents.options.agent_redis_url:
+    def _agent_credentials(self, agent_id: str, network: str) -> dict[str, str]:
+        """The agent's own Redis user for `orchestrator respond` outside a turn: only for an agent
+        on the host network (its own, not the fleet's default), the only one that reaches Redis."""
+        if network != "host" or not self.agents.options.agent_redis_url:
             return {}
         return {catalog.ENV_REDIS_URL: self.agents.store.create_agent_identity(
             agent_id, password=secrets_module.token_urlsafe(24), base_url=self.agents.options.agent_redis_url)}

@@ -43,8 +43,9 @@ def _build() -> tuple[SpawnerService, SpawnerSettings]:
         command_timeout_seconds=settings.command_timeout_seconds,
         ready_timeout_seconds=settings.ready_timeout_seconds,
         allow_agent_network_override=settings.allow_agent_network_override,
-        # agents reach Redis only through the host's loopback, so only on the host network
-        agent_redis_url=settings.redis_url if settings.agent_network == "host" else None,
+        # agents reach Redis only through the host's loopback: the service gives a user only to an
+        # agent on the host network (the fleet's default or the agent's own `network`)
+        agent_redis_url=settings.redis_url,
         extra_labels=settings.extra_label_pairs,
         fleet_id=pool_owner(settings.redis_url, settings.queue),
         apt_sources=settings.apt_source_lines,
