@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.fleet import REPO, RedisServer, free_port, stop_all
+from spawner.backend import runner_socket
 from spawner.gateway import core
 from spawner.state.gateway import GatewayStore
 from tests.support.model_standin import ModelStandin, Text
@@ -214,6 +215,12 @@ def run(*, image: str, smoke: bool = False, log: Any = print) -> dict[str, Any]:
             if time.monotonic() > deadline or procs["gateway"].poll() is not None:
                 raise RuntimeError(f"the gateway did not bind the bench socket; see {work}/gateway.log")
             time.sleep(0.05)
+        # The daemon starts the model forwarder at its first connection once model.sock is there
+        # (as create's `init` call does for an agent with a model): one acknowledged connection.
+        ping = runner_socket.connect(os.path.join(run_path, "runner.sock"), wait_seconds=30)
+        if ping is None:
+            raise RuntimeError("the bench container's runner daemon did not answer")
+        ping.close()
 
         def client(cid: str, base: str, mode: str, n: int) -> dict[str, Any]:
             exec_id = api.exec_create(cid, ["python3", "-c", CLIENT, base, mode, str(n)], user="worker")["Id"]
