@@ -1,4 +1,4 @@
-"""DockerBackend: the only module that imports `docker`.
+"""DockerBackend: with docker_calls.py, the only modules that import `docker`.
 
 Turns a ContainerSpec into API calls, and carries the runner's calls (runner_calls.py) into a
 container through its runner socket when its daemon answers (daemons.py, runner_socket.py), else
@@ -20,14 +20,21 @@ from typing import Any
 import docker
 import docker.errors
 import docker.types
-import requests.exceptions
-import tenacity
 
 from spawner import errors, limits, names
 from spawner import runner_protocol as protocol
 from spawner.backend import runner_socket
 from spawner.backend.base import ContainerInfo
 from spawner.backend.daemons import RunnerDaemons
+from spawner.backend.docker_calls import (
+    DOCKER_ERRORS,
+    REMOVAL_POLL_SECONDS,
+    REMOVAL_WAIT_SECONDS,
+    again,
+    labels_of,
+    read_bounded,
+    translate,
+)
 from spawner.backend.runner_calls import RunnerCalls
 from spawner.models import ContainerSpec
 
@@ -36,46 +43,16 @@ __all__ = ["ContainerInfo", "DockerBackend"]
 log = logging.getLogger(__name__)
 
 
-
-def _read_bounded(chunks: Any, max_bytes: int) -> bytes | None:
-    """Join a stream's chunks, or None once they pass `max_bytes`."""
-    raw = bytearray()
-    for chunk in chunks:
-        raw += chunk
-        if len(raw) > max_bytes:
-            return None
-    return bytes(raw)
-
-
-def _translate(exc: Exception, what: str) -> errors.SpawnerError:
-    if isinstance(exc, docker.errors.ImageNotFound):
-        return errors.Unavailable(f"{what}: image not found ({exc.explanation}); build it with scripts/setup.sh")
-    if isinstance(exc, docker.errors.NotFound):
-        return errors.AgentGone(f"{what}: the container is gone")
-    if isinstance(exc, docker.errors.APIError):
-        return errors.Unavailable(f"{what}: Docker refused: {exc.explanation or exc}")
-    return errors.Unavailable(f"{what}: the Docker engine cannot be reached ({type(exc).__name__})")
-
-
-_DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
-
-#: A call that is safe to repeat is retried when the connection to the engine is lost or refused
-#: (an engine restarting, a socket reset): 4 tries over about 1.5 s, then `Unavailable`. Never on
-#: a timeout (the call may still be running) nor on an answer (APIError, NotFound).
-_RETRYING = tenacity.Retrying(retry=tenacity.retry_if_exception_type(requests.exceptions.ConnectionError),
-                              stop=tenacity.stop_after_attempt(4),
-                              wait=tenacity.wait_exponential(multiplier=0.2, max=1.0), reraise=True)
-
-
-#: A removal Docker reports as already in progress (another fleet's sweep, a worker's reconcile at
-#: start) is waited for this long, asking again every REMOVAL_POLL_SECONDS, then `Unavailable`.
-REMOVAL_WAIT_SECONDS = 30.0
-REMOVAL_POLL_SECONDS = 0.1
-
-
-def _again(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """`call(*args, **kwargs)` under the retry policy above (a copy per call: threads share none)."""
-    return _RETRYING.copy()(call, *args, **kwargs)
+def _runner_errors(frames: Iterator[tuple[int, bytes]], what: str) -> Generator[tuple[int, bytes], None, None]:
+    """`frames` with the runner's deadline, an oversized frame and a broken stream as spawner errors."""
+    try:
+        yield from frames
+    except runner_socket.RunnerDeadline:
+        raise errors.Unavailable("the runner in the container did not answer in time") from None
+    except runner_socket.FrameTooLarge as exc:
+        raise errors.Unavailable(f"the runner in the container sent {exc}") from None
+    except DOCKER_ERRORS as exc:
+        raise translate(exc, what) from None
 
 
 class DockerBackend:
@@ -94,8 +71,8 @@ class DockerBackend:
         try:
             client = docker.DockerClient(base_url=base_url, timeout=120) if base_url else docker.from_env(timeout=120)
             return cls(client, run_dir=run_dir)
-        except _DOCKER_ERRORS as exc:
-            raise _translate(exc, "connecting to Docker") from None
+        except DOCKER_ERRORS as exc:
+            raise translate(exc, "connecting to Docker") from None
 
     # ---------------------------------------------------------------------------- lifecycle
     def create(self, spec: ContainerSpec) -> str:
@@ -129,16 +106,16 @@ class DockerBackend:
                 host_config=host_config,
                 detach=True,
             )
-        except _DOCKER_ERRORS as exc:
+        except DOCKER_ERRORS as exc:
             self._daemons.drop_folder(run_path)
-            raise _translate(exc, f"creating {spec.name}") from None
+            raise translate(exc, f"creating {spec.name}") from None
         container_id = str(created["Id"])
         self._daemons.started(container_id, run_path)
         try:
             self._api.start(container_id)
-        except _DOCKER_ERRORS as exc:
+        except DOCKER_ERRORS as exc:
             self.remove(container_id)
-            raise _translate(exc, f"starting {spec.name}") from None
+            raise translate(exc, f"starting {spec.name}") from None
         return container_id
 
     def warm_up(self, container_id: str) -> bool:
@@ -150,35 +127,35 @@ class DockerBackend:
         """The container's labels, or None if Docker does not answer now."""
         try:
             attrs = self._api.inspect_container(container_id)
-        except _DOCKER_ERRORS:
+        except DOCKER_ERRORS:
             return None
-        return dict((attrs.get("Config") or {}).get("Labels") or {})
+        return labels_of(attrs)
 
     def _image_config(self, image: str) -> dict[str, Any] | None:
         try:
             return dict(self._api.inspect_image(image).get("Config") or {})
-        except _DOCKER_ERRORS:
+        except DOCKER_ERRORS:
             return None
 
     def _put_archive(self, container_id: str, tar: bytes) -> None:
         try:
             self._api.put_archive(container_id, "/", tar)
-        except _DOCKER_ERRORS as exc:
-            raise _translate(exc, "writing the fleet's files") from None
+        except DOCKER_ERRORS as exc:
+            raise translate(exc, "writing the fleet's files") from None
 
     def engine_id(self) -> str:
         """The Docker engine's own id (stable across restarts of the engine)."""
         try:
-            return str(_again(self._api.info)["ID"])
-        except (*_DOCKER_ERRORS, KeyError) as exc:
-            raise _translate(exc, "reading the engine id") from None
+            return str(again(self._api.info)["ID"])
+        except (*DOCKER_ERRORS, KeyError) as exc:
+            raise translate(exc, "reading the engine id") from None
 
     def rename(self, container_id: str, name: str) -> None:
         """Raises AgentGone if the container is gone, Unavailable if the name is taken."""
         try:
             self._api.rename(container_id, name)
-        except _DOCKER_ERRORS as exc:
-            raise _translate(exc, f"renaming to {name}") from None
+        except DOCKER_ERRORS as exc:
+            raise translate(exc, f"renaming to {name}") from None
 
     def read_archive_file(self, container_id: str, path: str, *, max_bytes: int) -> bytes | None:
         """A small file's bytes through the archive API (works on a paused container), or None."""
@@ -186,13 +163,13 @@ class DockerBackend:
             stream, stat = self._api.get_archive(container_id, path)
             if stat.get("size", 0) > max_bytes:
                 return None
-            raw = _read_bounded(stream, min(max_bytes, limits.ARCHIVE_READ_MAX_BYTES) + 64 * 1024)
+            raw = read_bounded(stream, min(max_bytes, limits.ARCHIVE_READ_MAX_BYTES) + 64 * 1024)
             if raw is None:
                 return None
         except docker.errors.NotFound:
             return None
-        except _DOCKER_ERRORS as exc:
-            raise _translate(exc, "reading a file") from None
+        except DOCKER_ERRORS as exc:
+            raise translate(exc, "reading a file") from None
         with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
             member = next((m for m in tar.getmembers() if m.isfile()), None)
             handle = tar.extractfile(member) if member is not None else None
@@ -202,27 +179,29 @@ class DockerBackend:
         """Remove runner-socket folders of containers that no longer exist."""
         return self._daemons.prune(infos)
 
-    def inspect_state(self, container_id: str) -> str | None:
-        """Docker's status of the container (running, paused, exited, ...), or None if gone."""
+    def _inspect(self, container_id: str) -> dict[str, Any] | None:
+        """The container's inspect answer, or None if it is gone."""
         try:
-            attrs = _again(self._api.inspect_container, container_id)
+            attrs: dict[str, Any] = again(self._api.inspect_container, container_id)
         except docker.errors.NotFound:
             return None
-        except _DOCKER_ERRORS as exc:
-            raise _translate(exc, "inspecting") from None
+        except DOCKER_ERRORS as exc:
+            raise translate(exc, "inspecting") from None
+        return attrs
+
+    def inspect_state(self, container_id: str) -> str | None:
+        """Docker's status of the container (running, paused, exited, ...), or None if gone."""
+        attrs = self._inspect(container_id)
+        if attrs is None:
+            return None
         # the same answer tells where its runner socket is
-        self._daemons.remember(container_id, (attrs.get("Config") or {}).get("Labels") or {})
+        self._daemons.remember(container_id, labels_of(attrs))
         return str(attrs["State"]["Status"])
 
     def run_dir(self, container_id: str) -> str | None:
         """The host folder of the container's runner socket (its label), or None: it has none, or is gone."""
-        try:
-            attrs = _again(self._api.inspect_container, container_id)
-        except docker.errors.NotFound:
-            return None
-        except _DOCKER_ERRORS as exc:
-            raise _translate(exc, "inspecting") from None
-        return ((attrs.get("Config") or {}).get("Labels") or {}).get(names.LABEL_RUN_DIR)
+        attrs = self._inspect(container_id)
+        return labels_of(attrs).get(names.LABEL_RUN_DIR) if attrs is not None else None
 
     def pause(self, container_id: str) -> None:
         self._call_tolerating(self._api.pause, container_id, "is already paused")
@@ -240,19 +219,19 @@ class DockerBackend:
         deadline = time.monotonic() + REMOVAL_WAIT_SECONDS
         while True:
             try:
-                _again(self._api.remove_container, container_id, force=True, v=True)
+                again(self._api.remove_container, container_id, force=True, v=True)
             except docker.errors.NotFound:
                 pass
             except docker.errors.APIError as exc:
                 if not (exc.status_code == 409 and "already in progress" in str(exc.explanation)):
-                    raise _translate(exc, "removing") from None
+                    raise translate(exc, "removing") from None
                 if time.monotonic() >= deadline:
                     raise errors.Unavailable(f"removing {container_id[:12]}: another removal of it was still "
                                              f"in progress after {REMOVAL_WAIT_SECONDS:.0f} s") from None
                 time.sleep(REMOVAL_POLL_SECONDS)
                 continue
-            except _DOCKER_ERRORS as exc:
-                raise _translate(exc, "removing") from None
+            except DOCKER_ERRORS as exc:
+                raise translate(exc, "removing") from None
             self._daemons.drop_folder(run_path)
             return
 
@@ -260,9 +239,9 @@ class DockerBackend:
         """Every container carrying our management label, in any state; with `fleet`, only that
         fleet's (its agents, and its warm-pool containers claimed or free). Filters by label only."""
         try:
-            found = _again(self._api.containers, all=True, filters={"label": f"{names.LABEL_MANAGED}=true"})
-        except _DOCKER_ERRORS as exc:
-            raise _translate(exc, "listing containers") from None
+            found = again(self._api.containers, all=True, filters={"label": f"{names.LABEL_MANAGED}=true"})
+        except DOCKER_ERRORS as exc:
+            raise translate(exc, "listing containers") from None
         if fleet is not None:
             found = [c for c in found if fleet in (c["Labels"].get(names.LABEL_FLEET),
                                                    c["Labels"].get(names.LABEL_POOL_OWNER))]
@@ -289,34 +268,34 @@ class DockerBackend:
                 if len(raw) > limits.LOGS_MAX_BYTES:
                     del raw[limits.LOGS_MAX_BYTES:]
                     break
-        except _DOCKER_ERRORS as exc:
-            raise _translate(exc, "reading logs") from None
+        except DOCKER_ERRORS as exc:
+            raise translate(exc, "reading logs") from None
         return bytes(raw).decode("utf-8", "replace").splitlines()
 
     def _call_tolerating(self, verb: Any, container_id: str, benign: str) -> None:
         try:
-            _again(verb, container_id)
+            again(verb, container_id)
         except docker.errors.APIError as exc:
             if exc.status_code == 409 and benign in str(exc.explanation):
                 return
-            raise _translate(exc, verb.__name__) from None
-        except _DOCKER_ERRORS as exc:
-            raise _translate(exc, verb.__name__) from None
+            raise translate(exc, verb.__name__) from None
+        except DOCKER_ERRORS as exc:
+            raise translate(exc, verb.__name__) from None
 
     # ---------------------------------------------------------------------------- images
     def image_id(self, image: str) -> str | None:
         try:
-            return str(_again(self._api.inspect_image, image)["Id"])
+            return str(again(self._api.inspect_image, image)["Id"])
         except docker.errors.ImageNotFound:
             return None
-        except _DOCKER_ERRORS as exc:
-            raise _translate(exc, f"inspecting image {image}") from None
+        except DOCKER_ERRORS as exc:
+            raise translate(exc, f"inspecting image {image}") from None
 
     def image_labels(self, image: str) -> dict[str, str]:
         try:
-            return dict(_again(self._api.inspect_image, image)["Config"].get("Labels") or {})
-        except _DOCKER_ERRORS as exc:
-            raise _translate(exc, f"inspecting image {image}") from None
+            return dict(again(self._api.inspect_image, image)["Config"].get("Labels") or {})
+        except DOCKER_ERRORS as exc:
+            raise translate(exc, f"inspecting image {image}") from None
 
     def build_image(self, tag: str, dockerfile: str, *, on_line: Callable[[str], None]) -> None:
         """Build `tag` from a Dockerfile text (no context, never pulling). Raises Unavailable
@@ -332,8 +311,8 @@ class DockerBackend:
                 if text:
                     lines.append(text)
                     on_line(text)
-        except _DOCKER_ERRORS as exc:
-            raise _translate(exc, f"building image {tag}") from None
+        except DOCKER_ERRORS as exc:
+            raise translate(exc, f"building image {tag}") from None
 
     def restart(self, container_id: str) -> None:
         """Kill every process in the container at once and start it again (files are kept): what
@@ -341,8 +320,8 @@ class DockerBackend:
         self._daemons.restarting(container_id)
         try:
             self._api.restart(container_id, timeout=0)
-        except _DOCKER_ERRORS as exc:
-            raise _translate(exc, "restarting") from None
+        except DOCKER_ERRORS as exc:
+            raise translate(exc, "restarting") from None
 
     # ---------------------------------------------------------------------------- the runner
     def init_agent(self, container_id: str, request: protocol.InitRequest) -> str:
@@ -368,33 +347,24 @@ class DockerBackend:
         container's runner socket when it answers, else docker exec; both are read by
         runner_socket.read_frames, each frame at most `max_frame` bytes (else Unavailable)."""
         if (sock := self._daemons.connect(container_id, self._labels)) is not None:
-            try:
-                yield from runner_socket.request_frames(sock, argv, stdin, deadline=deadline, max_frame=max_frame)
-            except runner_socket.RunnerDeadline:
-                raise errors.Unavailable("the runner in the container did not answer in time") from None
-            except runner_socket.FrameTooLarge as exc:
-                raise errors.Unavailable(f"the runner in the container sent {exc}") from None
-            except OSError as exc:
-                raise _translate(exc, "runner socket") from None
+            yield from _runner_errors(runner_socket.request_frames(sock, argv, stdin, deadline=deadline,
+                                                                   max_frame=max_frame), "runner socket")
             return
         try:
             exec_id = self._api.exec_create(container_id, [names.RUNNER_PATH, *argv], stdin=True, stdout=True,
                                             stderr=True, user=names.CONTAINER_USER)["Id"]
             conn = self._api.exec_start(exec_id, socket=True)
-        except _DOCKER_ERRORS as exc:
-            raise _translate(exc, "exec") from None
+        except DOCKER_ERRORS as exc:
+            raise translate(exc, "exec") from None
         raw: Any = getattr(conn, "_sock", conn)
         try:
             raw.settimeout(max(0.001, deadline - time.monotonic()))
             raw.sendall(stdin)
             raw.shutdown(socket.SHUT_WR)
-            yield from runner_socket.read_frames(raw, deadline=deadline, max_frame=max_frame)
-        except runner_socket.RunnerDeadline:
-            raise errors.Unavailable("the runner in the container did not answer in time") from None
-        except runner_socket.FrameTooLarge as exc:
-            raise errors.Unavailable(f"the runner in the container sent {exc}") from None
-        except _DOCKER_ERRORS as exc:
-            raise _translate(exc, "exec stream") from None
+            yield from _runner_errors(runner_socket.read_frames(raw, deadline=deadline, max_frame=max_frame),
+                                      "exec stream")
+        except DOCKER_ERRORS as exc:
+            raise translate(exc, "exec stream") from None
         finally:
             conn.close()
 
