@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 from spawner.factories.base import result_turn_reply
 from spawner.models import TurnReply
@@ -35,6 +35,7 @@ __all__ = [
     "LINE_MAX_CHARS",
     "USAGE_KEYS",
     "Event",
+    "JsonLinesReplies",
     "Mapper",
     "StreamState",
     "TurnStream",
@@ -200,3 +201,19 @@ def fold(mapper: Mapper, stdout: str) -> TurnReply:
     stream.feed(stdout)
     stream.close()
     return reply_of(stream.state, stdout)
+
+
+class JsonLinesReplies:
+    """`parse_reply`, `read_reply` and `stream_line` of an agent CLI that prints one JSON object a
+    line, given its line mapper (`MAPPER`, a cli_streams function): the same three for every such CLI."""
+
+    MAPPER: ClassVar[Mapper]
+
+    def parse_reply(self, *, stdout: str, exit_code: int | None) -> TurnReply:
+        return fold(type(self).MAPPER, stdout)
+
+    def read_reply(self, *, stream: StreamState, stdout: str, output: str) -> TurnReply:
+        return reply_of(stream, stdout)
+
+    def stream_line(self, state: StreamState, obj: dict[str, Any]) -> tuple[StreamState, list[Event]]:
+        return type(self).MAPPER(state, obj)

@@ -40,13 +40,12 @@ they survive pause/resume with the container (the successor lost config by mount
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from spawner import names
 from spawner.factories import cli_streams, streams
 from spawner.factories.base import check_session_id
 from spawner.gateway import core as gateway
-from spawner.models import AgentType, ModelConfig, SpecFile, TurnPlan, TurnReply
+from spawner.models import AgentType, ModelConfig, SpecFile, TurnPlan
 
 __all__ = ["ClaudeCodeFactory"]
 
@@ -54,7 +53,9 @@ CLAUDE_CONFIG_DIR = f"{names.CONTAINER_HOME}/.claude"
 
 
 @dataclass(frozen=True)
-class ClaudeCodeFactory:
+class ClaudeCodeFactory(streams.JsonLinesReplies):
+    MAPPER = cli_streams.claude_line
+
     agent_type: AgentType = field(default=AgentType.CLAUDE_CODE, init=False)
     instruction_file: str | None = field(default="CLAUDE.md", init=False)
     skills_dir: str | None = field(default=f"{CLAUDE_CONFIG_DIR}/skills", init=False)
@@ -91,13 +92,3 @@ class ClaudeCodeFactory:
         if session_id is not None:
             argv += ("--resume", session_id)
         return TurnPlan(argv=argv, stdin_input=True)
-
-    def parse_reply(self, *, stdout: str, exit_code: int | None) -> TurnReply:
-        return streams.fold(cli_streams.claude_line, stdout)
-
-    def read_reply(self, *, stream: streams.StreamState, stdout: str, output: str) -> TurnReply:
-        return streams.reply_of(stream, stdout)
-
-    def stream_line(self, state: streams.StreamState,
-                    obj: dict[str, Any]) -> tuple[streams.StreamState, list[dict[str, Any]]]:
-        return cli_streams.claude_line(state, obj)

@@ -40,13 +40,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
 
 from spawner import names
 from spawner.factories import cli_streams, streams
 from spawner.factories.base import check_session_id
 from spawner.gateway import core as gateway
-from spawner.models import AgentType, ModelConfig, SpecFile, TurnPlan, TurnReply
+from spawner.models import AgentType, ModelConfig, SpecFile, TurnPlan
 
 __all__ = ["CodexFactory"]
 
@@ -55,7 +54,9 @@ _FLAGS = ("--json", "--skip-git-repo-check", "--dangerously-bypass-approvals-and
 
 
 @dataclass(frozen=True)
-class CodexFactory:
+class CodexFactory(streams.JsonLinesReplies):
+    MAPPER = cli_streams.codex_line
+
     agent_type: AgentType = field(default=AgentType.CODEX, init=False)
     instruction_file: str | None = field(default="AGENTS.md", init=False)
     skills_dir: str | None = field(default=None, init=False)
@@ -97,13 +98,3 @@ class CodexFactory:
         else:
             argv = ("codex", "exec", "resume", *_FLAGS, session_id, "-")
         return TurnPlan(argv=argv, stdin_input=True)
-
-    def parse_reply(self, *, stdout: str, exit_code: int | None) -> TurnReply:
-        return streams.fold(cli_streams.codex_line, stdout)
-
-    def read_reply(self, *, stream: streams.StreamState, stdout: str, output: str) -> TurnReply:
-        return streams.reply_of(stream, stdout)
-
-    def stream_line(self, state: streams.StreamState,
-                    obj: dict[str, Any]) -> tuple[streams.StreamState, list[dict[str, Any]]]:
-        return cli_streams.codex_line(state, obj)

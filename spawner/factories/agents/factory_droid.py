@@ -34,17 +34,18 @@ A success turn has the same keys with "subtype": "success", "is_error": false.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from spawner.factories import cli_streams, streams
 from spawner.factories.base import INPUT_PLACEHOLDER, check_session_id
-from spawner.models import AgentType, TurnPlan, TurnReply
+from spawner.models import AgentType, TurnPlan
 
 __all__ = ["FactoryDroidFactory"]
 
 
 @dataclass(frozen=True)
-class FactoryDroidFactory:
+class FactoryDroidFactory(streams.JsonLinesReplies):
+    MAPPER = cli_streams.droid_line
+
     agent_type: AgentType = field(default=AgentType.FACTORY_DROID, init=False)
     instruction_file: str | None = field(default="AGENTS.md", init=False)
     skills_dir: str | None = field(default=None, init=False)
@@ -61,13 +62,3 @@ class FactoryDroidFactory:
         if session_id is not None:
             argv += ("-s", session_id)
         return TurnPlan(argv=(*argv, "-f", INPUT_PLACEHOLDER), stdin_input=False)
-
-    def parse_reply(self, *, stdout: str, exit_code: int | None) -> TurnReply:
-        return streams.fold(cli_streams.droid_line, stdout)
-
-    def read_reply(self, *, stream: streams.StreamState, stdout: str, output: str) -> TurnReply:
-        return streams.reply_of(stream, stdout)
-
-    def stream_line(self, state: streams.StreamState,
-                    obj: dict[str, Any]) -> tuple[streams.StreamState, list[dict[str, Any]]]:
-        return cli_streams.droid_line(state, obj)
