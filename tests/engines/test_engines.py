@@ -242,6 +242,10 @@ def step_a_group_with_a_dead_pool_is_suspect_until_the_pool_is_back(engine_fleet
     fleet = engine_fleet
     fleet.groups["b"].kill("worker-turns-b")
     wait_for("b suspect", lambda: fleet.engines_view()["b"]["state"] == "suspect", timeout=30, interval=0.5)
+    # the view derives `suspect` from the silence at once; the event is a watching group's, at its next beat
+    # (the turns pool must stay away until then, or the engine is back before anyone marked it)
+    wait_for("b's suspect event", lambda: [e["state"] for e in fleet.fleet_events() if e.get("engine") == "b"][-1:]
+             == ["suspect"], timeout=30, interval=0.5)
     assert fleet.groups["b"].procs["worker-control-b"].poll() is None  # its control pool is alive all along
     fleet.groups["b"].start_worker("turns-b", "spawner.engine.b.turns", 16)
     fleet.wait_ready()
