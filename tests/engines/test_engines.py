@@ -294,7 +294,9 @@ def step_losing_an_engine_fails_only_its_agents_and_a_returning_engine_is_cleane
     for e in ("a", "b"):
         assert fleet.call("status", agent_id=agents[e])["state"] in ("idle", "busy")
     assert long_turn.get(timeout=120)["output"].strip().endswith("done")
-    events = fleet.fleet_events()
+    # the watching group fails c's agents, then writes the `lost` event
+    events = wait_for("c's lost event", lambda: (ev := fleet.fleet_events()) and [
+        e["state"] for e in ev if e.get("engine") == "c"][-1:] == ["lost"] and ev, timeout=30, interval=0.5)
     assert [e["state"] for e in events if e.get("engine") == "c"][-2:] == ["suspect", "lost"]
     assert any(e.get("agent_id") == agents["c"] and e.get("reason") == "engine lost" for e in events)
 
