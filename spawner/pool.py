@@ -9,8 +9,9 @@ A pool container carries `spawner.pool=<key>` and `spawner.pool_owner=<fleet>` b
 (labels cannot change). Pool containers are kept running, not paused: an unpause cost a claim
 15-30 ms, and a free container's only process, the runner daemon, wakes every 2 s. A claim takes
 the id from the Redis set of free containers into a "claiming" set, atomically, then renames the
-container to `container_name(agent_id)` (what reconcile reads the agent id from); `init` also
-writes the labels it would have carried to `CLAIM_FILE`, for adoption after a Redis flush. Refill is a task
+container to `container_name(agent_id)` (what reconcile reads the agent id from) while the
+caller's `init` runs; `init` also writes the labels it would have carried to `CLAIM_FILE`, for
+adoption after a Redis flush; the create is ready only once both are done. Refill is a task
 (tasks/pool.py), one container at a time under a per-key lock. docs/design.md, "Warm pool", has
 every crash window and what reconcile does about it.
 """
@@ -25,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -55,6 +56,7 @@ __all__ = [
     "MAKE_GRACE_SECONDS",
     "ORPHAN_POOL_SECONDS",
     "OWNER_GONE_SECONDS",
+    "Claim",
     "PoolStore",
     "PoolTemplate",
     "WarmPool",
@@ -133,6 +135,19 @@ def claim_init(spec: ContainerSpec, init: InitRequest) -> InitRequest:
                                fleet_files=(*init.fleet_files, claim_file))
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A claimed pool container whose rename to the agent's name runs in the background."""
+
+    container_id: str
+    renaming: Future[None]
+
+    def named(self) -> None:
+        """Wait for the rename; raises its SpawnerError (AgentGone: the container was removed
+        under the claim, e.g. by reconcile; Unavailable: most likely the name is taken)."""
+        self.renaming.result()
+
+
 class PoolStore(Protocol):
     def want(self, key: str, template: dict[str, Any], *, now: float) -> None: ...
     def wanted(self, *, now: float, max_idle_seconds: float) -> dict[str, dict[str, Any]]: ...
@@ -170,40 +185,37 @@ class WarmPool:
         self._executor_lock = threading.Lock()
 
     # ---------------------------------------------------------------------------- claim
-    def claim(self, spec: ContainerSpec) -> str | None:
-        """Take a free container for `spec`, renamed to spec.name and running; None if there is
-        none (the caller then creates one as usual). Asks for a refill either way."""
+    def claim(self, spec: ContainerSpec) -> Claim | None:
+        """Take a free container for `spec` (running: pool containers are never paused), renamed
+        to spec.name beside what the caller does next (its `init`); None if there is none (the
+        caller then creates one as usual). Asks for a refill either way."""
         if self.size <= 0:
             return None
         template = PoolTemplate.of(spec, engine=self.engine)
         now = self._now()
         try:
             self.store.want(template.key, asdict(template), now=now)
-            for _ in range(3):
-                container_id = self.store.claim(template.key, now=now)
-                if container_id is None:
-                    return None
-                try:
-                    self.backend.rename(container_id, spec.name)
-                except errors.AgentGone:  # removed under us (e.g. by reconcile): try the next one
-                    self.store.claim_done(container_id)
-                    continue
-                except errors.SpawnerError:
-                    # most likely the name is taken: leave the container free for someone else
-                    self.store.add(template.key, container_id)
-                    self.store.claim_done(container_id)
-                    return None
-                self.store.claim_done(container_id)  # from here its name says whose it is
-                return container_id  # running already: pool containers are never paused
-            return None
+            container_id = self.store.claim(template.key, now=now)
+            if container_id is None:
+                return None
+            return Claim(container_id, self._background().submit(self._rename, container_id, spec.name))
         finally:
             self._background().submit(self.request_refill)  # a publish: off the claim's critical path
 
+    def _rename(self, container_id: str, name: str) -> None:
+        """The claim mark covers the container until its name says whose it is; a container whose
+        rename failed is the claimer's to remove (it may hold the agent's files by then)."""
+        try:
+            self.backend.rename(container_id, name)
+        finally:
+            self.store.claim_done(container_id)
+
     def _background(self) -> ThreadPoolExecutor:
-        """A thread for what a claim leaves to happen beside it (asking for a refill)."""
+        """Threads for what a claim leaves to happen beside it (the rename, asking for a refill):
+        as many as the control pool has create slots, each call a few milliseconds."""
         with self._executor_lock:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warm-pool")
+                self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="warm-pool")
             return self._executor
 
     def request_refill(self) -> None:
