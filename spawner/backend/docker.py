@@ -149,8 +149,8 @@ class DockerBackend:
         if (folder := self._daemons.fleet_folder(container_id, self._labels)) is not None:
             try:
                 return write_fleet_files(folder, files)
-            except OSError as exc:
-                raise errors.Unavailable(f"writing the fleet's files: {exc.strerror or exc}") from None
+            except (OSError, ValueError) as exc:  # ValueError: a file not right in /etc/spawner
+                raise errors.Unavailable(f"writing the fleet's files into {folder}: {exc}") from None
         try:
             self._api.put_archive(container_id, "/", root_files_tar(files))
         except DOCKER_ERRORS as exc:
