@@ -156,6 +156,9 @@ class RunnerDaemons:
         wait = max(0.0, deadline - time.monotonic())
         sock_path = os.path.join(run_path, names.RUNNER_SOCKET_NAME)
         sock = runner_socket.connect(sock_path, wait_seconds=wait)
+        if sock is not None and not self._daemon_answered:  # any answer proves the root is shared
+            with self._cache_lock:
+                self._daemon_answered = True
         if deadline:  # the first call to a container this process made: did its daemon come up?
             # Only a socket that never appeared says the folder is not shared with the engine; one
             # that is there but slow to answer (a burst of starts on a busy engine) says it is.
