@@ -285,7 +285,7 @@ def pool_keys_key() -> str:
 
 
 def pool_available_key(key: str) -> str:
-    """Set of paused pool container ids of `key`, ready to be claimed."""
+    """Set of free pool container ids of `key`, ready to be claimed."""
     return f"spawner:pool:available:{key}"
 
 
