@@ -100,22 +100,25 @@ class Creator:
 
     def _start(self, config: WorkerConfig, plan: CreatePlan, record: AgentRecord, *,
                started: float) -> tuple[str, AgentRecord | None]:
-        """Execute the plan: a warm-pool container if one is free (renamed and resumed), else a new
-        one, then the runner's init. Returns the container and the record as it is now. On failure
+        """Execute the plan: a warm-pool container if one is free (renamed while its init runs),
+        else a new one, then the runner's init. Returns the container and the record as it is now. On failure
         nothing is left behind and the agent is failed (or was ended meanwhile: AgentGone)."""
         agent_id, spec = record.agent_id, plan.spec
         container_id = None
         current: AgentRecord | None = record
+        claim = None
         try:
-            container_id = self.agents.pool.claim(spec) if self.agents.pool is not None else None
-            pooled = container_id is not None
-            if container_id is None:
-                container_id = self.agents.backend.create(spec)
+            claim = self.agents.pool.claim(spec) if self.agents.pool is not None else None
+            container_id = claim.container_id if claim is not None else self.agents.backend.create(spec)
             self._register_model(agent_id, container_id, config)
             current = self.agents.store.update_record(agent_id, container_id=container_id)
             if current is not None and not current.state.is_terminal:
-                self.agents.backend.init_agent(container_id, claim_init(spec, plan.init) if pooled else plan.init)
+                self.agents.backend.init_agent(container_id, claim_init(spec, plan.init) if claim else plan.init)
+            if claim is not None:
+                claim.named()  # renamed beside the init: named after its agent before it is ready
         except errors.SpawnerError as exc:
+            if claim is not None:
+                claim.renaming.exception()  # no rename still under way when the container goes
             if container_id is not None:
                 self.agents.backend.remove(container_id)
             self.agents.store.delete_agent_identity(agent_id)

@@ -18,6 +18,7 @@ __all__ = [
     "FLEET_EVENTS_CHANNEL",
     "FLEET_EVENTS_KEY",
     "FLEET_EVENTS_MAXLEN",
+    "FLEET_HOST_DIR_SUFFIX",
     "FLEET_KEPT_PATHS",
     "KOMBU_UNACKED_INDEX_KEY",
     "KOMBU_UNACKED_KEY",
@@ -27,6 +28,7 @@ __all__ = [
     "LABEL_CONFIG",
     "LABEL_CREATED_AT",
     "LABEL_FLEET",
+    "LABEL_FLEET_DIR",
     "LABEL_MANAGED",
     "LABEL_POOL",
     "LABEL_POOL_OWNER",
@@ -88,7 +90,8 @@ CONTAINER_HOME = "/home/worker"
 #: Where the in-container runner keeps turn logs, exit files, the secrets file and the turn lock.
 SPAWNER_DIR = "/home/worker/.spawner"
 #: What the fleet keeps for an agent where the agent cannot write: root-owned, written at create
-#: through Docker's archive API (never by anything inside). The runner reads the secrets file.
+#: by the worker (never by anything inside): into the container's own root-owned host folder
+#: mounted here (LABEL_FLEET_DIR), else through Docker's archive API. The runner reads the secrets file.
 FLEET_DIR = "/etc/spawner"
 SECRETS_FILE = f"{FLEET_DIR}/env.json"
 #: Paths producers may never read or write with read_file/send_file (the runner's turn folders).
@@ -129,6 +132,9 @@ LABEL_POOL = "spawner.pool"
 LABEL_POOL_OWNER = "spawner.pool_owner"
 #: Host path of the folder mounted on RUNNER_SOCKET_DIR (absent when the socket is not used).
 LABEL_RUN_DIR = "spawner.run_dir"
+#: Host path of the root-owned folder mounted on FLEET_DIR: LABEL_RUN_DIR + FLEET_HOST_DIR_SUFFIX.
+LABEL_FLEET_DIR = "spawner.fleet_dir"
+FLEET_HOST_DIR_SUFFIX = ".etc"
 POOL_CONTAINER_PREFIX = "spawner-pool-"
 
 # --- Celery ---------------------------------------------------------------------------------
@@ -279,7 +285,7 @@ def pool_keys_key() -> str:
 
 
 def pool_available_key(key: str) -> str:
-    """Set of paused pool container ids of `key`, ready to be claimed."""
+    """Set of free pool container ids of `key`, ready to be claimed."""
     return f"spawner:pool:available:{key}"
 
 

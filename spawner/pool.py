@@ -1,23 +1,19 @@
-"""WarmPool: paused, pre-created containers that `create` claims instead of starting a new one.
+"""WarmPool: pre-created containers that `create` claims instead of starting a new one.
 
 A pool is kept per key = (image, resources, network, user, working dir): what Docker fixes when
 a container is created. Everything per agent comes at claim time, through the runner's `init`
-(the same call a fresh container gets): secrets and files as always, and also the agent's
-environment (`ContainerSpec.env`), which an existing container cannot take any more; it goes
-into the runner's env file, which the runner loads for every turn, so turns see exactly the
-environment a fresh container gives them. `docker inspect` shows no secret either way.
+(the same call a fresh container gets): secrets and files as always, and the agent's environment
+(`ContainerSpec.env`), which an existing container cannot take any more, in the runner's env file.
 
-Labels cannot change after create, so a pool container carries `spawner.pool=<key>` and
-`spawner.pool_owner=<fleet>` but no agent id. A claim (1) takes the id from the Redis set of free
-containers into a "claiming" set, atomically, (2) renames the container to
-`container_name(agent_id)`, which is what reconcile reads the agent id from afterwards,
-(3) unpauses it, and the service then runs `init`, which also writes the labels the container
-would have carried to `CLAIM_FILE`, for reconcile to adopt it after a Redis flush. See
-docs/design.md, "Warm pool", for every crash window and what reconcile does about it.
-
-Refill runs in the background (a `spawner.pool_refill` task on the control queue: see
-tasks/pool.py for why a task and not a thread), one container at a time under a per-key lock.
-Size 0 turns claims and refills off; reconcile still understands pool containers left behind.
+A pool container carries `spawner.pool=<key>` and `spawner.pool_owner=<fleet>` but no agent id
+(labels cannot change). Pool containers are kept running, not paused: an unpause cost a claim
+15-30 ms, and a free container's only process, the runner daemon, wakes every 2 s. A claim takes
+the id from the Redis set of free containers into a "claiming" set, atomically, then renames the
+container to `container_name(agent_id)` (what reconcile reads the agent id from) while the
+caller's `init` runs; `init` also writes the labels it would have carried to `CLAIM_FILE`, for
+adoption after a Redis flush; the create is ready only once both are done. Refill is a task
+(tasks/pool.py), one container at a time under a per-key lock. docs/design.md, "Warm pool", has
+every crash window and what reconcile does about it.
 """
 
 from __future__ import annotations
@@ -26,9 +22,11 @@ import dataclasses
 import hashlib
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -42,6 +40,7 @@ from spawner.pool_plan import (
     OWNER_GONE_SECONDS,
     PoolKind,
     PoolStep,
+    adoption_labels,
     free_pool_containers,
     orphaned_pool_containers,
     plan_pool,
@@ -57,6 +56,7 @@ __all__ = [
     "MAKE_GRACE_SECONDS",
     "ORPHAN_POOL_SECONDS",
     "OWNER_GONE_SECONDS",
+    "Claim",
     "PoolStore",
     "PoolTemplate",
     "WarmPool",
@@ -74,7 +74,7 @@ CLAIM_FILE = f"{names.FLEET_DIR}/labels.json"
 #: A pool key nobody created an agent with for this long stops being refilled.
 KEY_IDLE_SECONDS = 3600.0
 REFILL_LOCK_SECONDS = 120.0
-#: A make that fails (Docker refusing a pause under load, say) is tried again after these pauses.
+#: A make that fails (Docker refusing a create or start under load, say) is tried again after these delays.
 MAKE_RETRY_DELAYS = (0.2, 1.0)
 
 
@@ -91,6 +91,9 @@ class PoolTemplate:
     working_dir: str
     #: The Docker engine's id: with several nodes on one Redis, a node claims only its own containers.
     engine: str = ""
+    #: Free containers are kept running (earlier versions paused them): part of the key, so that a
+    #: claim never gets, nor a refill of an earlier version ever makes, one of the other kind.
+    running: bool = True
 
     @classmethod
     def of(cls, spec: ContainerSpec, *, engine: str = "") -> PoolTemplate:
@@ -132,15 +135,17 @@ def claim_init(spec: ContainerSpec, init: InitRequest) -> InitRequest:
                                fleet_files=(*init.fleet_files, claim_file))
 
 
-def adoption_labels(raw: bytes | None, *, agent_id: str) -> dict[str, str] | None:
-    """The labels to adopt a claimed pool container with, from its CLAIM_FILE, or None."""
-    try:
-        labels = json.loads(raw or b"")
-    except ValueError:
-        return None
-    if not isinstance(labels, dict) or labels.get(names.LABEL_AGENT_ID) != agent_id:
-        return None
-    return {str(k): str(v) for k, v in labels.items()}
+@dataclass(frozen=True)
+class Claim:
+    """A claimed pool container whose rename to the agent's name runs in the background."""
+
+    container_id: str
+    renaming: Future[None]
+
+    def named(self) -> None:
+        """Wait for the rename; raises its SpawnerError (AgentGone: the container was removed
+        under the claim, e.g. by reconcile; Unavailable: most likely the name is taken)."""
+        self.renaming.result()
 
 
 class PoolStore(Protocol):
@@ -176,45 +181,42 @@ class WarmPool:
         self._request_refill = request_refill
         self._now = clock
         self._sleep = sleep
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
 
     # ---------------------------------------------------------------------------- claim
-    def claim(self, spec: ContainerSpec) -> str | None:
-        """Take a free container for `spec`, renamed to spec.name and running; None if there is
-        none (the caller then creates one as usual). Asks for a refill either way."""
+    def claim(self, spec: ContainerSpec) -> Claim | None:
+        """Take a free container for `spec` (running: pool containers are never paused), renamed
+        to spec.name beside what the caller does next (its `init`); None if there is none (the
+        caller then creates one as usual). Asks for a refill either way."""
         if self.size <= 0:
             return None
         template = PoolTemplate.of(spec, engine=self.engine)
         now = self._now()
         try:
             self.store.want(template.key, asdict(template), now=now)
-            for _ in range(3):
-                container_id = self.store.claim(template.key, now=now)
-                if container_id is None:
-                    return None
-                try:
-                    self.backend.rename(container_id, spec.name)
-                except errors.AgentGone:  # removed under us (e.g. by reconcile): try the next one
-                    self.store.claim_done(container_id)
-                    continue
-                except errors.SpawnerError:
-                    # most likely the name is taken: leave the container free for someone else
-                    self.store.add(template.key, container_id)
-                    self.store.claim_done(container_id)
-                    return None
-                self.store.claim_done(container_id)  # from here its name says whose it is
-                try:
-                    self.backend.unpause(container_id)
-                except errors.SpawnerError as exc:
-                    log.warning("claimed pool container %s could not be resumed (%s); removed", container_id, exc)
-                    try:
-                        self.backend.remove(container_id)
-                    except errors.SpawnerError:
-                        pass  # named like no agent's record: reconcile removes it
-                    continue
-                return container_id
-            return None
+            container_id = self.store.claim(template.key, now=now)
+            if container_id is None:
+                return None
+            return Claim(container_id, self._background().submit(self._rename, container_id, spec.name))
         finally:
-            self.request_refill()
+            self._background().submit(self.request_refill)  # a publish: off the claim's critical path
+
+    def _rename(self, container_id: str, name: str) -> None:
+        """The claim mark covers the container until its name says whose it is; a container whose
+        rename failed is the claimer's to remove (it may hold the agent's files by then)."""
+        try:
+            self.backend.rename(container_id, name)
+        finally:
+            self.store.claim_done(container_id)
+
+    def _background(self) -> ThreadPoolExecutor:
+        """Threads for what a claim leaves to happen beside it (the rename, asking for a refill):
+        as many as the control pool has create slots, each call a few milliseconds."""
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="warm-pool")
+            return self._executor
 
     def request_refill(self) -> None:
         """Ask for a refill; a failure to ask (the broker down) fails neither a claim nor a
@@ -279,7 +281,7 @@ class WarmPool:
                 return made, 0
 
     def _make_retried(self, template: PoolTemplate) -> bool:
-        """One pool container, tried again after a failure (a refused pause under load)."""
+        """One pool container, tried again after a failure (a refused start under load)."""
         for delay in MAKE_RETRY_DELAYS:
             if self._make(template):
                 return True
@@ -292,8 +294,7 @@ class WarmPool:
         container_id = None
         try:
             container_id = self.backend.create(spec)
-            self.backend.warm_up(container_id)  # its runner daemon answers before it is frozen
-            self.backend.pause(container_id)
+            self.backend.warm_up(container_id)  # its runner daemon answers before any claim
             self.store.add(template.key, container_id)
             return True
         except errors.SpawnerError as exc:
@@ -313,7 +314,7 @@ class WarmPool:
         agents: the service reconciles them. Also prunes runner-socket folders.
 
         Redis is read before Docker is listed: a container that a claim takes after that is seen
-        either in the claiming set or still free and paused, never as an unexplained stray. Each
+        either in the claiming set or still free and running, never as an unexplained stray. Each
         step runs on its own: one that fails is logged and counted (`pool_errors`), the rest run.
         """
         now = self._now()

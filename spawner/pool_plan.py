@@ -7,7 +7,7 @@ the pass goes on. Nothing here does I/O, so every case is a row of tests/unit/te
 
 This fleet's free pool containers (its owner, no agent), by (registry x container):
 
-    registry \\ container    paused, key wanted      paused, key not wanted / other state
+    registry \\ container    running, key wanted     running, key not wanted / other state
     free (registered)       keep (the first `size`) remove
     claiming                keep for 60 s, then remove (the claimer died before renaming it)
     neither                 keep for 2 min if created/running/paused (a refill makes it), then remove
@@ -23,6 +23,7 @@ ORPHAN_POOL_SECONDS.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ __all__ = [
     "OWNER_GONE_SECONDS",
     "PoolKind",
     "PoolStep",
+    "adoption_labels",
     "free_pool_containers",
     "orphaned_pool_containers",
     "plan_pool",
@@ -128,10 +130,10 @@ def plan_pool(infos: Collection[ContainerInfo], *, owner: str, size: int, wanted
                 continue  # a claim in flight
             reason = "claim_abandoned"
         elif info.container_id in free.get(key, ()):
-            if info.state == "paused" and key in wanted:
+            if info.state == "running" and key in wanted:
                 kept.setdefault(key, []).append(info.container_id)
                 continue
-            reason = "not_paused" if info.state != "paused" else "key_unwanted"
+            reason = "not_running" if info.state != "running" else "key_unwanted"
         elif _age(info, now, unreadable=float("inf")) < MAKE_GRACE_SECONDS and info.state in _MAKING:
             continue  # a refill may still be making it
         else:
@@ -151,6 +153,17 @@ def plan_pool(infos: Collection[ContainerInfo], *, owner: str, size: int, wanted
     for info in orphaned_pool_containers(infos, owner=owner, now=now, owners_seen=owners_seen):
         steps.append(PoolStep(PoolKind.REMOVE, info.container_id, "", "owner_gone"))
     return steps
+
+
+def adoption_labels(raw: bytes | None, *, agent_id: str) -> dict[str, str] | None:
+    """The labels to adopt a claimed pool container with, from its claim file (spawner.pool.CLAIM_FILE), or None."""
+    try:
+        labels = json.loads(raw or b"")
+    except ValueError:
+        return None
+    if not isinstance(labels, dict) or labels.get(names.LABEL_AGENT_ID) != agent_id:
+        return None
+    return {str(k): str(v) for k, v in labels.items()}
 
 
 def to_make(free: int, *, size: int) -> int:

@@ -61,7 +61,7 @@ class SpawnerSettings(BaseSettings):
     allow_agent_network_override: bool = False
     #: Seconds `create` waits for the agent CLI to answer before the agent is `failed`.
     ready_timeout_seconds: int = Field(default=60, ge=1)
-    #: Paused, pre-created containers kept ready per (image, resources, network); 0 turns the pool off.
+    #: Pre-created (running, idle) containers kept ready per (image, resources, network); 0 turns the pool off.
     warm_pool_size: int = Field(default=2, ge=0, le=100)
     #: Host folder holding one folder per container for the runner's socket (docs/design.md,
     #: "Runner socket"); empty turns the socket off (every runner call is then a docker exec).

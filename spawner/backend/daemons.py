@@ -3,8 +3,10 @@ wait for one that is starting.
 
 A container created with a socket folder (runner_socket.RunDirs) runs spawner-runnerd
 (worker_image/spawner_runnerd.py) on it; the first call to a container this process just started
-waits for its daemon up to DAEMON_START_SECONDS. No Docker calls: docker.py hands in a
-container's labels when this process does not know the container yet.
+waits for its daemon up to DAEMON_START_SECONDS. Also where each container's fleet folder is
+(fleet_dirs.py), and whether the worker may write it directly: only once a daemon answered through
+the shared root, which proves the folder is the engine's too. No Docker calls: docker.py hands in
+a container's labels when this process does not know the container yet.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from spawner import names
-from spawner.backend import runner_socket
+from spawner.backend import fleet_dirs, runner_socket
 from spawner.backend.base import ContainerInfo
 
 __all__ = ["DAEMON_START_SECONDS", "ImageConfigOf", "LabelsOf", "RunnerDaemons"]
@@ -51,6 +53,7 @@ class RunnerDaemons:
     def __init__(self, run_dir: str | None) -> None:
         self._run_dirs = runner_socket.RunDirs(run_dir)
         self._run_paths: dict[str, str | None] = {}
+        self._fleet_paths: dict[str, str | None] = {}
         self._daemon_deadline: dict[str, float] = {}
         self._daemon_answered = False  # has any container's runner daemon answered this process?
         self._daemon_misses = 0
@@ -75,13 +78,18 @@ class RunnerDaemons:
         self._image_daemon[image] = (now, runs)
         return runs
 
+    def fleet_folder_for(self, run_path: str | None) -> str | None:
+        """The fleet folder for a container about to be created with `run_path`, or None."""
+        return fleet_dirs.make_fleet_dir(run_path) if run_path is not None else None
+
     def drop_folder(self, run_path: str | None) -> None:
         self._run_dirs.remove(run_path)
 
-    def started(self, container_id: str, run_path: str | None) -> None:
+    def started(self, container_id: str, run_path: str | None, fleet_path: str | None = None) -> None:
         """A container this process created and started: its first call waits for its daemon."""
         with self._cache_lock:
             self._run_paths[container_id] = run_path
+            self._fleet_paths[container_id] = fleet_path
             if run_path is not None:
                 self._daemon_deadline[container_id] = time.monotonic() + DAEMON_START_SECONDS
 
@@ -95,6 +103,7 @@ class RunnerDaemons:
         """A container being removed; returns its socket folder (to remove once it is gone)."""
         with self._cache_lock:
             self._daemon_deadline.pop(container_id, None)
+            self._fleet_paths.pop(container_id, None)
             return self._run_paths.pop(container_id, None)
 
     def prune(self, infos: list[ContainerInfo]) -> int:
@@ -106,6 +115,25 @@ class RunnerDaemons:
         """Where a container's socket folder is, from its labels (any answer that shows them)."""
         with self._cache_lock:
             self._run_paths[container_id] = labels.get(names.LABEL_RUN_DIR)
+            self._fleet_paths[container_id] = labels.get(names.LABEL_FLEET_DIR)
+
+    def fleet_folder(self, container_id: str, labels_of: LabelsOf) -> str | None:
+        """The host folder mounted on the container's names.FLEET_DIR, if the worker may write it
+        directly: the container has one and a daemon answered through the same root (else the
+        archive API writes through the mount). `labels_of` as for `connect`."""
+        if not self._daemon_answered:
+            return None
+        with self._cache_lock:
+            known = container_id in self._run_paths
+        if not known:
+            labels = labels_of(container_id)
+            if labels is None:
+                return None
+            self.remember(container_id, labels)
+        with self._cache_lock:
+            path = self._fleet_paths.get(container_id)
+        # written as root: only a folder of this process's own root, whatever a label says
+        return path if path is not None and os.path.dirname(path) == self._run_dirs.root else None
 
     def connect(self, container_id: str, labels_of: LabelsOf) -> socket.socket | None:
         """An acknowledged connection to the container's runner daemon, or None (use exec).
@@ -128,6 +156,9 @@ class RunnerDaemons:
         wait = max(0.0, deadline - time.monotonic())
         sock_path = os.path.join(run_path, names.RUNNER_SOCKET_NAME)
         sock = runner_socket.connect(sock_path, wait_seconds=wait)
+        if sock is not None and not self._daemon_answered:  # any answer proves the root is shared
+            with self._cache_lock:
+                self._daemon_answered = True
         if deadline:  # the first call to a container this process made: did its daemon come up?
             # Only a socket that never appeared says the folder is not shared with the engine; one
             # that is there but slow to answer (a burst of starts on a busy engine) says it is.

@@ -3,7 +3,11 @@ docker error translated to a spawner error (docker.py's verbs use both)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import io
+import os
+import tarfile
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import docker.errors
@@ -11,9 +15,11 @@ import requests.exceptions
 import tenacity
 
 from spawner import errors
+from spawner.backend.runner_socket import AGENT_UID
+from spawner.models import SpecFile
 
 __all__ = ["DOCKER_ERRORS", "REMOVAL_POLL_SECONDS", "REMOVAL_WAIT_SECONDS", "again", "labels_of", "read_bounded",
-           "translate"]
+           "root_files_tar", "translate"]
 
 
 def read_bounded(chunks: Any, max_bytes: int) -> bytes | None:
@@ -24,6 +30,23 @@ def read_bounded(chunks: Any, max_bytes: int) -> bytes | None:
         if len(raw) > max_bytes:
             return None
     return bytes(raw)
+
+
+def root_files_tar(files: Sequence[SpecFile]) -> bytes:
+    """A tar for Docker's archive API, unpacked at the container's root as root: each file owned
+    by root, group the agent's, in root-owned folders."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for folder in sorted({os.path.dirname(f.path) for f in files}):
+            info = tarfile.TarInfo(folder.lstrip("/"))
+            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, 0, 0
+            tar.addfile(info)
+        for f in files:
+            info = tarfile.TarInfo(f.path.lstrip("/"))
+            info.size, info.mode, info.uid, info.gid = len(f.content), f.mode, 0, AGENT_UID
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(f.content))
+    return buf.getvalue()
 
 
 def labels_of(attrs: dict[str, Any]) -> dict[str, str]:

@@ -8,16 +8,12 @@ Docker calls, so the same calls run over any transport that frames its output th
 
 from __future__ import annotations
 
-import io
-import os
-import tarfile
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Protocol
 
 from spawner import errors, limits
 from spawner import runner_protocol as protocol
-from spawner.backend.runner_socket import AGENT_UID
 from spawner.models import SpecFile
 
 __all__ = ["Frames", "RunnerCalls"]
@@ -33,30 +29,13 @@ class Frames(Protocol):
 
 
 class RunnerCalls:
-    """The runner's calls into one engine's containers, over `frames`; `put_archive` unpacks a tar
-    at a container's root as root (Docker's archive API), for files the agent must not write."""
+    """The runner's calls into one engine's containers, over `frames`; `write_root` writes files
+    as root where the agent cannot write (owned by root, group the agent's, in root-owned folders;
+    docker.py), with nothing inside the container taking part."""
 
-    def __init__(self, frames: Frames, put_archive: Callable[[str, bytes], None]) -> None:
+    def __init__(self, frames: Frames, write_root: Callable[[str, Sequence[SpecFile]], None]) -> None:
         self._frames = frames
-        self._put_archive = put_archive
-
-    def write_root_files(self, container_id: str, files: Sequence[SpecFile]) -> None:
-        """Write files as root, through Docker's archive API, where the agent cannot write:
-        each lands owned by root, group the agent's, in root-owned folders. Nothing inside the
-        container takes part."""
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            folders = sorted({os.path.dirname(f.path) for f in files})
-            for folder in folders:
-                info = tarfile.TarInfo(folder.lstrip("/"))
-                info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, 0, 0
-                tar.addfile(info)
-            for f in files:
-                info = tarfile.TarInfo(f.path.lstrip("/"))
-                info.size, info.mode, info.uid, info.gid = len(f.content), f.mode, 0, AGENT_UID
-                info.mtime = int(time.time())
-                tar.addfile(info, io.BytesIO(f.content))
-        self._put_archive(container_id, buf.getvalue())
+        self._write_root = write_root
 
     def _run_runner(self, container_id: str, argv: Sequence[str], stdin: bytes, *, seconds: float,
                     max_out: int = 0) -> tuple[bytes, protocol.RunnerStatus]:
@@ -80,7 +59,7 @@ class RunnerCalls:
     def init_agent(self, container_id: str, request: protocol.InitRequest) -> str:
         """Write the fleet's files as root (the agent's environment file first), then have the
         runner write the agent's create-time files and run the readiness check. Returns its output."""
-        self.write_root_files(container_id, request.root_files())
+        self._write_root(container_id, request.root_files())
         seconds = request.ready_timeout_seconds + limits.INIT_CALL_EXTRA_SECONDS
         _, status = self._run_runner(container_id, protocol.init_argv(), request.body(), seconds=seconds)
         return status.ready

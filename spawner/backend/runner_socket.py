@@ -98,8 +98,10 @@ class RunDirs:
         return path
 
     def remove(self, path: str | None) -> None:
+        """Remove a container's socket folder and its fleet folder (fleet_dirs.py)."""
         if path and self.root and os.path.dirname(path) == self.root:
             _remove(path)
+            shutil.rmtree(path + names.FLEET_HOST_DIR_SUFFIX, ignore_errors=True)
 
     def prune(self, keep: set[str], *, older_than_seconds: float = 120.0) -> int:
         """Remove folders no container refers to any more (and old enough not to be mid-create)."""
@@ -110,7 +112,8 @@ class RunDirs:
         now = time.time()
         with contextlib.suppress(OSError), os.scandir(self.root) as entries:
             for entry in entries:
-                if entry.path in keep or entry.name.startswith(ENGINE_DIR_PREFIX) \
+                if entry.path in keep or entry.path.removesuffix(names.FLEET_HOST_DIR_SUFFIX) in keep \
+                        or entry.name.startswith(ENGINE_DIR_PREFIX) \
                         or not entry.is_dir(follow_symlinks=False):
                     continue  # another engine's folder of folders is its own group's to prune
                 with contextlib.suppress(OSError):

@@ -2,7 +2,7 @@
 
 Layout (names from spawner.names):
   spawner:pool:keys               hash  pool key -> JSON {"template": {...}, "last_used_at": epoch s}
-  spawner:pool:available:{key}    set   ids of paused pool containers ready to be claimed
+  spawner:pool:available:{key}    set   ids of free pool containers ready to be claimed
   spawner:pool:claiming           zset  ids being claimed right now, scored by when the claim began
   spawner:pool:refill-lock:{key}  str   who is refilling that key (a lease: spawner/state/leases.py)
   spawner:pool:refill-wanted:{key} str  a refill found that lock held: its holder runs again

@@ -4,6 +4,8 @@ fleet on its own redis-server, so the pool's containers are its own (labelled wi
 from __future__ import annotations
 
 import json
+import os
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from spawner import names
+from spawner.backend.runner_socket import AGENT_UID
 from spawner.pool import pool_owner
 from tests.conftest import OUTPUT_DIR, Fleet, RedisServer
 from tests.support.waiting import wait_for
@@ -122,6 +126,13 @@ def test_a_claimed_container_behaves_like_a_fresh_one(pool, docker_client):
     assert inline not in json.dumps(attrs) and canary not in json.dumps(attrs), "a secret shows in docker inspect"
     host = attrs["HostConfig"]
     assert host["CapDrop"] == ["ALL"] and "no-new-privileges" in host["SecurityOpt"] and host["NetworkMode"] == "none"
+    # the env file and the claim's labels file: in the container's own root-owned host folder,
+    # written there by the worker (no archive call), mounted on /etc/spawner
+    fleet_dir = attrs["Config"]["Labels"][names.LABEL_FLEET_DIR]
+    assert (fleet_dir, names.FLEET_DIR) in [(m["Source"], m["Destination"]) for m in attrs["Mounts"]]
+    owners = {name: (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+              for name in ("env.json", "labels.json") for st in [os.stat(os.path.join(fleet_dir, name))]}
+    assert owners == {"env.json": (0, AGENT_UID, 0o440), "labels.json": (0, AGENT_UID, 0o400)}
 
     turn = pool.call("send_command", agent_id=agent_id, command=(
         'echo "$INLINE_SECRET|$CANARY_SECRET|$ORCHESTRATOR_AGENT_ID|$ORCHESTRATOR_ALLOWED_TOOLS"; '
@@ -144,6 +155,7 @@ def test_a_claimed_container_behaves_like_a_fresh_one(pool, docker_client):
 
     assert pool.call("delete", agent_id=agent_id) == {"agent_id": agent_id, "deleted": True}
     assert not pool.exists(created["container_id"])
+    assert not os.path.exists(fleet_dir), "the fleet folder stayed after its container"
 
 
 def test_the_pool_refills_in_the_background(pool):
@@ -154,7 +166,7 @@ def test_the_pool_refills_in_the_background(pool):
     after = pool.wait_full()
     assert created["container_id"] not in after and len(after - before) == 1
     for container_id in after:
-        assert pool.docker.api.inspect_container(container_id)["State"]["Status"] == "paused"
+        assert pool.docker.api.inspect_container(container_id)["State"]["Status"] == "running"
 
 
 def test_reconcile_after_crashes_mid_claim(pool, docker_client):
@@ -178,7 +190,6 @@ def test_reconcile_after_crashes_mid_claim(pool, docker_client):
     orphan = free[0]
     pool.r.srem(free_key, orphan)
     api.rename(orphan, f"spawner-ag-{uuid.uuid4().hex[:16]}")
-    api.unpause(orphan)
     # 3. A worker died between taking a container from the free set and renaming it, long ago.
     stale = free[1]
     pool.r.srem(free_key, stale)

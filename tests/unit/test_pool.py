@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from spawner import names
@@ -22,6 +23,8 @@ def test_pool_key_depends_on_what_docker_fixes_at_create_and_nothing_else():
     assert PoolTemplate.of(_spec(allowed_tools=["respond"], env_vars={"A": "b"})).key == base.key
     assert PoolTemplate.of(_spec(resources={"memory_mb": 512})).key != base.key
     assert PoolTemplate.of(_spec(), engine="other").key != base.key
+    # and how the stock is kept: running now, paused before, never mixed under one key
+    assert dataclasses.replace(base, running=False).key != base.key
 
 
 def test_a_pool_container_has_no_agent_and_no_environment():

@@ -24,7 +24,7 @@ US, KEY, NOW = "us", "k1", 1_000_000.0
 STATES = ("created", "running", "paused", "exited", "dead", "restarting")
 
 
-def _info(cid: str, *, state: str = "paused", age: float = 10.0, owner: str = US, key: str = KEY,
+def _info(cid: str, *, state: str = "running", age: float = 10.0, owner: str = US, key: str = KEY,
           agent_id: str = "") -> ContainerInfo:
     labels = {names.LABEL_MANAGED: "true", names.LABEL_POOL: key, names.LABEL_POOL_OWNER: owner,
               names.LABEL_CREATED_AT: repr(NOW - age)}
@@ -38,9 +38,10 @@ def _plan(infos, *, free=None, claiming=None, wanted=(KEY,), size=2, inspected=N
 
 # ------------------------------------------------------------------------------ registered free ones
 @pytest.mark.parametrize("state", STATES)
-def test_a_registered_container_is_kept_only_paused_and_wanted(state):
+def test_a_registered_container_is_kept_only_running_and_wanted(state):
+    # running, not paused: a paused one was made by an earlier version (a claim would not resume it)
     steps = _plan([_info("c1", state=state)], free={KEY: {"c1"}})
-    assert steps == ([] if state == "paused" else [PoolStep(PoolKind.REMOVE, "c1", KEY, "not_paused")])
+    assert steps == ([] if state == "running" else [PoolStep(PoolKind.REMOVE, "c1", KEY, "not_running")])
 
 
 def test_a_registered_container_of_a_key_nobody_wants_is_removed():
@@ -90,8 +91,8 @@ def test_a_registered_id_not_listed_is_forgotten_only_when_a_look_finds_it_gone(
     free = {KEY: {"c1", "c2", "c3"}}
     listed = [_info("c1")]
     assert to_inspect(listed, owner=US, free=free) == ["c2", "c3"]
-    # c2 was made and registered after the listing (it is there, paused); c3 is gone
-    steps = _plan(listed, free=free, inspected={"c2": "paused", "c3": None})
+    # c2 was made and registered after the listing (it is there, running); c3 is gone
+    steps = _plan(listed, free=free, inspected={"c2": "running", "c3": None})
     assert steps == [PoolStep(PoolKind.FORGET, "c3", KEY, "container_gone")]
     # a look that failed says nothing: nothing is forgotten
     assert _plan(listed, free=free, inspected={"c2": "unknown", "c3": "unknown"}) == []
