@@ -110,6 +110,11 @@ class AgentAccess:
     def ready_container(self, record: AgentRecord) -> str:
         """The container id of a live agent, resumed first if it was paused."""
         assert record.container_id is not None
+        if record.state != AgentState.PAUSED and self.backend.runner_answers(record.container_id):
+            # its runner acknowledged (the connection is the call's next one): the container runs
+            # and is not paused, no inspect needed. Only the sweep pauses a live agent's container,
+            # under the activity lock this caller holds, and writes `paused` with it.
+            return record.container_id
         state = self.backend.inspect_state(record.container_id)
         if state is None or state in ("exited", "dead"):
             reason = "container disappeared" if state is None else f"container {state}"
