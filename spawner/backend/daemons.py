@@ -91,14 +91,14 @@ class RunnerDaemons:
 
     def restarting(self, container_id: str) -> None:
         """A container this process restarts: its next call waits for its daemon again."""
-        self._unpark(container_id)
+        self._drop_parked(container_id)
         with self._cache_lock:
             if self._run_paths.get(container_id) is not None:
                 self._daemon_deadline[container_id] = time.monotonic() + DAEMON_START_SECONDS
 
     def forget(self, container_id: str) -> str | None:
         """A container being removed; returns its socket folder (to remove once it is gone)."""
-        self._unpark(container_id)
+        self._drop_parked(container_id)
         with self._cache_lock:
             self._daemon_deadline.pop(container_id, None)
             return self._run_paths.pop(container_id, None)
@@ -116,6 +116,13 @@ class RunnerDaemons:
         if older is not None:
             older[1].close()
         return True
+
+    def _drop_parked(self, container_id: str) -> None:
+        """Close the connection `probe` kept for the container, if any (it is restarted or removed)."""
+        with self._cache_lock:
+            parked = self._parked.pop(container_id, None)
+        if parked is not None:
+            parked[1].close()
 
     def _unpark(self, container_id: str) -> socket.socket | None:
         """The connection `probe` kept for the container if it is recent enough (an older one is closed)."""
