@@ -145,8 +145,8 @@ class Turns:
                     reason = ("turn finished; model budget exhausted (config model.budget_usd): the gateway "
                               "refuses this agent's model requests") if outcome and outcome["budget_exhausted"] \
                         else "turn finished"
-                    self.agents.set_state(agent_id, AgentState.IDLE, reason=reason,
-                                    last_activity_at=self.agents.now())
+                    self.agents.change_state(agent_id, AgentState.IDLE, reason=reason,
+                                             last_activity_at=self.agents.now())
 
     def _follow_turn(self, record: AgentRecord, container_id: str, command: str, command_id: str,
                      argv: tuple[str, ...], stdin_input: bool, timeout_seconds: int | None,
