@@ -20,7 +20,7 @@ from spawner.engines import Places
 from spawner.gateway.core import ModelGateway
 from spawner.metrics import Metrics
 from spawner.models import AgentRecord, AgentState
-from spawner.once import Lease, Once, R
+from spawner.once import Holding, Once, R
 from spawner.pool import WarmPool
 from spawner.state.base import StateStore
 
@@ -148,9 +148,9 @@ class AgentAccess:
         self.store.write_and_publish(agent_id, "status", {"state": state.value, "reason": reason},
                                      state=state.value, reason=reason, **extra)
 
-    def starting(self, agent_id: str) -> AbstractContextManager[Lease]:
+    def starting(self, agent_id: str) -> AbstractContextManager[Holding]:
         """Held while a turn or file operation starts: the sweep skips the agent meanwhile."""
-        return self.once.held(names.agent_activity_key(agent_id))
+        return self.once.holding(names.agent_activity_key(agent_id))
 
     def touch(self, agent_id: str) -> None:
         self.store.update_record(agent_id, last_activity_at=self.now())

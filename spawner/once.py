@@ -19,7 +19,7 @@ from typing import Any, TypeVar, cast
 from spawner import errors, names
 from spawner.state.base import RunOnceStore
 
-__all__ = ["LOCK_SECONDS", "Lease", "Once"]
+__all__ = ["LOCK_SECONDS", "Holding", "Lease", "Once"]
 
 #: A use case's result (a spawner.results shape), stored as JSON and returned to every repeat.
 R = TypeVar("R", bound=Mapping[str, Any])
@@ -55,8 +55,7 @@ class Once:
         with self._renewed(lock, token, ttl_seconds=LOCK_SECONDS) as holding:
             result = work(holding.lease)
             if holding.lease.held:  # a holder that lost its lease writes nothing more (the new holder will)
-                holding.stop()  # no renewal may take the lock back once it is released below
-                self.store.save_request_result(task, key, dict(result), release=(lock, token))
+                self.store.save_request_result(task, key, dict(result), release=holding.hand_over())
                 holding.released = True
             return result
 
@@ -64,16 +63,22 @@ class Once:
     def held(self, key: str, *, ttl_seconds: float = LOCK_SECONDS) -> Iterator[Lease]:
         """Hold a lock, renewed while held; wait while another live holder has it. The lease
         says when it was lost (its renewal found another holder): renewal stops then."""
-        while (token := self.store.acquire(key, ttl_seconds=ttl_seconds)) is None:
-            time.sleep(WAIT_SECONDS)
-        with self._renewed(key, token, ttl_seconds=ttl_seconds) as holding:
+        with self.holding(key, ttl_seconds=ttl_seconds) as holding:
             yield holding.lease
 
     @contextmanager
-    def _renewed(self, key: str, token: str, *, ttl_seconds: float) -> Iterator[_Holding]:
+    def holding(self, key: str, *, ttl_seconds: float = LOCK_SECONDS) -> Iterator[Holding]:
+        """`held`, for a holder that may release the lock in a round trip of its own (Holding.hand_over)."""
+        while (token := self.store.acquire(key, ttl_seconds=ttl_seconds)) is None:
+            time.sleep(WAIT_SECONDS)
+        with self._renewed(key, token, ttl_seconds=ttl_seconds) as holding:
+            yield holding
+
+    @contextmanager
+    def _renewed(self, key: str, token: str, *, ttl_seconds: float) -> Iterator[Holding]:
         """A lock just taken with `token`, renewed until the block ends, then released (unless
         the block released it itself and said so)."""
-        holding = _Holding(Lease(key))
+        holding = Holding(Lease(key), token)
 
         def renew() -> None:
             while not holding.stopped.wait(ttl_seconds / 3):
@@ -95,15 +100,24 @@ class Once:
 
 
 @dataclass
-class _Holding:
-    """A lock held by this process: its lease, when its renewal stops, and whether it was released."""
+class Holding:
+    """A lock held by this process: its lease and token, when its renewal stops, and whether the
+    holder released it itself (then the end of the block does not release it again)."""
 
     lease: Lease
+    token: str
     stopped: threading.Event = field(default_factory=threading.Event)
     released: bool = False
 
     def stop(self) -> None:
         self.stopped.set()
+
+    def hand_over(self) -> tuple[str, str]:
+        """Stop renewing (no renewal may take the lock back once it is released) and return
+        (key, token) for the store to release it in a round trip of the holder's; the holder
+        sets `released` once that round trip succeeded."""
+        self.stop()
+        return self.lease.key, self.token
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,8 @@ class Turns:
 
     def _start_and_follow(self, agent_id: str, command: str, command_id: str, timeout_seconds: int | None,
                           lease: Lease) -> CommandResult:
-        with self.agents.starting(agent_id):  # from the readiness check to `busy`, the sweep leaves it alone
+        # from the readiness check to `busy`, the sweep leaves the agent alone
+        with self.agents.starting(agent_id) as starting:
             record = self.agents.live_record(agent_id)
             container_id = self.agents.ready_container(record)
             factory = agent_factory(record.agent)
@@ -129,8 +130,10 @@ class Turns:
             # busy in the same round trip as the turn's mark, unless the record says busy already
             # (another delivery of this turn): then only if this turn is the one running
             mark_now = record.state != AgentState.BUSY
-            running, published = self.agents.store.turn_started(agent_id, command_id, lease_key=lease.key,
-                                                                busy=busy if mark_now else None, once=started)
+            running, published = self.agents.store.turn_started(
+                agent_id, command_id, lease_key=lease.key, busy=busy if mark_now else None, once=started,
+                release=starting.hand_over() if mark_now else None)  # `busy` written: the sweep may look again
+            starting.released = mark_now
             if running == 1 and not mark_now:
                 self.agents.store.update_record(agent_id, **busy)
         outcome: CommandResult | None = None

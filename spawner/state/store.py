@@ -153,11 +153,13 @@ class RedisStore(RedisLeases):
 
     # ---------------------------------------------------------------------------- turns running
     def turn_started(self, agent_id: str, command_id: str, *, lease_key: str, busy: dict[str, Any] | None = None,
-                     once: tuple[str, str, dict[str, Any]] | None = None) -> tuple[int, int]:
+                     once: tuple[str, str, dict[str, Any]] | None = None,
+                     release: tuple[str, str] | None = None) -> tuple[int, int]:
         """Mark the turn running, with the name of the lease its follower holds; with `busy`, also
         write those fields of the record (as update_record); with `once` (once key, event type,
-        fields), also publish that event (as publish_once): one round trip. Returns how many turns
-        run now and the number of the turn's last output record published (-1: none)."""
+        fields), also publish that event (as publish_once); with `release` (key, token), then
+        release that lock (as release): one round trip. Returns how many turns run now and the
+        number of the turn's last output record published (-1: none)."""
         key = names.agent_key(agent_id) + ":turns"
 
         def build(pipe: Pipeline) -> None:
@@ -172,9 +174,11 @@ class RedisStore(RedisLeases):
             if once is not None:
                 keys, args = self._publish_once_call(agent_id, *once)
                 pipe.evalsha(self._publish_once_per_key.sha, len(keys), *keys, *args)
+            if release is not None:
+                pipe.evalsha(self._release.sha, 1, *release)
 
         with translated("marking a turn"):
-            replies = in_one_trip(self._r, build, [self._write, self._publish_once_per_key])
+            replies = in_one_trip(self._r, build, [self._write, self._publish_once_per_key, self._release])
         return int(replies[3]), (int(replies[4]) if replies[4] is not None else -1)
 
     def turn_finished(self, agent_id: str, command_id: str) -> tuple[int, str | None]:

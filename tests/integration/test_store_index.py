@@ -97,9 +97,13 @@ def test_a_turns_start_is_one_batch_that_survives_a_redis_that_forgot_its_script
     store._r.script_flush()  # noqa: SLF001 - as after a Redis restart
     started = ("spawner:turn-once:cmd-1:started", "status", {"state": "busy", "reason": "turn started"})
 
+    token = store.acquire("spawner:agent-activity:ag-index0000000001", ttl_seconds=8)
+    assert token is not None
     assert store.turn_started("ag-index0000000001", "cmd-1", lease_key="lease-1",
-                              busy={"state": "busy", "reason": "turn started"}, once=started) == (1, -1)
+                              busy={"state": "busy", "reason": "turn started"}, once=started,
+                              release=("spawner:agent-activity:ag-index0000000001", token)) == (1, -1)
     assert store.get_record("ag-index0000000001").state == AgentState.BUSY
+    assert store._r.get("spawner:agent-activity:ag-index0000000001") is None  # noqa: SLF001 - released with it
     assert store.running_command_ids("ag-index0000000001") == ["cmd-1"]
     # a re-attached delivery: the same mark, no second start event, the output published so far
     store.publish_turn_record("ag-index0000000001", 4, "output", {"command_id": "cmd-1", "data": "x"})

@@ -63,8 +63,8 @@ def _acknowledging_daemon(folder) -> tuple[socket.socket, list[socket.socket]]:
                 conn, _ = listener.accept()
             except OSError:
                 return
+            accepted.append(conn)  # before the acknowledgement: a client that has it finds it counted
             conn.sendall(runner_socket.ACK)
-            accepted.append(conn)
 
     threading.Thread(target=serve, daemon=True).start()
     return listener, accepted
