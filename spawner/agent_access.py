@@ -20,7 +20,7 @@ from spawner.engines import Places
 from spawner.gateway.core import ModelGateway
 from spawner.metrics import Metrics
 from spawner.models import AgentRecord, AgentState
-from spawner.once import Lease, Once, R
+from spawner.once import Holding, Once, R
 from spawner.pool import WarmPool
 from spawner.state.base import StateStore
 
@@ -110,6 +110,11 @@ class AgentAccess:
     def ready_container(self, record: AgentRecord) -> str:
         """The container id of a live agent, resumed first if it was paused."""
         assert record.container_id is not None
+        if record.state != AgentState.PAUSED and self.backend.runner_answers(record.container_id):
+            # its runner acknowledged (the connection is the call's next one): the container runs
+            # and is not paused, no inspect needed. Only the sweep pauses a live agent's container,
+            # under the activity lock this caller holds, and writes `paused` with it.
+            return record.container_id
         state = self.backend.inspect_state(record.container_id)
         if state is None or state in ("exited", "dead"):
             reason = "container disappeared" if state is None else f"container {state}"
@@ -143,9 +148,9 @@ class AgentAccess:
         self.store.write_and_publish(agent_id, "status", {"state": state.value, "reason": reason},
                                      state=state.value, reason=reason, **extra)
 
-    def starting(self, agent_id: str) -> AbstractContextManager[Lease]:
+    def starting(self, agent_id: str) -> AbstractContextManager[Holding]:
         """Held while a turn or file operation starts: the sweep skips the agent meanwhile."""
-        return self.once.held(names.agent_activity_key(agent_id))
+        return self.once.holding(names.agent_activity_key(agent_id))
 
     def touch(self, agent_id: str) -> None:
         self.store.update_record(agent_id, last_activity_at=self.now())

@@ -55,9 +55,9 @@ class _Follower:
     lease, and only the records no delivery published yet)."""
 
     def __init__(self, agents: AgentAccess, agent_id: str, command_id: str, *, stream_line: Mapper,
-                 lease: Lease) -> None:
+                 lease: Lease, published: int) -> None:
         self.agents, self.agent_id, self.command_id, self.lease = agents, agent_id, command_id, lease
-        self.published = agents.store.turn_progress(command_id)
+        self.published = published  # the number of the last record some delivery published (-1: none)
         self.output, self.stdout = CappedText(limits.OUTPUT_MAX_BYTES), CappedText(limits.OUTPUT_MAX_BYTES)
         self.stream = TurnStream(stream_line)  # the CLI's lines as message / tool / usage events
         self.live = _LiveEvents(agents.store, agent_id, command_id)
@@ -116,45 +116,54 @@ class Turns:
 
     def _start_and_follow(self, agent_id: str, command: str, command_id: str, timeout_seconds: int | None,
                           lease: Lease) -> CommandResult:
-        with self.agents.starting(agent_id):  # from the readiness check to `busy`, the sweep leaves it alone
+        # from the readiness check to `busy`, the sweep leaves the agent alone
+        with self.agents.starting(agent_id) as starting:
             record = self.agents.live_record(agent_id)
             container_id = self.agents.ready_container(record)
             factory = agent_factory(record.agent)
             plan = factory.plan_turn(session_id=record.session_id)
-            if self.agents.store.turn_started(agent_id, command_id, lease_key=lease.key) == 1 \
-                    or record.state != AgentState.BUSY:
-                self.agents.store.update_record(agent_id, state=AgentState.BUSY.value, reason="turn started",
-                                         last_activity_at=self.agents.now())
+            busy = {"state": AgentState.BUSY.value, "reason": "turn started", "last_activity_at": self.agents.now()}
             # once per command id: a re-attached delivery of the turn publishes none of its one-time events again
-            self.agents.store.publish_once(agent_id, names.turn_once_key(command_id, "started"), "status",
-                                    state=AgentState.BUSY.value, reason="turn started",
-                                    command_id=command_id, command=command[:COMMAND_IN_EVENT_MAX_CHARS])
+            started = (names.turn_once_key(command_id, "started"), "status",
+                       {"state": AgentState.BUSY.value, "reason": "turn started", "command_id": command_id,
+                        "command": command[:COMMAND_IN_EVENT_MAX_CHARS]})
+            # busy in the same round trip as the turn's mark, unless the record says busy already
+            # (another delivery of this turn): then only if this turn is the one running
+            mark_now = record.state != AgentState.BUSY
+            running, published = self.agents.store.turn_started(
+                agent_id, command_id, lease_key=lease.key, busy=busy if mark_now else None, once=started,
+                release=starting.hand_over() if mark_now else None)  # `busy` written: the sweep may look again
+            starting.released = mark_now
+            if running == 1 and not mark_now:
+                self.agents.store.update_record(agent_id, **busy)
         outcome: CommandResult | None = None
         try:
             outcome = self._follow_turn(record, container_id, command, command_id, plan.argv,
-                                        plan.stdin_input, timeout_seconds, lease)
+                                        plan.stdin_input, timeout_seconds, lease, published=published)
             return outcome
         finally:
-            if lease.held and self.agents.store.turn_finished(agent_id, command_id) == 0:
-                current = self.agents.store.get_record(agent_id)
-                if current is not None and current.state == AgentState.BUSY:
+            if lease.held:
+                running, state = self.agents.store.turn_finished(agent_id, command_id)
+                if running == 0 and state == AgentState.BUSY.value:
                     reason = ("turn finished; model budget exhausted (config model.budget_usd): the gateway "
                               "refuses this agent's model requests") if outcome and outcome["budget_exhausted"] \
                         else "turn finished"
-                    self.agents.set_state(agent_id, AgentState.IDLE, reason=reason,
-                                    last_activity_at=self.agents.now())
+                    self.agents.change_state(agent_id, AgentState.IDLE, reason=reason,
+                                             last_activity_at=self.agents.now())
 
     def _follow_turn(self, record: AgentRecord, container_id: str, command: str, command_id: str,
                      argv: tuple[str, ...], stdin_input: bool, timeout_seconds: int | None,
-                     lease: Lease) -> CommandResult:
-        """Follow the turn to its end and publish what no delivery published yet; once the lease
-        is lost (another delivery follows the turn now), read on to the end but write nothing."""
+                     lease: Lease, *, published: int) -> CommandResult:
+        """Follow the turn to its end and publish what no delivery published yet (records after
+        number `published`); once the lease is lost (another delivery follows the turn now), read
+        on to the end but write nothing."""
         usage_before = self.agents.model_usage(record)
         turn_seconds = timeout_seconds or self.agents.options.command_timeout_seconds
         request = protocol.TurnRequest(command_id=command_id, argv=argv, stdin_input=stdin_input, input=command,
                                        timeout_seconds=turn_seconds)
         factory = agent_factory(record.agent)
-        follower = _Follower(self.agents, record.agent_id, command_id, stream_line=factory.stream_line, lease=lease)
+        follower = _Follower(self.agents, record.agent_id, command_id, stream_line=factory.stream_line, lease=lease,
+                             published=published)
         end = protocol.TurnEnd(exit_code=None)  # follow_turn ends with one of its own if the runner gives none
         # the worker's own deadline: nothing the agent does inside can stretch it (limits.py)
         deadline = time.monotonic() + turn_seconds + limits.TURN_DEADLINE_GRACE_SECONDS

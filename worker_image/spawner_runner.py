@@ -410,17 +410,19 @@ def _supervise(turn_dir: str, spec: dict) -> None:
     _write_json_atomic(os.path.join(turn_dir, "exit"), exit_record(
         exit_code=exit_code, timed_out=timed_out, cancelled=cancelled, truncated=log.truncated,
         duration_ms=int((time.time() - started) * 1000), records=log.seq))
+    # after the exit status, off the turn's own path: its follower is already sending the end
+    _prune_turns(keep=os.path.basename(turn_dir))
 
 
 def _spawn_supervisor(turn_dir: str, spec: dict) -> None:
-    """Double-fork so the supervisor belongs to no exec session and survives its caller."""
-    pid = os.fork()
-    if pid:
-        os.waitpid(pid, 0)
+    """Fork the supervisor into a session of its own, so it belongs to no exec session and
+    survives its caller. One fork, not two: the caller does not wait for it; should it end first
+    it stays a zombie (its `alive` lock already released) until the caller ends and init reaps it.
+    No controlling terminal can reach it: it never opens a terminal, and the turn gets a session
+    of its own too."""
+    if os.fork():
         return
     os.setsid()
-    if os.fork():
-        os._exit(0)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
@@ -559,7 +561,6 @@ def cmd_turn() -> None:
                 os.unlink(os.path.join(tmp, name))
             os.rmdir(tmp)
     if claimed:
-        _prune_turns(keep=command_id)
         _spawn_supervisor(turn_dir, spec)
     _follow(turn_dir, int(spec.get("from_seq", 0)), claimed)
 

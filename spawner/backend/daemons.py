@@ -39,6 +39,9 @@ DAEMON_START_SHARED_SECONDS = 30.0
 DAEMON_MISSES_BEFORE_OFF = 3
 #: How long the answer to "does this image run spawner-runnerd" is trusted (a tag can move).
 IMAGE_CACHE_SECONDS = 60.0
+#: How long a connection kept by `probe` waits for the call it was opened for; an older one is
+#: closed and the call connects afresh.
+PARKED_SECONDS = 5.0
 
 #: A container's labels, or None if they cannot be read now (the caller then uses docker exec).
 LabelsOf = Callable[[str], Mapping[str, str] | None]
@@ -58,6 +61,7 @@ class RunnerDaemons:
         self._daemon_answered = False  # has any container's runner daemon answered this process?
         self._daemon_misses = 0
         self._image_daemon: dict[str, tuple[float, bool]] = {}
+        self._parked: dict[str, tuple[float, socket.socket]] = {}  # container id -> (when, connection)
         self._cache_lock = threading.Lock()
 
     def folder(self, name: str, *, image: str, image_config: ImageConfigOf) -> str | None:
@@ -95,16 +99,50 @@ class RunnerDaemons:
 
     def restarting(self, container_id: str) -> None:
         """A container this process restarts: its next call waits for its daemon again."""
+        self._drop_parked(container_id)
         with self._cache_lock:
             if self._run_paths.get(container_id) is not None:
                 self._daemon_deadline[container_id] = time.monotonic() + DAEMON_START_SECONDS
 
     def forget(self, container_id: str) -> str | None:
         """A container being removed; returns its socket folder (to remove once it is gone)."""
+        self._drop_parked(container_id)
         with self._cache_lock:
             self._daemon_deadline.pop(container_id, None)
             self._fleet_paths.pop(container_id, None)
             return self._run_paths.pop(container_id, None)
+
+    def probe(self, container_id: str, labels_of: LabelsOf) -> bool:
+        """Whether the container's runner daemon answers now (it acknowledged a new connection:
+        the container runs and is not paused). The connection is kept for the next call to the
+        container within PARKED_SECONDS, so the proof costs no connection of its own."""
+        sock = self.connect(container_id, labels_of)
+        if sock is None:
+            return False
+        with self._cache_lock:
+            older = self._parked.pop(container_id, None)
+            self._parked[container_id] = (time.monotonic(), sock)
+        if older is not None:
+            older[1].close()
+        return True
+
+    def _drop_parked(self, container_id: str) -> None:
+        """Close the connection `probe` kept for the container, if any (it is restarted or removed)."""
+        with self._cache_lock:
+            parked = self._parked.pop(container_id, None)
+        if parked is not None:
+            parked[1].close()
+
+    def _unpark(self, container_id: str) -> socket.socket | None:
+        """The connection `probe` kept for the container if it is recent enough (an older one is closed)."""
+        with self._cache_lock:
+            parked = self._parked.pop(container_id, None)
+        if parked is None:
+            return None
+        if time.monotonic() - parked[0] > PARKED_SECONDS:
+            parked[1].close()
+            return None
+        return parked[1]
 
     def prune(self, infos: list[ContainerInfo]) -> int:
         """Remove runner-socket folders of containers that no longer exist."""
@@ -138,6 +176,8 @@ class RunnerDaemons:
     def connect(self, container_id: str, labels_of: LabelsOf) -> socket.socket | None:
         """An acknowledged connection to the container's runner daemon, or None (use exec).
         `labels_of` is asked for the labels of a container this process does not know yet."""
+        if (parked := self._unpark(container_id)) is not None:
+            return parked
         with self._cache_lock:
             known = container_id in self._run_paths
             run_path = self._run_paths.get(container_id)

@@ -128,6 +128,11 @@ class DockerBackend:
         Returns False if it has none (the image does not run the daemon, or no run dir)."""
         return self._daemons.warm_up(container_id, self._labels)
 
+    def runner_answers(self, container_id: str) -> bool:
+        """Whether the container's runner daemon acknowledges a connection now (so the container
+        runs, unpaused): no Docker call for a container this process knows."""
+        return self._daemons.probe(container_id, self._labels)
+
     def _labels(self, container_id: str) -> dict[str, str] | None:
         """The container's labels, or None if Docker does not answer now."""
         try:

@@ -6,7 +6,7 @@ errors as the contract's `Unavailable`) and two probes for start-up checks and t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,7 +19,8 @@ from spawner import errors
 from spawner.redaction import without_credentials
 
 __all__ = [
-    "RedisClient", "StreamEntries", "StreamsReply", "answers_anonymously", "connect", "redis_answers", "translated",
+    "Pipeline", "RedisClient", "Script", "StreamEntries", "StreamsReply", "answers_anonymously", "connect",
+    "in_one_trip", "redis_answers", "translated",
 ]
 
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
@@ -41,6 +42,32 @@ def translated(what: str) -> Iterator[None]:
 
 #: The client type the other state modules hold; they get theirs from `connect()`.
 RedisClient = redis.Redis
+#: A batch of commands sent together (`in_one_trip`), and a script registered on a client.
+Pipeline = redis.client.Pipeline
+Script = redis.commands.core.Script
+
+
+def in_one_trip(client: RedisClient, build: Callable[[Pipeline], None], scripts: Sequence[Script]) -> list[Any]:
+    """The replies to the commands `build` adds to a pipeline, scripts among them by their sha
+    (`pipe.evalsha(script.sha, ...)`), run as one transaction in one round trip: redis-py's own
+    script calls in a pipeline cost a SCRIPT EXISTS first. A script Redis does not know (it
+    restarted) is loaded and the whole batch run once more, so a batch must be safe to repeat.
+    The first error reply raises."""
+    for attempt in (1, 2):
+        with client.pipeline(transaction=True) as pipe:
+            build(pipe)
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+        if attempt == 1 and any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
+            for script in scripts:
+                client.script_load(script.script)
+            continue
+        break
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
 #: A stream's entries as `connect()`'s clients read them (XRANGE, XREVRANGE): redis-py types a reply
 #: as the union of every protocol and decoding, so a reader narrows it to this with `cast`.
 StreamEntries = list[tuple[str, dict[str, str]]]

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from spawner import names
 
-__all__ = ["PUBLISH", "PUBLISH_ONCE", "PUBLISH_ONCE_PER_KEY", "REAP_TURNS", "WRITE", "capped"]
+__all__ = [
+    "PUBLISH", "PUBLISH_ONCE", "PUBLISH_ONCE_PER_KEY", "REAP_TURNS", "RESULT_OR_LOCK", "SAVE_RESULT_AND_RELEASE",
+    "WRITE", "capped",
+]
 
 # Prefix of every script that appends agent events; its last key is the fleet stream (CONTRACT
 # §8.7): a `status` event appended to an agent's stream as `event_id` is also appended there (with
@@ -76,6 +79,22 @@ local id = append(KEYS[1], ARGV[1], ARGV[2])
 redis.call('PUBLISH', KEYS[2], '{"id":"' .. id .. '",' .. string.sub(ARGV[2], 2))
 mirror(id, ARGV[2])
 return id
+"""
+# A request's first result (KEYS[1]) if there is one: {1, result}; else its lock (KEYS[2]) taken
+# with token ARGV[1] for ARGV[2] ms: {2, token}; else {0} (another delivery holds it). One step, so
+# a repeat that finds the result never takes the lock.
+RESULT_OR_LOCK = """
+local result = redis.call('GET', KEYS[1])
+if result then return {1, result} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, ARGV[1]} end
+return {0}
+"""
+# Save a request's result (KEYS[1] = ARGV[1] for ARGV[2] s), then release its lock (KEYS[2]) if
+# token ARGV[3] still holds it: the end of a request in one round trip.
+SAVE_RESULT_AND_RELEASE = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+return 1
 """
 # Drop each running turn (KEYS[1]) whose lease, named at turn-lease:<id> (ARGV[1] prefix), is
 # held by nobody; return how many are still followed.

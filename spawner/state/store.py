@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Any, cast
 
 from spawner import limits, names
@@ -27,7 +28,7 @@ from spawner.results import Event, iso
 from spawner.state import scripts
 from spawner.state.events import AgentEvents
 from spawner.state.leases import RedisLeases
-from spawner.state.redis import RedisClient, connect, translated
+from spawner.state.redis import Pipeline, RedisClient, connect, in_one_trip, translated
 
 __all__ = ["CREATE_DEADLINE_SECONDS", "RedisStore"]
 
@@ -47,6 +48,8 @@ class RedisStore(RedisLeases):
             scripts.capped(scripts.PUBLISH_ONCE_PER_KEY, events_max_bytes))
         self._reap_turns = client.register_script(scripts.REAP_TURNS)
         self._write = client.register_script(scripts.capped(scripts.WRITE, events_max_bytes))
+        self._result_or_lock = client.register_script(scripts.RESULT_OR_LOCK)
+        self._save_result_and_release = client.register_script(scripts.SAVE_RESULT_AND_RELEASE)
 
     @classmethod
     def from_url(cls, url: str, *, events_max_bytes: int = EVENTS_MAX_BYTES_DEFAULT) -> RedisStore:
@@ -84,6 +87,12 @@ class RedisStore(RedisLeases):
 
     def _write_record(self, agent_id: str, fields: dict[str, Any], *, save: bool,
                       event: tuple[str, dict[str, Any]] | None) -> Any:
+        keys, args = self._write_call(agent_id, fields, save=save, event=event)
+        return self._write(keys=keys, args=args)
+
+    def _write_call(self, agent_id: str, fields: dict[str, Any], *, save: bool,
+                    event: tuple[str, dict[str, Any]] | None) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the WRITE script for this change."""
         event_type, event_json = (event[0], self._event_json(event[0], agent_id, event[1])) if event else ("status", "")
         keys = [names.agent_key(agent_id), names.agents_index_key(), names.due_key("pause"), names.due_key("expire"),
                 names.due_key("create"), names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type),
@@ -91,7 +100,7 @@ class RedisStore(RedisLeases):
         args: list[Any] = [agent_id, "save" if save else "update", names.TERMINAL_RECORD_TTL_SECONDS,
                            CREATE_DEADLINE_SECONDS, limits.EVENT_STREAM_MAXLEN, event_json]
         args += [part for k, v in fields.items() for part in (k, json.dumps(v))]
-        return self._write(keys=keys, args=args)
+        return keys, args
 
     def get_record(self, agent_id: str) -> AgentRecord | None:
         with translated("reading a record"):
@@ -143,23 +152,46 @@ class RedisStore(RedisLeases):
             return cast(list[str], self._r.zrangebyscore(names.due_key(action), "-inf", now, start=0, num=limit))
 
     # ---------------------------------------------------------------------------- turns running
-    def turn_started(self, agent_id: str, command_id: str, *, lease_key: str) -> int:
-        """Mark the turn running, with the name of the lease its follower holds; returns how many run."""
+    def turn_started(self, agent_id: str, command_id: str, *, lease_key: str, busy: dict[str, Any] | None = None,
+                     once: tuple[str, str, dict[str, Any]] | None = None,
+                     release: tuple[str, str] | None = None) -> tuple[int, int]:
+        """Mark the turn running, with the name of the lease its follower holds; with `busy`, also
+        write those fields of the record (as update_record); with `once` (once key, event type,
+        fields), also publish that event (as publish_once); with `release` (key, token), then
+        release that lock (as release): one round trip. Returns how many turns run now and the
+        number of the turn's last output record published (-1: none)."""
         key = names.agent_key(agent_id) + ":turns"
-        with translated("marking a turn"), self._r.pipeline() as pipe:
+
+        def build(pipe: Pipeline) -> None:
             pipe.sadd(key, command_id)
             pipe.expire(key, 7 * 24 * 3600)
             pipe.set(names.turn_lease_key(command_id), lease_key, ex=7 * 24 * 3600)
             pipe.scard(key)
-            return int(pipe.execute()[-1])
+            pipe.get(names.turn_progress_key(command_id))
+            if busy is not None:
+                keys, args = self._write_call(agent_id, busy, save=False, event=None)
+                pipe.evalsha(self._write.sha, len(keys), *keys, *args)
+            if once is not None:
+                keys, args = self._publish_once_call(agent_id, *once)
+                pipe.evalsha(self._publish_once_per_key.sha, len(keys), *keys, *args)
+            if release is not None:
+                pipe.evalsha(self._release.sha, 1, *release)
 
-    def turn_finished(self, agent_id: str, command_id: str) -> int:
+        with translated("marking a turn"):
+            replies = in_one_trip(self._r, build, [self._write, self._publish_once_per_key, self._release])
+        return int(replies[3]), (int(replies[4]) if replies[4] is not None else -1)
+
+    def turn_finished(self, agent_id: str, command_id: str) -> tuple[int, str | None]:
+        """Mark the turn ended; returns how many turns still run and the agent's state as stored
+        now (None without a record), read in the same round trip."""
         key = names.agent_key(agent_id) + ":turns"
         with translated("marking a turn"), self._r.pipeline() as pipe:
             pipe.srem(key, command_id)
             pipe.delete(names.turn_lease_key(command_id))
             pipe.scard(key)
-            return int(pipe.execute()[-1])
+            pipe.hget(names.agent_key(agent_id), "state")
+            *_, running, state = pipe.execute()
+        return int(running), (json.loads(state) if state else None)
 
     def reap_dead_turns(self, agent_id: str) -> int:
         """Drop the agent's running turns whose lease nobody holds (a follower died and its message
@@ -205,19 +237,17 @@ class RedisStore(RedisLeases):
     def publish_once(self, agent_id: str, once_key: str, event_type: str, **fields: Any) -> bool:
         """`publish`, unless an event was published under `once_key` before (kept as long as a
         request's result). True if published now."""
+        keys, args = self._publish_once_call(agent_id, once_key, event_type, fields)
         with translated("publishing an event"):
-            return bool(self._publish_once_per_key(
-                keys=[names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type), once_key,
-                      names.FLEET_EVENTS_KEY],
-                args=[limits.EVENT_STREAM_MAXLEN, self._event_json(event_type, agent_id, fields),
-                      names.REQUEST_RESULT_TTL_SECONDS],
-            ))
+            return bool(self._publish_once_per_key(keys=keys, args=args))
 
-    def turn_progress(self, command_id: str) -> int:
-        """Number of the last record of this turn already published, -1 if none."""
-        with translated("reading turn progress"):
-            value = self._r.get(names.turn_progress_key(command_id))
-        return int(value) if value is not None else -1
+    def _publish_once_call(self, agent_id: str, once_key: str, event_type: str,
+                           fields: dict[str, Any]) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the PUBLISH_ONCE_PER_KEY script for this event."""
+        return ([names.agent_events_key(agent_id), names.agent_channel(agent_id, event_type), once_key,
+                 names.FLEET_EVENTS_KEY],
+                [limits.EVENT_STREAM_MAXLEN, self._event_json(event_type, agent_id, fields),
+                 names.REQUEST_RESULT_TTL_SECONDS])
 
     def read_events(self, agent_id: str, *, since: str | None = None, count: int = 1000) -> list[Event]:
         return self.events.read_events(agent_id, since=since, count=count)
@@ -252,10 +282,29 @@ class RedisStore(RedisLeases):
             raw = self._r.get(names.request_result_key(task, request_id))
         return json.loads(raw) if raw else None
 
-    def save_request_result(self, task: str, request_id: str, result: dict[str, Any]) -> None:
+    def request_result_or_lock(self, task: str, request_id: str, lock_key: str, *,
+                               ttl_seconds: float) -> tuple[dict[str, Any] | None, str | None]:
+        """The request's first result if there is one, else `lock_key` taken (its token), in one
+        atomic round trip; (None, None) while another holder has the lock."""
+        token = uuid.uuid4().hex
+        with translated("reading a request result"):
+            reply = self._result_or_lock(keys=[names.request_result_key(task, request_id), lock_key],
+                                         args=[token, int(ttl_seconds * 1000)])
+        if int(reply[0]) == 1:
+            return json.loads(reply[1]), None
+        return None, (token if int(reply[0]) == 2 else None)
+
+    def save_request_result(self, task: str, request_id: str, result: dict[str, Any], *,
+                            release: tuple[str, str] | None = None) -> None:
+        """Keep a request's first result; `release` (lock key, token): then release that lock if
+        the token still holds it, in the same round trip."""
+        key, value = names.request_result_key(task, request_id), json.dumps(result)
         with translated("saving a request result"):
-            self._r.set(names.request_result_key(task, request_id), json.dumps(result),
-                        ex=names.REQUEST_RESULT_TTL_SECONDS)
+            if release is None:
+                self._r.set(key, value, ex=names.REQUEST_RESULT_TTL_SECONDS)
+            else:
+                self._save_result_and_release(keys=[key, release[0]],
+                                              args=[value, names.REQUEST_RESULT_TTL_SECONDS, release[1]])
 
 
 def _parsed(raw: dict[str, str]) -> AgentRecord | None:

@@ -88,3 +88,42 @@ def test_writing_without_reading_back_writes_and_publishes_as_update_and_publish
     assert stored is not None and (stored.state, stored.reason) == (AgentState.PAUSED, "idle")
     assert _scores(store)["pause"] is None  # the due indexes follow, as for every write
     assert [e["state"] for e in store.read_events("ag-index0000000001")] == ["paused"]
+
+
+def test_a_turns_start_is_one_batch_that_survives_a_redis_that_forgot_its_scripts(store):
+    """turn_started marks the turn, writes `busy` and publishes its start event once, in one
+    transaction; after a restart (no scripts cached) it loads them and runs the batch again."""
+    store.save_record(_record(AgentState.IDLE))
+    store._r.script_flush()  # noqa: SLF001 - as after a Redis restart
+    started = ("spawner:turn-once:cmd-1:started", "status", {"state": "busy", "reason": "turn started"})
+
+    token = store.acquire("spawner:agent-activity:ag-index0000000001", ttl_seconds=8)
+    assert token is not None
+    assert store.turn_started("ag-index0000000001", "cmd-1", lease_key="lease-1",
+                              busy={"state": "busy", "reason": "turn started"}, once=started,
+                              release=("spawner:agent-activity:ag-index0000000001", token)) == (1, -1)
+    assert store.get_record("ag-index0000000001").state == AgentState.BUSY
+    assert store._r.get("spawner:agent-activity:ag-index0000000001") is None  # noqa: SLF001 - released with it
+    assert store.running_command_ids("ag-index0000000001") == ["cmd-1"]
+    # a re-attached delivery: the same mark, no second start event, the output published so far
+    store.publish_turn_record("ag-index0000000001", 4, "output", {"command_id": "cmd-1", "data": "x"})
+    assert store.turn_started("ag-index0000000001", "cmd-1", lease_key="lease-1", once=started) == (1, 4)
+    events = [e for e in store.read_events("ag-index0000000001") if e.get("reason") == "turn started"]
+    assert len(events) == 1
+
+    assert store.turn_finished("ag-index0000000001", "cmd-1") == (0, "busy")
+    assert store.turn_finished("ag-index0000000001", "cmd-1") == (0, "busy")
+    assert store.turn_finished("ag-index0000000missing", "cmd-2") == (0, None)
+
+
+def test_a_request_result_or_its_lock_in_one_step_and_the_result_saved_with_the_release(store):
+    first, token = store.request_result_or_lock("send_command", "r1", "lock:r1", ttl_seconds=8)
+    assert first is None and token is not None
+    assert store.request_result_or_lock("send_command", "r1", "lock:r1", ttl_seconds=8) == (None, None)  # held
+    store._r.script_flush()  # noqa: SLF001
+    store.save_request_result("send_command", "r1", {"exit_code": 0}, release=("lock:r1", "not-the-token"))
+    assert store._r.get("lock:r1") == token  # noqa: SLF001 - another holder's lock stays
+    store.save_request_result("send_command", "r1", {"exit_code": 0}, release=("lock:r1", token))
+    assert store._r.get("lock:r1") is None  # noqa: SLF001
+    assert store.request_result_or_lock("send_command", "r1", "lock:r1", ttl_seconds=8) == ({"exit_code": 0}, None)
+    assert store._r.get("lock:r1") is None  # noqa: SLF001 - a repeat that finds the result takes no lock

@@ -48,3 +48,69 @@ def test_a_call_sends_argv_and_stdin_after_the_ack_and_reads_frames(tmp_path):
     thread.join()
     assert seen == {"argv": ["get", "/tmp/x", "10"], "stdin": b"input"}
     assert frames == [(1, b"out"), (2, b'{"ok": true}\n')]
+
+
+def _acknowledging_daemon(folder) -> tuple[socket.socket, list[socket.socket]]:
+    """A listener in `folder` that acknowledges every connection (its accepted ends kept in the list)."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(folder / "runner.sock"))
+    listener.listen()
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn)  # before the acknowledgement: a client that has it finds it counted
+            conn.sendall(runner_socket.ACK)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, accepted
+
+
+def test_a_probe_is_the_next_calls_connection_and_a_stale_one_is_not_used(tmp_path, monkeypatch):
+    from spawner import names
+    from spawner.backend import daemons
+
+    listener, accepted = _acknowledging_daemon(tmp_path)
+    runners = daemons.RunnerDaemons(None)
+    labels = {names.LABEL_RUN_DIR: str(tmp_path)}
+    try:
+        assert runners.probe("c1", lambda _cid: labels)
+        assert len(accepted) == 1
+        parked = runners.connect("c1", lambda _cid: labels)
+        assert parked is not None
+        parked.sendall(b"x")
+        assert accepted[0].recv(1) == b"x"  # the call goes over the probe's connection
+        assert len(accepted) == 1  # and no second one was made
+        parked.close()
+        fresh = runners.connect("c1", lambda _cid: labels)  # nothing parked any more: a new connection
+        assert fresh is not None
+        wait_until = time.monotonic() + 2
+        while len(accepted) < 2 and time.monotonic() < wait_until:
+            time.sleep(0.01)
+        assert len(accepted) == 2
+        fresh.close()
+        assert runners.probe("c1", lambda _cid: labels)
+        monkeypatch.setattr(daemons, "PARKED_SECONDS", -1.0)  # the kept connection is too old now
+        stale = runners.connect("c1", lambda _cid: labels)
+        assert stale is not None
+        while len(accepted) < 4 and time.monotonic() < wait_until + 2:
+            time.sleep(0.01)
+        assert len(accepted) == 4  # the probe's and a new one for the call
+        assert accepted[2].recv(1) == b""  # the stale one was closed
+        stale.close()
+    finally:
+        listener.close()
+
+
+def test_no_daemon_means_no_probe_and_nothing_kept(tmp_path):
+    from spawner import names
+    from spawner.backend import daemons
+
+    runners = daemons.RunnerDaemons(None)
+    assert not runners.probe("c1", lambda _cid: {names.LABEL_RUN_DIR: str(tmp_path)})
+    assert not runners.probe("c2", lambda _cid: {})  # no socket folder: docker exec
+    assert runners.connect("c1", lambda _cid: {names.LABEL_RUN_DIR: str(tmp_path)}) is None
