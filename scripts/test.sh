@@ -11,7 +11,7 @@ cd "$REPO"
 # Lint first (seconds, no Docker): ruff and mypy --strict, configured in pyproject.toml; any finding
 # fails the command with its output. SPAWNER_LINT=0 skips them while a change is half made.
 if [ "${SPAWNER_LINT:-1}" != 0 ]; then
-  "$VENV/bin/ruff" check spawner tasks orchestrator_cli bench celeryconfig.py tests
+  "$VENV/bin/ruff" check spawner tasks orchestrator_cli worker_image bench celeryconfig.py tests
   "$VENV/bin/mypy" --strict  # files, strictness and the Celery allowances: [tool.mypy] in pyproject.toml
 fi
 export CELERY_TRACE_APP=1

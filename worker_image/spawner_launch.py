@@ -6,6 +6,7 @@ compileall`), so starting one reads its bytecode from __pycache__ instead of com
 again in every container (the runner alone cost 37 ms of CPU per start; a bare Python 8 ms). The
 name this file was run by picks the module: spawner-runner -> spawner_runner. Stdlib only.
 """
+from __future__ import annotations
 
 import os
 import sys

@@ -2,7 +2,8 @@
 """spawner-model-forward: the agent's loopback door to the fleet's model gateway.
 
 Started (and restarted) by spawner-runnerd once the model gateway has bound the agent's socket in
-its run folder (/run/spawner), so only for agents with a `model`. Listens on 127.0.0.1:4100 inside the container (network `none` has a loopback) and
+its run folder (/run/spawner), so only for agents with a `model`. Listens on 127.0.0.1:4100
+inside the container (network `none` has a loopback) and
 splices each connection, bytes unchanged both ways, to /run/spawner/model.sock, the Unix socket
 the gateway binds for this agent alone. The agent's CLI gets ANTHROPIC_BASE_URL (or
 OPENAI_BASE_URL) = http://127.0.0.1:4100 and a placeholder key; the gateway puts the real key on

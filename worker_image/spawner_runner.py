@@ -78,7 +78,7 @@ def _status(ok: bool, **fields: object) -> None:
 
 # ------------------------------------------------------------------------------ safe paths
 def _check_roots(path: str) -> list[str]:
-    if not os.path.isabs(path) or os.path.normpath(path) != path.rstrip("/") and path != "/":
+    if not os.path.isabs(path) or (os.path.normpath(path) != path.rstrip("/") and path != "/"):
         raise RunnerError("InvalidPath", f"{path!r} is not an absolute, normalised path")
     if not any(path == root or path.startswith(root + "/") for root in ALLOWED_ROOTS):
         raise RunnerError("InvalidPath", f"{path!r} is outside the allowed roots {', '.join(ALLOWED_ROOTS)}")
@@ -150,7 +150,8 @@ def cmd_get(path: str, max_bytes: int) -> None:
         except FileNotFoundError:
             raise RunnerError("InvalidPath", f"{path!r} does not exist") from None
         except OSError as exc:
-            raise RunnerError("InvalidPath", f"{path!r} cannot be opened: {exc.strerror} (symlinks are not followed)") from None
+            raise RunnerError("InvalidPath",
+                              f"{path!r} cannot be opened: {exc.strerror} (symlinks are not followed)") from None
     finally:
         os.close(dir_fd)
     with os.fdopen(fd, "rb") as fh:
@@ -175,7 +176,8 @@ def cmd_init() -> None:
         parts = _check_roots(item["path"])
         dir_fd = _open_parent(parts, create=True)
         try:
-            fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, item.get("mode", 0o644), dir_fd=dir_fd)
+            fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, item.get("mode", 0o644),
+                         dir_fd=dir_fd)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(base64.b64decode(item["content_b64"]))
         finally:
@@ -185,7 +187,7 @@ def cmd_init() -> None:
         try:
             # with the agent's own environment, as its turns will have it (a pooled container's
             # per-agent variables live only in the env file)
-            proc = subprocess.run(ready, cwd=WORKSPACE, capture_output=True, env=_turn_env("ready"),
+            proc = subprocess.run(ready, cwd=WORKSPACE, capture_output=True, env=_turn_env("ready"), check=False,
                                   timeout=request.get("ready_timeout", 30))
         except FileNotFoundError:
             raise RunnerError("NotReady", f"{ready[0]!r} is not installed in this image") from None
@@ -592,7 +594,8 @@ def main(argv: list[str]) -> int:
         elif argv[:1] == ["init"]:
             cmd_init()
         else:
-            raise RunnerError("InvalidRequest", "usage: spawner-runner turn|cancel COMMAND_ID|put PATH MODE|get PATH MAX|init")
+            raise RunnerError("InvalidRequest",
+                              "usage: spawner-runner turn|cancel COMMAND_ID|put PATH MODE|get PATH MAX|init")
     except RunnerError as exc:
         _status(False, error=exc.error, message=exc.message)
         return 3

@@ -114,7 +114,7 @@ def _handle(conn: socket.socket, runner) -> int:
     os.close(devnull)
     conn.close()
     os.write(1, ACK)
-    stdin = io.open(0, "rb", closefd=False)
+    stdin = open(0, "rb", closefd=False)
     header = json.loads(stdin.readline() or b"{}")
     argv = header.get("argv")
     if not argv:
@@ -161,7 +161,7 @@ def serve() -> None:
         _reap()
         try:
             conn, _ = listener.accept()
-        except socket.timeout:
+        except TimeoutError:
             continue
         conn.settimeout(None)
         if not forwarding and os.path.exists(MODEL_SOCKET_PATH):
