@@ -119,11 +119,16 @@ class RunnerDaemons:
         sock = self.connect(container_id, labels_of)
         if sock is None:
             return False
+        now = time.monotonic()
         with self._cache_lock:
-            older = self._parked.pop(container_id, None)
-            self._parked[container_id] = (time.monotonic(), sock)
-        if older is not None:
-            older[1].close()
+            # this container's older one, and any other left past its time by a call that never came
+            # (it failed in between): each holds a daemon child in its container, waiting for a request
+            stale = [cid for cid, (when, _) in self._parked.items()
+                     if cid == container_id or now - when > PARKED_SECONDS]
+            closing = [self._parked.pop(cid)[1] for cid in stale]
+            self._parked[container_id] = (now, sock)
+        for old in closing:
+            old.close()
         return True
 
     def _drop_parked(self, container_id: str) -> None:

@@ -114,3 +114,30 @@ def test_no_daemon_means_no_probe_and_nothing_kept(tmp_path):
     assert not runners.probe("c1", lambda _cid: {names.LABEL_RUN_DIR: str(tmp_path)})
     assert not runners.probe("c2", lambda _cid: {})  # no socket folder: docker exec
     assert runners.connect("c1", lambda _cid: {names.LABEL_RUN_DIR: str(tmp_path)}) is None
+
+
+def test_a_probe_closes_connections_other_containers_left_parked_too_long(tmp_path, monkeypatch):
+    """A call that failed between its probe and its runner call leaves its connection parked (and a
+    daemon child in that container waiting for a request): the next probe to any container closes it."""
+    from spawner import names
+    from spawner.backend import daemons
+
+    listener, accepted = _acknowledging_daemon(tmp_path)
+    runners = daemons.RunnerDaemons(None)
+    labels = {names.LABEL_RUN_DIR: str(tmp_path)}
+    try:
+        assert runners.probe("c1", lambda _cid: labels)  # its call never comes
+        monkeypatch.setattr(daemons, "PARKED_SECONDS", -1.0)  # c1's kept connection is too old now
+        assert runners.probe("c2", lambda _cid: labels)
+        accepted[0].settimeout(5)
+        assert accepted[0].recv(1) == b""  # closed: the daemon's child for it ends
+        monkeypatch.setattr(daemons, "PARKED_SECONDS", 5.0)
+        kept = runners.connect("c2", lambda _cid: labels)  # the probe's own connection is still kept
+        assert kept is not None
+        kept.sendall(b"y")
+        accepted[1].settimeout(5)
+        assert accepted[1].recv(1) == b"y"
+        assert len(accepted) == 2
+        kept.close()
+    finally:
+        listener.close()
