@@ -117,10 +117,33 @@ class RunDirs:
                         or not entry.is_dir(follow_symlinks=False):
                     continue  # another engine's folder of folders is its own group's to prune
                 with contextlib.suppress(OSError):
-                    if now - entry.stat(follow_symlinks=False).st_mtime > older_than_seconds:
+                    if now - entry.stat(follow_symlinks=False).st_mtime > older_than_seconds \
+                            and not _served(entry.path.removesuffix(names.FLEET_HOST_DIR_SUFFIX)):
                         _remove(entry.path)
                         removed += 1
         return removed
+
+
+def _served(folder: str) -> bool:
+    """Whether a daemon listens on the folder's socket: its container lives, if not on the engine
+    this worker lists (a fleet on another dockerd sharing the run folder), so its folders stay.
+    A connection is all it takes (a paused daemon's backlog takes it too); nothing is sent."""
+    opened = _open_socket_path(os.path.join(folder, names.RUNNER_SOCKET_NAME))
+    if opened is None:
+        return False
+    fd, proc_path = opened
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.setblocking(False)
+            try:
+                sock.connect(proc_path)
+            except BlockingIOError:
+                return True  # its backlog is full: somebody listens
+            except OSError:
+                return False
+            return True
+    finally:
+        os.close(fd)
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

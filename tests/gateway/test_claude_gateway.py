@@ -123,6 +123,8 @@ def test_a_warm_pool_agent_reaches_its_model_too(gateway_fleet: GatewayFleet, re
     import time
     import uuid
 
+    import redis as redis_lib
+
     from spawner.pool import pool_owner
     from tests.conftest import Fleet
 
@@ -136,9 +138,15 @@ def test_a_warm_pool_agent_reaches_its_model_too(gateway_fleet: GatewayFleet, re
         owner = pool_owner(redis_server.url, queue)
         # the pool fills once a worker has started (its reconcile asks for a refill); a create also would
         gf.app.send_task("spawner.pool_refill", queue=queue)
+        offers = redis_lib.Redis.from_url(redis_server.url, decode_responses=True)
+
+        def offered() -> set[str]:  # made, checked and offered: a free id in the pool's Redis set
+            free = {cid for key in offers.scan_iter("spawner:pool:available:*") for cid in offers.smembers(key)}
+            return {c["Id"] for c in docker_api.api.containers(
+                filters={"label": f"{names.LABEL_POOL_OWNER}={owner}"})} & free
+
         deadline = time.monotonic() + 120
-        while not [c for c in docker_api.api.containers(filters={"label": f"{names.LABEL_POOL_OWNER}={owner}"})
-                   if c["State"] == "paused"]:  # paused: made, checked and offered
+        while not offered():
             assert time.monotonic() < deadline, "the warm pool never filled"
             time.sleep(0.2)
         config = {"name": "pooled", "agent": "claude-code",

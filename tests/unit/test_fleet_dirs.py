@@ -71,3 +71,30 @@ def test_the_fleet_folder_goes_with_its_socket_folder_and_is_kept_while_that_is(
     assert sorted(os.listdir(tmp_path)) == ["spawner-a1", "spawner-a1" + names.FLEET_HOST_DIR_SUFFIX]
     dirs.remove(kept)
     assert os.listdir(tmp_path) == []
+
+
+@root_only
+def test_folders_of_a_container_this_engine_does_not_list_stay_while_its_daemon_listens(tmp_path):
+    """Another fleet on another dockerd may share the run folder: its containers are not in this
+    worker's listing, but their daemons listen, so their socket and fleet folders are left alone
+    (a pruned fleet folder would leave that agent's turns without its environment). A planted
+    symlink in place of the socket counts as nobody listening."""
+    import socket
+
+    dirs = RunDirs(str(tmp_path))
+    served, dead, planted = (str(tmp_path / name) for name in ("spawner-b1", "spawner-b2", "spawner-b3"))
+    for run_path in (served, dead, planted):
+        os.mkdir(run_path)
+        assert make_fleet_dir(run_path) is not None
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(os.path.join(served, names.RUNNER_SOCKET_NAME))
+    listener.listen(1)
+    closed = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    closed.bind(os.path.join(dead, names.RUNNER_SOCKET_NAME))  # bound, nobody listens: a dead daemon's
+    closed.close()
+    os.symlink(os.path.join(served, names.RUNNER_SOCKET_NAME), os.path.join(planted, names.RUNNER_SOCKET_NAME))
+    try:
+        assert dirs.prune(set(), older_than_seconds=-1) == 4  # b2 and b3, each with its fleet folder
+        assert sorted(os.listdir(tmp_path)) == ["spawner-b1", "spawner-b1" + names.FLEET_HOST_DIR_SUFFIX]
+    finally:
+        listener.close()
