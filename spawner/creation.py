@@ -99,16 +99,17 @@ class Creator:
             agent_id, password=secrets_module.token_urlsafe(24), base_url=self.agents.options.agent_redis_url)}
 
     def _start(self, config: WorkerConfig, plan: CreatePlan, record: AgentRecord, *,
-               started: float) -> tuple[str, AgentRecord | None]:
+               started: float, pooled: bool = True) -> tuple[str, AgentRecord | None]:
         """Execute the plan: a warm-pool container if one is free (renamed while its init runs),
         else a new one, then the runner's init. Returns the container and the record as it is now. On failure
-        nothing is left behind and the agent is failed (or was ended meanwhile: AgentGone)."""
+        nothing is left behind and the agent is failed (or was ended meanwhile: AgentGone); a claimed
+        container that turns out gone or stopped (removed, its daemon dead) is replaced by a new one."""
         agent_id, spec = record.agent_id, plan.spec
         container_id = None
         current: AgentRecord | None = record
         claim = None
         try:
-            claim = self.agents.pool.claim(spec) if self.agents.pool is not None else None
+            claim = self.agents.pool.claim(spec) if self.agents.pool is not None and pooled else None
             container_id = claim.container_id if claim is not None else self.agents.backend.create(spec)
             self._register_model(agent_id, container_id, config)
             current = self.agents.store.update_record(agent_id, container_id=container_id)
@@ -117,10 +118,14 @@ class Creator:
             if claim is not None:
                 claim.named()  # renamed beside the init: named after its agent before it is ready
         except errors.SpawnerError as exc:
+            broken = False
             if claim is not None:
                 claim.renaming.exception()  # no rename still under way when the container goes
+                broken = self._not_running(claim.container_id)  # before it goes, not the agent's doing
             if container_id is not None:
                 self.agents.backend.remove(container_id)
+            if broken:
+                return self._start(config, plan, record, started=started, pooled=False)
             self.agents.store.delete_agent_identity(agent_id)
             self.agents.metrics.create_finished(config.agent.value, self.agents.now() - started, ok=False)
             if (current := self.agents.store.get_record(agent_id)) is None or current.state.is_terminal:
@@ -128,6 +133,13 @@ class Creator:
             self.agents.set_state(agent_id, AgentState.FAILED, reason=f"create could not finish: {exc}")
             raise errors.Unavailable(f"agent {agent_id} could not be created: {exc}") from None
         return container_id, current
+
+    def _not_running(self, container_id: str) -> bool:
+        """Whether a claimed pool container is gone or stopped (False if Docker cannot say now)."""
+        try:
+            return self.agents.backend.inspect_state(container_id) != "running"
+        except errors.SpawnerError:
+            return False
 
     def _finish(self, config: WorkerConfig, agent_id: str, container_id: str, current: AgentRecord | None,
                 image: str, *, started: float) -> CreateResult:

@@ -247,8 +247,8 @@ class WarmPool:
                 template = PoolTemplate(**raw)
             except TypeError:
                 continue
-            if template.engine != self.engine:
-                continue  # another node's key: its own workers keep it stocked
+            if template.engine != self.engine or template.key != key:
+                continue  # another node's key (its workers stock it), or an earlier version's: it ages out
             key_made, key_failed = self._refill_key(key, template)
             made, failed = made + key_made, failed + key_failed
         return {"made": made, "failed": failed}

@@ -396,6 +396,13 @@ def _supervise(turn_dir: str, spec: dict) -> None:
             # the main process is gone but something it left behind holds the pipes open:
             # the turn is over, and so is everything in its process group
             _kill_group(proc.pid, signal.SIGKILL)
+        if exited_at is not None and now - exited_at > KILL_GRACE_SECONDS:
+            # still held, by a process in a session of its own (a server the command started):
+            # the turn is over all the same; that process runs on, its next write there fails (EPIPE)
+            for key in list(sel.get_map().values()):
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+            break
         for key, _ in sel.select(timeout=0.05):
             chunk = os.read(key.fd, 65536)
             if chunk:

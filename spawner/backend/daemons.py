@@ -115,14 +115,16 @@ class RunnerDaemons:
     def probe(self, container_id: str, labels_of: LabelsOf) -> bool:
         """Whether the container's runner daemon answers now (it acknowledged a new connection:
         the container runs and is not paused). The connection is kept for the next call to the
-        container within PARKED_SECONDS, so the proof costs no connection of its own."""
+        container within PARKED_SECONDS, so the proof costs no connection of its own. Never the
+        connection an earlier probe kept: that acknowledgement is older than this check."""
+        self._drop_parked(container_id)
         sock = self.connect(container_id, labels_of)
         if sock is None:
             return False
         now = time.monotonic()
         with self._cache_lock:
-            # this container's older one, and any other left past its time by a call that never came
-            # (it failed in between): each holds a daemon child in its container, waiting for a request
+            # this container's (another thread's probe meanwhile), and any other left past its time by
+            # a call that never came (it failed in between): each holds a daemon child waiting for a request
             stale = [cid for cid, (when, _) in self._parked.items()
                      if cid == container_id or now - when > PARKED_SECONDS]
             closing = [self._parked.pop(cid)[1] for cid in stale]

@@ -112,7 +112,9 @@ class DockerBackend:
                 detach=True,
             )
         except DOCKER_ERRORS as exc:
-            self._daemons.drop_folder(run_path)
+            # a name another container holds (409): so are the folders named after it, reused above
+            if not (isinstance(exc, docker.errors.APIError) and exc.status_code == 409):
+                self._daemons.drop_folder(run_path)
             raise translate(exc, f"creating {spec.name}") from None
         container_id = str(created["Id"])
         self._daemons.started(container_id, run_path, fleet_path)

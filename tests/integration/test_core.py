@@ -113,6 +113,16 @@ def test_timed_out_turn_is_killed_with_its_whole_process_group(client):
     assert left["output"].strip() == "0"
 
 
+def test_a_turn_ends_with_its_command_though_a_process_of_its_own_session_holds_the_output(client):
+    """`server &` in a session of its own, writing to the turn's output: the turn used to end only
+    when that process did (never, for a server), holding the agent's turn lock meanwhile."""
+    agent_id = client.create_shell()["agent_id"]
+    turn = client.call("send_command", agent_id=agent_id, timeout=120, command="setsid sleep 305 & echo done")
+    assert turn["timed_out"] is False and turn["exit_code"] == 0 and turn["output"] == "done\n"
+    after = client.call("send_command", agent_id=agent_id, timeout=120, command="echo next")
+    assert after["output"] == "next\n"
+
+
 def test_same_request_id_twice_creates_one_agent(client, docker_client):
     config = {"name": "once", "agent": "shell"}
     first = client.send("create", config=config, request_id="req-once-1")

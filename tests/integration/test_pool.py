@@ -224,3 +224,22 @@ def test_size_zero_turns_the_pool_off_and_clears_what_is_left(pool, docker_clien
     assert pool.call("pool_refill") == {"made": 0, "failed": 0}
     wait_for("every task to have run", pool.settled)
     assert pool.pool_containers() == [] and pool.free() == set()
+
+
+@pytest.mark.parametrize("fault", ["removed", "stopped"])
+def test_a_free_container_gone_or_stopped_under_the_pool_never_fails_a_create(pool, docker_client, fault):
+    """A free id whose container was removed (`docker rm`, an operator's cleanup) or has stopped
+    (its daemon died, the engine restarted) stays in the free set until the next reconcile. A
+    claim that took it used to fail the create (the rename or the init failed on it); the create
+    makes a fresh container instead, as it did when claims renamed and unpaused in line."""
+    pool.start(size=1)
+    (bad,) = pool.wait_full(size=1)
+    if fault == "removed":
+        docker_client.api.remove_container(bad, force=True)
+    else:
+        docker_client.api.kill(bad)
+    created = pool.call("create", config={"name": "after-" + fault, "agent": "shell"})
+    assert created["state"] == "idle" and created["container_id"] != bad
+    assert not pool.exists(bad), "the bad pool container was left behind"
+    answer = pool.call("send_command", agent_id=created["agent_id"], command="echo ok")
+    assert answer["output"] == "ok\n"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 import threading
 import time
 import uuid
@@ -14,8 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spawner import errors
-from tests.conftest import OUTPUT_DIR, TEST_RUN_FILTER
+from spawner import errors, names
+from spawner.backend.docker import DockerBackend
+from spawner.backend.fleet_dirs import write_fleet_files
+from spawner.factories import build_spec
+from spawner.models import AgentType, SpecFile, WorkerConfig
+from tests.conftest import OUTPUT_DIR, TEST_IMAGE, TEST_RUN_FILTER
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis]
@@ -244,3 +250,27 @@ def test_two_hundred_generated_requests_get_their_outcome_and_leave_nothing(clie
     assert redis_client.zcard("spawner:agents") == records
     # the worker still answers, and knows the same agents as before
     assert {a["agent_id"] for a in client.call("list", timeout=30)["agents"]} == listed
+
+
+def test_a_create_refused_for_a_name_another_container_holds_leaves_that_containers_folders(docker_client):
+    """Folders are named after the container: a create that finds its name taken (another fleet
+    on this engine and run folder with the same agent id, say) reused the holder's socket and
+    fleet folders, and on Docker's refusal removed them, the holder's env file with them."""
+    run_dir = tempfile.mkdtemp(prefix="rv", dir="/tmp")  # short: a socket path has 107 bytes at most
+    spec = build_spec(WorkerConfig(name="taken", agent=AgentType.SHELL), agent_id="ag-" + uuid.uuid4().hex[:16],
+                      image=TEST_IMAGE, network_mode="none", created_at=time.time(), secret_values={},
+                      orchestrator_env={}, instructions_text=None)
+    holder, other = DockerBackend(docker_client, run_dir=run_dir), DockerBackend(docker_client, run_dir=run_dir)
+    container_id = holder.create(spec)
+    try:
+        labels = docker_client.api.inspect_container(container_id)["Config"]["Labels"]
+        fleet_dir = labels[names.LABEL_FLEET_DIR]
+        write_fleet_files(fleet_dir, [SpecFile(path=names.SECRETS_FILE, content=b'{"TOKEN": "t"}', mode=0o440)])
+        with pytest.raises(errors.Unavailable):
+            other.create(spec)  # the same name
+        assert os.path.exists(os.path.join(fleet_dir, "env.json")), "the holder's env file went"
+        assert os.path.isdir(labels[names.LABEL_RUN_DIR])
+    finally:
+        holder.remove(container_id)
+    assert os.listdir(run_dir) == []
+    os.rmdir(run_dir)

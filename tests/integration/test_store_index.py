@@ -127,3 +127,21 @@ def test_a_request_result_or_its_lock_in_one_step_and_the_result_saved_with_the_
     assert store._r.get("lock:r1") is None  # noqa: SLF001
     assert store.request_result_or_lock("send_command", "r1", "lock:r1", ttl_seconds=8) == ({"exit_code": 0}, None)
     assert store._r.get("lock:r1") is None  # noqa: SLF001 - a repeat that finds the result takes no lock
+
+
+def test_a_turns_start_after_redis_forgot_only_some_scripts_publishes_its_start_once(store):
+    """The first try of the batch runs every command but those of the scripts Redis forgot (no
+    queue-time error in a transaction): the start event published then is not published again
+    by the second try, and `busy` and the release are there after it."""
+    store.save_record(_record(AgentState.IDLE))
+    store._r.script_flush()  # noqa: SLF001
+    store._r.script_load(store._publish_once_per_key.script)  # noqa: SLF001 - this one survived, WRITE did not
+    started = ("spawner:turn-once:cmd-9:started", "status", {"state": "busy", "reason": "turn started"})
+    token = store.acquire("spawner:agent-activity:ag-index0000000001", ttl_seconds=8)
+    assert store.turn_started("ag-index0000000001", "cmd-9", lease_key="lease-9",
+                              busy={"state": "busy", "reason": "turn started"}, once=started,
+                              release=("spawner:agent-activity:ag-index0000000001", token)) == (1, -1)
+    assert store.get_record("ag-index0000000001").state == AgentState.BUSY
+    assert store._r.get("spawner:agent-activity:ag-index0000000001") is None  # noqa: SLF001
+    events = [e for e in store.read_events("ag-index0000000001") if e.get("reason") == "turn started"]
+    assert len(events) == 1

@@ -11,6 +11,8 @@ engine that refuses chosen requests (as an engine under load does) and from a br
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
+import json
 import os
 import signal
 import socket
@@ -364,3 +366,18 @@ def test_a_broker_that_is_down_fails_neither_a_claim_nor_the_reconcile(rig_facto
     attrs = rig.docker.api.inspect_container(claimed.container_id)
     assert attrs["State"]["Status"] == "running" and attrs["Name"] == "/" + spec.name
     assert rig.pool.reconcile() == {"pool_removed": 0, "pool_errors": 0}
+
+
+def test_a_key_an_earlier_version_stocked_is_not_refilled_with_this_versions_containers(rig_factory):
+    """After an upgrade the keys an earlier version wanted (their stock paused, no `running` in
+    the stored template) stay wanted for KEY_IDLE_SECONDS. Refilling one built the template anew,
+    whose key is this version's: every refill made `size` containers under another key than the
+    one it topped up, which never filled, and reconcile removed them again as over the size."""
+    rig = rig_factory(lambda line: False)
+    assert rig.pool.refill() == {"made": 2, "failed": 0}  # this version's stock of the default key
+    earlier = {k: v for k, v in asdict(rig.template).items() if k != "running"}
+    earlier_key = hashlib.sha256(json.dumps(earlier, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    assert earlier_key != rig.template.key
+    rig.pool.store.want(earlier_key, earlier, now=time.time())
+    assert rig.pool.refill() == {"made": 0, "failed": 0}
+    assert len(rig.containers()) == 2 and len(rig.pool.store.available(rig.template.key)) == 2

@@ -141,3 +141,29 @@ def test_a_probe_closes_connections_other_containers_left_parked_too_long(tmp_pa
         kept.close()
     finally:
         listener.close()
+
+
+def test_each_probe_is_a_new_acknowledgement_never_a_kept_connection(tmp_path):
+    """The proof that the container runs unpaused is an acknowledgement now: a second probe used
+    to take the connection the first one kept (acknowledged up to PARKED_SECONDS before, and kept
+    again from then on), which a container paused meanwhile still has."""
+    from spawner import names
+    from spawner.backend import daemons
+
+    listener, accepted = _acknowledging_daemon(tmp_path)
+    runners = daemons.RunnerDaemons(None)
+    labels = {names.LABEL_RUN_DIR: str(tmp_path)}
+    try:
+        assert runners.probe("c1", lambda _cid: labels)  # its call never comes
+        assert runners.probe("c1", lambda _cid: labels)
+        assert len(accepted) == 2  # acknowledged afresh
+        accepted[0].settimeout(5)
+        assert accepted[0].recv(1) == b""  # the older one closed
+        kept = runners.connect("c1", lambda _cid: labels)  # the call takes the newer one
+        assert kept is not None
+        kept.sendall(b"z")
+        accepted[1].settimeout(5)
+        assert accepted[1].recv(1) == b"z"
+        kept.close()
+    finally:
+        listener.close()
